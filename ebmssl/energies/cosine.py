@@ -1,0 +1,34 @@
+"""Cosine energy: E(a, b) = -cos(a, b) / T."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ebmssl.energies.base import Energy
+from ebmssl.registry import register_energy
+
+
+@register_energy("cosine")
+class CosineEnergy(Energy):
+    """Negative cosine similarity over a temperature, E(a, b) = -<a/|a|, b/|b|> / T (SimCLR, MoCo, SimSiam).
+
+    Invariant to positive rescaling of either argument and to a rotation shared by both; minimal
+    (-1/T) when the two embeddings point the same way. Inputs are l2-normalised with
+    ``max(|x|, eps)`` in the denominator, so zero vectors give energy 0 and finite gradients.
+    """
+
+    def __init__(self, temperature: float = 1.0, eps: float = 1e-12) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        self.eps = eps
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
+        return -(a @ b.T) / self.temperature
+
+    def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
+        return -(a * b).sum(dim=-1) / self.temperature

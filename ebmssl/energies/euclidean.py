@@ -1,0 +1,77 @@
+"""Euclidean energies: squared distance (VICReg, BYOL on normalised inputs) and its powers (alignment)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ebmssl.energies.base import Energy
+from ebmssl.registry import register_energy
+
+
+@register_energy("squared_euclidean")
+class SquaredEuclideanEnergy(Energy):
+    """Squared distance, E(a, b) = |a - b|^2 (optionally on l2-normalised inputs, optionally per dimension).
+
+    * ``normalize=True`` gives BYOL's / W-MSE's normalised MSE, |a/|a| - b/|b||^2 = 2 - 2 cos(a, b).
+    * ``mean_over_dims=True`` divides by the dimension D, so the mean over a batch equals
+      ``F.mse_loss(a, b)`` (VICReg's invariance term).
+    """
+
+    def __init__(self, normalize: bool = False, mean_over_dims: bool = False, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.mean_over_dims = mean_over_dims
+        self.eps = eps
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1, eps=self.eps) if self.normalize else x
+
+    def _scale(self, energy: torch.Tensor, dim: int) -> torch.Tensor:
+        return energy / dim if self.mean_over_dims else energy
+
+    def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = self._prepare(a), self._prepare(b)
+        return self._scale((a - b).pow(2).sum(dim=-1), a.shape[-1])
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = self._prepare(a), self._prepare(b)
+        # expanded form keeps memory at O(N M); clamp guards tiny negative values from cancellation
+        squared = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1)[None, :] - 2 * a @ b.T
+        return self._scale(squared.clamp_min(0.0), a.shape[-1])
+
+
+@register_energy("euclidean_power")
+class EuclideanPowerEnergy(Energy):
+    """Distance to a power, E(a, b) = |a - b|_2^alpha (Wang & Isola 2020 alignment; alpha = 2 by default).
+
+    ``normalize=True`` (the default, as in the paper) l2-normalises the inputs first.
+    """
+
+    def __init__(self, alpha: float = 2.0, normalize: bool = True, eps: float = 1e-12) -> None:
+        super().__init__()
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        self.alpha = alpha
+        self.normalize = normalize
+        self.eps = eps
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1, eps=self.eps) if self.normalize else x
+
+    def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = self._prepare(a), self._prepare(b)
+        squared = (a - b).pow(2).sum(dim=-1)
+        return squared if self.alpha == 2 else _safe_power(squared, self.alpha / 2)
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = self._prepare(a), self._prepare(b)
+        squared = (a[:, None, :] - b[None, :, :]).pow(2).sum(dim=-1)
+        return squared if self.alpha == 2 else _safe_power(squared, self.alpha / 2)
+
+
+def _safe_power(squared: torch.Tensor, exponent: float) -> torch.Tensor:
+    """``squared ** exponent`` with a zero (not infinite) gradient where ``squared`` is 0."""
+    positive = squared > 0
+    safe = torch.where(positive, squared, torch.ones_like(squared))
+    return torch.where(positive, safe.pow(exponent), torch.zeros_like(squared))

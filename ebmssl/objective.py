@@ -1,0 +1,212 @@
+"""The objective: one energy plus a weighted list of collapse-prevention strategies.
+
+``loss = scale * (energy_weight * reduce_pairs(E.term(online_i, target_j)) + sum_s weight_s * term_s)``
+
+where the strategies' ``transform`` hooks run first, in the listed order, and ``terms`` holds each
+weighted contribution (so ``sum(terms.values()) == loss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ebmssl.config import load_config
+from ebmssl.energies.base import Energy
+from ebmssl.registry import ENERGIES, STRATEGIES, ConfigError, check_arguments
+from ebmssl.strategies.base import Pair, Progress, Strategy, ViewBatch
+
+COLLAPSE_FAMILIES = ("contrastive", "asymmetry", "capacity")
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    batch: ViewBatch
+
+
+def resolve_pairs(spec: str | Sequence[Sequence[int]], num_online: int, num_target: int) -> list[Pair]:
+    """``"cross"``: every (i, j) with i != j (online view i against target view j); or an explicit list."""
+    if spec == "cross":
+        pairs = [(i, j) for j in range(num_target) for i in range(num_online) if i != j]
+    elif spec == "cross_unordered":
+        pairs = [(i, j) for i in range(num_online) for j in range(num_target) if i < j]
+    else:
+        pairs = [(int(i), int(j)) for i, j in spec]
+    for i, j in pairs:
+        if not (0 <= i < num_online and 0 <= j < num_target):
+            raise ValueError(
+                f"pair ({i}, {j}) is out of range for {num_online} online and {num_target} target views"
+            )
+    if not pairs:
+        raise ValueError(f"no view pairs for pairs={spec!r} with {num_online} online and {num_target} target views")
+    return pairs
+
+
+class Objective(nn.Module):
+    """An energy and a list of collapse-prevention strategies (see the module docstring)."""
+
+    def __init__(
+        self,
+        energy: Energy,
+        strategies: Sequence[Strategy] = (),
+        weights: Sequence[float] | None = None,
+        energy_weight: float = 1.0,
+        pairs: str | Sequence[Sequence[int]] = "cross",
+        pair_reduction: Literal["mean", "sum"] = "mean",
+        scale: float = 1.0,
+        allow_collapse: bool = False,
+        names: Sequence[str] | None = None,
+        source: str = "<objective>",
+    ) -> None:
+        super().__init__()
+        self.energy = energy
+        self.strategies = nn.ModuleList(strategies)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.strategies)
+        self.energy_weight = float(energy_weight)
+        self.pairs = pairs
+        self.pair_reduction = pair_reduction
+        self.scale = float(scale)
+        self.allow_collapse = allow_collapse
+        self.term_names = _unique_names(names or [getattr(s, "registered_name", type(s).__name__) for s in strategies])
+        check_collapse_guard(self, source)
+
+    def set_progress(self, progress: Progress) -> None:
+        for strategy in self.strategies:
+            strategy.set_progress(progress)
+
+    def target_momentum(self) -> float | None:
+        for strategy in self.strategies:
+            momentum = strategy.target_momentum()
+            if momentum is not None:
+                return momentum
+        return None
+
+    def forward(self, online: Sequence[torch.Tensor], target: Sequence[torch.Tensor] | None = None) -> ObjectiveOutput:
+        online = list(online)
+        if not online:
+            raise ValueError("objective called with no online views")
+        targets = list(target) if target is not None else online
+        batch = ViewBatch(
+            online=online,
+            target=targets,
+            pairs=resolve_pairs(self.pairs, len(online), len(targets)),
+            pair_reduction=self.pair_reduction,
+            has_target=target is not None,
+        )
+        for strategy in self.strategies:
+            batch = strategy.transform(batch)
+        terms: dict[str, torch.Tensor] = {}
+        if self.energy_weight != 0.0:
+            energy_term = batch.over_pairs(
+                lambda a, b, pair: self.energy.term(a, b, batch.positive_weights.get(pair))
+            )
+            terms["energy"] = self.scale * self.energy_weight * energy_term
+        for name, strategy, weight in zip(self.term_names, self.strategies, self.weights):
+            value = strategy.loss(batch, self.energy)
+            if value is not None:
+                terms[name] = self.scale * weight * value
+        loss = torch.stack(list(terms.values())).sum() if terms else online[0].sum() * 0.0
+        if self.training:
+            with torch.no_grad():
+                for strategy in self.strategies:
+                    strategy.update(batch)
+        return ObjectiveOutput(loss=loss, terms=terms, batch=batch)
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        unique.append(name if count == 0 else f"{name}_{count + 1}")
+        seen[name] = count + 1
+    return unique
+
+
+def check_collapse_guard(objective: Objective, source: str) -> None:
+    """Refuse an objective whose minimum is trivially collapsed unless ``allow_collapse`` is set."""
+    if objective.allow_collapse or objective.energy_weight == 0.0:
+        return
+    families = {getattr(s, "family", None) for s in objective.strategies}
+    if families & set(COLLAPSE_FAMILIES):
+        return
+    raise ConfigError(
+        f"{source}: the objective pushes the energy of positive pairs down but has no collapse "
+        f"prevention, so mapping every input to one point minimises it. Add one of the three ways out "
+        f"under `objective.strategies`: contrastive negatives (e.g. `{{name: infonce}}`, `moco_queue`), "
+        f"architectural asymmetry (e.g. `predictor` + `stop_gradient`, `ema_target`), or latent-capacity "
+        f"regularisation (e.g. `vicreg_variance`, `barlow_redundancy`, `sigreg`). To run it on purpose "
+        f"(a collapse experiment), set `objective.allow_collapse: true`."
+    )
+
+
+OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
+
+
+def build_objective(spec: str | Mapping[str, Any]) -> Objective:
+    """Build an :class:`Objective` from a method name under ``configs/methods/``, a YAML path or a dict.
+
+    The mapping may be a whole method config (with an ``objective:`` section) or the section itself::
+
+        energy: {name: cosine, temperature: 0.5}
+        strategies:
+          - {name: infonce, negatives: all, weight: 1.0}
+        pairs: cross            # or an explicit list of [online, target] view indices
+        pair_reduction: sum     # how per-pair terms combine: mean | sum
+        scale: 1.0              # multiplies the whole loss
+        allow_collapse: false   # refuse trivially collapsing compositions
+    """
+    config = load_config(spec, "methods")
+    source = str(config.get("_source", "<dict>"))
+    section = config.get("objective", config)
+    where = f"{source}: objective" if "objective" in config else source
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where} must be a mapping with `energy:` and `strategies:`, got {section!r}.")
+    unknown = [k for k in section if k not in OBJECTIVE_KEYS and not k.startswith("_") and k not in ("imports", "model", "data", "train", "eval", "base", "defaults", "method", "description", "reference")]
+    if unknown:
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, OBJECTIVE_KEYS, n=2)
+        raise ConfigError(
+            f"{where}: unknown key {key!r}.{' Did you mean ' + ' or '.join(close) + '?' if close else ''} "
+            f"The objective accepts: {', '.join(OBJECTIVE_KEYS)}."
+        )
+    if "energy" not in section:
+        raise ConfigError(
+            f"{where}: no `energy:` key. Add e.g. `energy: {{name: cosine, temperature: 0.5}}` "
+            f"(registered energies: {', '.join(ENERGIES.names())})."
+        )
+    energy = ENERGIES.build(section["energy"], where=f"{where}.energy")
+    strategy_specs = section.get("strategies") or []
+    if not isinstance(strategy_specs, list):
+        raise ConfigError(f"{where}.strategies must be a list of `{{name: ..., weight: ...}}` mappings, got {strategy_specs!r}.")
+    strategies, weights, names = [], [], []
+    for index, item in enumerate(strategy_specs):
+        item_where = f"{where}.strategies[{index}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{item_where} must be a mapping with `name:` (and optional `weight:`), got {item!r}.")
+        item = dict(item)
+        weight = item.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{item_where}.weight expects a number, got {weight!r}. Write e.g. `weight: 1.0`.")
+        label = item.pop("label", None)
+        strategies.append(STRATEGIES.build(item, where=item_where))
+        weights.append(float(weight))
+        names.append(label or item.get("name"))
+    kwargs = {k: section[k] for k in ("energy_weight", "pairs", "pair_reduction", "scale", "allow_collapse") if k in section}
+    check_arguments(Objective, {"energy": energy, **kwargs}, "the objective", where)
+    try:
+        return Objective(energy, strategies, weights, names=names, source=source, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}. Fix `pairs:` or the strategies' arguments.") from error

@@ -1,0 +1,275 @@
+"""Named registries and the factory that builds components from YAML mappings.
+
+A component is any class or function registered under a name::
+
+    from ebmssl.registry import register_energy
+
+    @register_energy("my_energy")
+    class MyEnergy(Energy):
+        "One line shown by ``tools/components.py``."
+
+and built from a mapping ``{"name": "my_energy", **kwargs}``. Every failure (unknown name, unknown or
+missing argument, wrong type) raises :class:`ConfigError` with one paragraph that names where the
+mapping came from, the offending key, and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one paragraph: where, which key, and how to fix it."""
+
+
+def _closest(word: str, options: Sequence[str], n: int = 3) -> list[str]:
+    close = difflib.get_close_matches(word, list(options), n=n, cutoff=0.5)
+    return close or sorted(options)[:n]
+
+
+def _location(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+class Registry:
+    """A mapping from names to component constructors of one kind (energy, strategy, backbone...)."""
+
+    def __init__(self, kind: str, plural: str | None = None) -> None:
+        self.kind = kind
+        self.plural = plural or kind + "s"
+        self._entries: dict[str, Callable[..., Any]] = {}
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator that registers a class or function under ``name`` (default: its own name)."""
+
+        def decorator(obj: T) -> T:
+            key = name or getattr(obj, "__name__")
+            existing = self._entries.get(key)
+            if existing is not None and existing is not obj and _qualname(existing) != _qualname(obj):
+                raise ValueError(
+                    f"{self.kind} {key!r} is already registered by {_qualname(existing)}; "
+                    f"choose another name for {_qualname(obj)}."
+                )
+            self._entries[key] = obj  # type: ignore[assignment]
+            try:
+                obj.registered_name = key  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return decorator
+
+    # -- lookup -------------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, Callable[..., Any]]]:
+        return sorted(self._entries.items())
+
+    def get(self, name: str, where: str = "") -> Callable[..., Any]:
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"{_location(where)}the {self.kind} name must be a string, got {name!r} "
+                f"({type(name).__name__}). Write `name: <one of {', '.join(self.names()[:5])}, ...>`."
+            )
+        try:
+            return self._entries[name]
+        except KeyError:
+            suggestions = ", ".join(_closest(name, self.names()))
+            raise ConfigError(
+                f"{_location(where)}unknown {self.kind} {name!r}. Closest registered {self.plural}: "
+                f"{suggestions}. Fix the `name:` key, or, if {name!r} is your own component, list its "
+                f"module under `imports:` so that its @register decorator runs before building "
+                f"(`python tools/components.py` lists every registered {self.kind})."
+            ) from None
+
+    # -- building -----------------------------------------------------------------------------
+    def build(self, spec: Mapping[str, Any] | str, where: str = "", **extra: Any) -> Any:
+        """Build a component from ``{"name": ..., **kwargs}`` (or a bare name), plus ``extra`` kwargs."""
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping):
+            raise ConfigError(
+                f"{_location(where)}a {self.kind} must be a mapping with a `name:` key (or a bare name), "
+                f"got {spec!r} ({type(spec).__name__}). Write e.g. `{{name: {self.names()[0] if self._entries else 'NAME'}}}`."
+            )
+        if "name" not in spec:
+            raise ConfigError(
+                f"{_location(where)}the {self.kind} mapping {dict(spec)!r} has no `name:` key. Add "
+                f"`name:` with one of: {', '.join(self.names())}."
+            )
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        kwargs.update(extra)
+        factory = self.get(spec["name"], where)
+        check_arguments(factory, kwargs, f"{self.kind} {spec['name']!r}", where)
+        try:
+            return factory(**kwargs)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{_location(where)}{self.kind} {spec['name']!r} rejected its arguments {kwargs!r}: "
+                f"{error}. Accepted arguments: {describe_signature(factory)}."
+            ) from error
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _signature(factory: Callable[..., Any]) -> inspect.Signature:
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    signature = inspect.signature(target)
+    params = list(signature.parameters.values())
+    if inspect.isclass(factory) and params and params[0].name == "self":
+        params = params[1:]
+    return signature.replace(parameters=params)
+
+
+def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: skip type checks rather than fail
+        return {}
+
+
+def describe_signature(factory: Callable[..., Any]) -> str:
+    parts = []
+    hints = _hints(factory)
+    for p in _signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        text = p.name
+        if p.name in hints:
+            text += f": {_type_name(hints[p.name])}"
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        parts.append(text)
+    return ", ".join(parts) if parts else "(none)"
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """A permissive structural check for the types YAML can produce."""
+    if tp is Any or tp is inspect.Parameter.empty:
+        return True
+    origin = get_origin(tp)
+    if origin is Literal:
+        return value in get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        if origin is tuple and len(args) > 1:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin in (dict, Mapping) or tp in (dict,):
+        return isinstance(value, Mapping)
+    return True  # modules, tensors, callables: not checked here
+
+
+def check_arguments(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: str, where: str = "") -> None:
+    """Raise ConfigError for unknown, missing or mistyped keyword arguments of ``factory``."""
+    signature = _signature(factory)
+    params = signature.parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = [p.name for p in params.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for key in kwargs:
+        if key not in params and not accepts_any:
+            raise ConfigError(
+                f"{_location(where)}{what} has no argument {key!r}. Did you mean "
+                f"{' or '.join(repr(c) for c in _closest(key, accepted))}? Accepted arguments: "
+                f"{describe_signature(factory)}."
+            )
+    missing = [
+        p.name
+        for p in params.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in kwargs
+    ]
+    if missing:
+        raise ConfigError(
+            f"{_location(where)}{what} is missing the required argument(s) {', '.join(map(repr, missing))}. "
+            f"Add them under the component's mapping. Accepted arguments: {describe_signature(factory)}."
+        )
+    hints = _hints(factory)
+    for key, value in kwargs.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise ConfigError(
+                f"{_location(where)}{what} argument {key!r} expects {_type_name(hints[key])}, got "
+                f"{value!r} ({type(value).__name__}). Fix the value of `{key}:`. Accepted arguments: "
+                f"{describe_signature(factory)}."
+            )
+
+
+def first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"
+
+
+ENERGIES = Registry("energy", "energies")
+STRATEGIES = Registry("collapse strategy", "collapse strategies")
+BACKBONES = Registry("backbone")
+HEADS = Registry("head")
+DATASETS = Registry("dataset")
+VIEWS = Registry("view pipeline")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+REGISTRIES: dict[str, Registry] = {
+    "energies": ENERGIES,
+    "strategies": STRATEGIES,
+    "backbones": BACKBONES,
+    "heads": HEADS,
+    "datasets": DATASETS,
+    "views": VIEWS,
+    "optimizers": OPTIMIZERS,
+    "schedules": SCHEDULES,
+}
+
+register_energy = ENERGIES.register
+register_strategy = STRATEGIES.register
+register_backbone = BACKBONES.register
+register_head = HEADS.register
+register_dataset = DATASETS.register
+register_view = VIEWS.register
+register_optimizer = OPTIMIZERS.register
+register_schedule = SCHEDULES.register

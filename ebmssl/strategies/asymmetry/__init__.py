@@ -1,0 +1,1 @@
+"""Asymmetry collapse-prevention strategies."""

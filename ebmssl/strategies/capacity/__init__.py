@@ -1,0 +1,1 @@
+"""Capacity collapse-prevention strategies."""

@@ -1,0 +1,1 @@
+"""Contrastive collapse-prevention strategies."""

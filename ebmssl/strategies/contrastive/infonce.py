@@ -1,0 +1,74 @@
+"""In-batch negatives: InfoNCE / NT-Xent (Oord et al. 2018; Chen et al. 2020, SimCLR)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ebmssl import distributed
+from ebmssl.registry import register_strategy
+from ebmssl.strategies.base import Pair, Strategy, ViewBatch
+
+
+def log_partition(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Row-wise ``logsumexp`` of ``logits`` (N, M), with the entries where ``exclude`` is True removed."""
+    if exclude is not None:
+        logits = logits.masked_fill(exclude, float("-inf"))
+    return torch.logsumexp(logits, dim=1)
+
+
+def infonce_bound(energy: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The InfoNCE lower bound on I(a; b) in nats: log N + mean_i [-E_ii - logsumexp_j(-E_ij)] <= log N."""
+    logits = -energy.pairwise(a, b)
+    return math.log(a.shape[0]) + (torch.diagonal(logits) - torch.logsumexp(logits, dim=1)).mean()
+
+
+@register_strategy("infonce")
+class InfoNCE(Strategy):
+    """In-batch negatives: adds the log-partition ``mean_n logsumexp_m -E(anchor_n, candidate_m)``.
+
+    With the objective's energy term ``mean_n E(a_n, b_n)`` the sum is the InfoNCE / NT-Xent
+    cross-entropy, ``-log exp(-E(a_n, b_n)) / sum_m exp(-E(a_n, c_m))``. Candidates, per view pair
+    (online view i, target view j):
+
+    * ``negatives="cross"``: the N rows of target view j (N-way; CPC, CLIP, MoCo v3);
+    * ``negatives="all"``: every embedding of every view except the anchor itself (2N-1 candidates
+      with two views: SimCLR's NT-Xent; official code's ``[logits_ab, logits_aa]``).
+
+    ``anchor="target"`` makes the target rows the anchors and the online view the candidates
+    (NNCLR: the nearest neighbour is the anchor). Candidates are gathered from every process with
+    gradient, so the loss and gradients equal the single-process ones on the global batch.
+    """
+
+    family = "contrastive"
+
+    def __init__(self, negatives: Literal["cross", "all"] = "all", anchor: Literal["online", "target"] = "online") -> None:
+        super().__init__()
+        if anchor == "target" and negatives == "all":
+            raise ValueError("anchor='target' supports negatives='cross' only")
+        self.negatives = negatives
+        self.anchor = anchor
+
+    def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
+        return batch.over_pairs(lambda a, b, pair: self._pair_term(batch, energy, a, b, pair))
+
+    def _pair_term(self, batch: ViewBatch, energy: nn.Module, a: torch.Tensor, b: torch.Tensor, pair: Pair) -> torch.Tensor:
+        n = a.shape[0]
+        offset = distributed.local_offset(n)
+        if self.anchor == "target":
+            logits = -energy.pairwise(distributed.gather(a), b).T  # rows: target anchors
+            return log_partition(logits).mean()
+        if self.negatives == "cross":
+            return log_partition(-energy.pairwise(a, distributed.gather(b))).mean()
+        views = batch.online + (batch.target if batch.has_target else [])
+        candidates = torch.cat([distributed.gather(v) for v in views], dim=0)
+        logits = -energy.pairwise(a, candidates)
+        global_n = candidates.shape[0] // len(views)
+        anchor_view = pair[0]
+        self_index = anchor_view * global_n + offset + torch.arange(n, device=a.device)
+        exclude = torch.zeros_like(logits, dtype=torch.bool)
+        exclude[torch.arange(n, device=a.device), self_index] = True
+        return log_partition(logits, exclude).mean()
