@@ -1,0 +1,117 @@
+"""Optimisers: SGD, AdamW and LARS, with bias and normalisation parameters kept out of weight decay.
+
+LARS (You et al. 2017, "Large Batch Training of Convolutional Networks") scales each parameter's
+update by a trust ratio ``eta * |w| / |g + wd * w|``; following SimCLR/BYOL/Barlow Twins, biases and
+normalisation parameters are excluded both from weight decay and from the adaptation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.registry import OPTIMIZERS, ConfigError, register_optimizer
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (LARS).
+
+    For parameters in groups with ``lars_exclude=True`` the update is plain SGD with momentum and no
+    weight decay. Otherwise ``g <- g + wd * w``, ``g <- g * eta * |w| / |g|`` (when both norms are
+    positive), then the momentum update ``v <- m v + g``, ``w <- w - lr v``.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.001) -> None:
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"] != 0:
+                        grad = grad.add(p, alpha=group["weight_decay"])
+                    param_norm, grad_norm = torch.norm(p), torch.norm(grad)
+                    trust = torch.where(
+                        (param_norm > 0) & (grad_norm > 0), group["eta"] * param_norm / grad_norm, torch.ones_like(param_norm)
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(grad).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def is_excluded_from_decay(name: str, parameter: torch.Tensor) -> bool:
+    """Biases and normalisation weights (1-D tensors) get no weight decay and no LARS adaptation."""
+    return parameter.ndim <= 1 or name.endswith(".bias")
+
+
+def parameter_groups(named_parameters: Iterable[tuple[str, torch.Tensor]], weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, parameter in named_parameters:
+        if not parameter.requires_grad:
+            continue
+        (no_decay if is_excluded_from_decay(name, parameter) else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lars_exclude": False, "base_weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "base_weight_decay": 0.0})
+    return groups
+
+
+@register_optimizer("sgd")
+def sgd(params: list, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.Optimizer:
+    """SGD with momentum; biases and norm parameters without weight decay."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+@register_optimizer("adamw")
+def adamw(params: list, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019); biases and norm parameters without weight decay."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+
+@register_optimizer("lars")
+def lars(params: list, lr: float = 0.3, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.02) -> torch.optim.Optimizer:
+    """LARS (You et al. 2017); biases and norm parameters excluded from decay and adaptation."""
+    return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta)
+
+
+def scaled_learning_rate(base_lr: float, global_batch_size: int, rule: str | None, reference_batch: int = 256) -> float:
+    """Learning-rate scaling by global batch: ``linear`` (lr * B / 256, Goyal et al. 2017), ``sqrt`` or none."""
+    if rule in (None, "none"):
+        return base_lr
+    if rule == "linear":
+        return base_lr * global_batch_size / reference_batch
+    if rule == "sqrt":
+        return base_lr * math.sqrt(global_batch_size / reference_batch)
+    raise ConfigError(f"train.lr_scaling: unknown rule {rule!r}. Use linear, sqrt or none.")
+
+
+def build_optimizer(spec: Mapping[str, Any], model: nn.Module, global_batch_size: int, lr_scaling: str | None = None, where: str = "train.optimizer") -> torch.optim.Optimizer:
+    """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups."""
+    spec = dict(spec)
+    factory = OPTIMIZERS.get(spec.get("name", ""), where)
+    import inspect
+
+    default_wd = inspect.signature(factory).parameters["weight_decay"].default
+    weight_decay = float(spec.get("weight_decay", default_wd))
+    groups = parameter_groups(model.named_parameters(), weight_decay)
+    if "lr" in spec:
+        spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
+    optimizer = OPTIMIZERS.build(spec, where=where, params=groups)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer

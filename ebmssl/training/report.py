@@ -1,0 +1,101 @@
+"""Final evaluation of a run: kNN, linear and few-label probes against a random encoder and raw pixels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def export_backbone(backbone: nn.Module, path: Path) -> None:
+    """Write the backbone as a safetensors state dict (torchvision-compatible keys for torchvision models)."""
+    from safetensors.torch import save_file
+
+    try:
+        from ebmssl.models import export_torchvision_state_dict
+
+        state = export_torchvision_state_dict(backbone)
+    except (ImportError, TypeError, ValueError, AttributeError):
+        state = backbone.state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+@torch.no_grad()
+def evaluate_encoders(
+    encoders: Mapping[str, nn.Module | None],
+    train_set: Any,
+    test_set: Any,
+    transform: Any,
+    eval_cfg: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Evaluate each encoder (None means raw pixels) with the same kNN / linear / few-label protocol."""
+    from ebmssl.evaluation import evaluate_features, extract_features, raw_pixel_features
+
+    train_images, train_labels = train_set.images, train_set.targets
+    if eval_cfg.get("num_train"):
+        subset = train_set.subset(int(eval_cfg["num_train"]), seed=seed)
+        train_images, train_labels = subset.images, subset.targets
+    test_images, test_labels = test_set.images, test_set.targets
+    if eval_cfg.get("num_test"):
+        subset = test_set.subset(int(eval_cfg["num_test"]), seed=seed)
+        test_images, test_labels = subset.images, subset.targets
+    results: dict[str, dict[str, float]] = {}
+    for name, encoder in encoders.items():
+        if encoder is None:
+            train_features, test_features = raw_pixel_features(train_images), raw_pixel_features(test_images)
+        else:
+            train_features = extract_features(encoder, train_images, transform, device=device)
+            test_features = extract_features(encoder, test_images, transform, device=device)
+        results[name] = evaluate_features(
+            train_features.cpu(), train_labels, test_features.cpu(), test_labels, num_classes=train_set.num_classes,
+            knn_k=int(eval_cfg["knn_k"]), knn_temperature=float(eval_cfg["knn_temperature"]),
+            labels_per_class=eval_cfg.get("labels_per_class"), linear_epochs=int(eval_cfg["linear_epochs"]),
+        )
+    return results
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    columns = sorted({k for r in results.values() for k in r if isinstance(r[k], float)})
+    header = f"{'encoder':<22}" + "".join(f"{c:>22}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for name, row in results.items():
+        lines.append(f"{name:<22}" + "".join(f"{row.get(c, float('nan')):>22.4f}" for c in columns))
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, report: Mapping[str, Any]) -> None:
+    tmp = Path(run_dir) / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    tmp.replace(Path(run_dir) / "report.json")
+
+
+def write_plots(run_dir: Path, history: list[dict[str, Any]], diagnostics: list[dict[str, Any]], final: Mapping[str, Any]) -> list[str]:
+    from ebmssl.evaluation import plot_curves, plot_energy_histograms, plot_spectrum
+
+    plots = Path(run_dir) / "plots"
+    plots.mkdir(exist_ok=True)
+    written = []
+    loss_keys = [k for k in (history[-1] if history else {}) if k == "loss" or k.startswith("term/")]
+    if history:
+        plot_curves(history, plots / "loss.png", loss_keys)
+        written.append("plots/loss.png")
+        accuracy_keys = [k for k in ("probe/accuracy",) if k in history[-1]]
+        monitor = [{"step": d["step"], "epoch": d["epoch"], "knn_monitor": d["knn_monitor"]} for d in diagnostics if "knn_monitor" in d]
+        records = history + monitor
+        keys = accuracy_keys + (["knn_monitor"] if monitor else [])
+        if keys:
+            plot_curves(records, plots / "accuracy.png", keys)
+            written.append("plots/accuracy.png")
+    if "singular_values" in final:
+        plot_spectrum(torch.as_tensor(final["singular_values"]), plots / "spectrum.png")
+        written.append("plots/spectrum.png")
+    if "positive_energies" in final and "negative_energies" in final:
+        plot_energy_histograms(torch.as_tensor(final["positive_energies"]), torch.as_tensor(final["negative_energies"]), plots / "energy_histograms.png")
+        written.append("plots/energy_histograms.png")
+    return written

@@ -1,0 +1,121 @@
+"""One training run end to end: run directory, training, final evaluation, report and plots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ebmssl.config import apply_overrides, load_config
+from ebmssl.registry import ConfigError
+from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
+from ebmssl.training.trainer import Trainer, prepare_run_dir, save_resolved_config, write_csv, _seed_for
+
+DEFAULT_CONFIG = "runs/simclr_fashion_mnist"
+
+
+def resolve_config(config: str | Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    resolved = load_config(config or DEFAULT_CONFIG, "runs")
+    return apply_overrides(resolved, overrides, strict=False)
+
+
+def default_run_dir(config: Mapping[str, Any]) -> Path:
+    source = str(config.get("_source", "run"))
+    return Path("runs") / Path(source).stem
+
+
+def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config`` in ``run_dir`` and evaluate it; returns the report (also written to report.json)."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        prepare_run_dir(run_dir, resume, overwrite)
+    state.wait_for_everyone()
+    trainer = Trainer(config, run_dir, resume=resume)
+    acc = trainer.accelerator
+    if acc.is_main_process and not resume:
+        save_resolved_config(config, run_dir)
+    acc.print(
+        f"training {config.get('_source')} for {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch, global "
+        f"batch {trainer.global_batch}, {acc.num_processes} process(es), device {acc.device}) -> {run_dir}"
+    )
+    stats = trainer.train()
+    report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
+    if acc.is_main_process:
+        learner = trainer.unwrapped
+        export_backbone(learner.online.backbone, run_dir / "backbone.safetensors")
+        write_csv(trainer.history, run_dir / "metrics.csv")
+        final_diag = final_diagnostics(trainer)
+        report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
+        report["collapse"] = final_diag.get("collapse", [])
+        if trainer.eval_cfg["final"]:
+            started = time.perf_counter()
+            encoders: dict[str, Any] = {"trained": learner.online.backbone}
+            if trainer.eval_cfg["baselines"]:
+                encoders["random_init"] = random_encoder(trainer)
+                encoders["raw_pixels"] = None
+            results = evaluate_encoders(
+                encoders, trainer.train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
+                device=acc.device, seed=int(trainer.train_cfg["seed"]),
+            )
+            report["evaluation"] = results
+            report["evaluation_seconds"] = time.perf_counter() - started
+            acc.print("\n" + format_table(results))
+        report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
+        write_report(run_dir, report)
+        for reason in report["collapse"]:
+            acc.print(f"WARNING: the run collapsed: {reason}")
+    acc.wait_for_everyone()
+    return report
+
+
+def random_encoder(trainer: Trainer) -> torch.nn.Module:
+    """A freshly initialised backbone of the same architecture (seeded), for the random-init baseline."""
+    from ebmssl.models import build_backbone
+
+    spec = dict((trainer.config.get("model") or {})["backbone"])
+    spec.setdefault("in_channels", int(trainer.train_set.images.shape[1]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(trainer.train_cfg["seed"]) + 12345)
+        return build_backbone(spec).to(trainer.accelerator.device)
+
+
+@torch.no_grad()
+def final_diagnostics(trainer: Trainer) -> dict[str, Any]:
+    from ebmssl.evaluation import collect_diagnostics, detect_collapse, energy_statistics, singular_values
+
+    learner = trainer.unwrapped
+    learner.eval()
+    device = trainer.accelerator.device
+    n = min(512, len(trainer.train_set))
+    images = trainer.train_set.images[:n].to(device)
+    generator = torch.Generator(device=device).manual_seed(_seed_for(int(trainer.train_cfg["seed"]), 10**9 + 1))
+    views = trainer.views(images, generator)[:2]
+    _, embeddings = learner.online(views, learner.together)
+    z1, z2 = embeddings[0].float(), embeddings[1].float()
+    diagnostics: dict[str, Any] = dict(collect_diagnostics(z1, z2, learner.objective.energy))
+    diagnostics["singular_values"] = singular_values(z1).cpu().tolist()
+    try:
+        stats = energy_statistics(learner.objective.energy, z1, z2)
+    except Exception:  # energies defined on other shapes (e.g. logits against distributions)
+        from ebmssl.energies.cosine import CosineEnergy
+
+        stats = energy_statistics(CosineEnergy(), z1, z2)
+    for key in ("positive", "negative"):
+        for candidate in (f"{key}_energies", f"{key}_values", key):
+            if candidate in stats and torch.is_tensor(stats[candidate]):
+                diagnostics[f"{key}_energies"] = stats[candidate].flatten().cpu().tolist()
+                break
+    diagnostics["collapse"] = detect_collapse(diagnostics, dim=int(z1.shape[1]))
+    learner.train()
+    return diagnostics
+
+
+def check_cli_config(path: str | None) -> None:
+    if path is not None and not Path(path).exists() and "/" in path and not path.endswith((".yaml", ".yml")):
+        raise ConfigError(f"--config {path}: no such file. Pass a YAML path or a name under configs/runs/.")

@@ -1,0 +1,397 @@
+"""The training loop: plain, top to bottom (nanoGPT style), on Hugging Face Accelerate.
+
+Reproducibility and exact resume come from construction, not from saved iterator state: the data
+order of epoch ``e`` is a permutation seeded by ``(seed, e)``, the augmentations of step ``s`` draw from
+a generator seeded by ``(seed, s, process)``, and learning rate, weight decay and EMA momentum are pure
+functions of the step. A checkpoint therefore needs only the modules (including queues, EMA targets
+and DINO centers, which are buffers of the objective), the optimiser, the RNG states and the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.config import dump_config
+from ebmssl.objective import build_objective
+from ebmssl.registry import SCHEDULES, ConfigError
+from ebmssl.strategies.base import Progress
+from ebmssl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ebmssl.training.learner import Learner, build_learner
+from ebmssl.training.optim import build_optimizer
+from ebmssl.training.settings import EVAL_DEFAULTS, TRAIN_DEFAULTS, resolve_section
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _seed_for(*parts: int) -> int:
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return value
+
+
+def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    data = dict(config.get("data") or {})
+    if "dataset" not in data:
+        raise ConfigError(
+            f"{source}: no `data.dataset`. Add e.g. `base: [methods/simclr.yaml, data/fashion_mnist.yaml]` or "
+            f"`data: {{dataset: {{name: fashion_mnist}}, views: {{name: simclr}}, batch_size: 256}}`."
+        )
+    views = dict(data.get("views") or {"name": "simclr"})
+    hint = config.get("views")
+    if hint:
+        hint = dict(hint)
+        views = {**views, **hint} if hint.get("name", views.get("name")) == views.get("name") else hint
+    data["views"] = views
+    data.setdefault("batch_size", 256)
+    data.setdefault("num_train", None)
+    return data
+
+
+class Trainer:
+    """Builds everything from a resolved config and trains; see :func:`train`."""
+
+    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool = False) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from ebmssl.data import build_dataset, build_views
+
+        self.config = dict(config)
+        self.source = str(config.get("_source", "<config>"))
+        self.run_dir = Path(run_dir)
+        self.train_cfg = resolve_section(config, "train", TRAIN_DEFAULTS, self.source)
+        self.eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, self.source)
+        self.data_cfg = data_section(config, self.source)
+        tc = self.train_cfg
+        self.accelerator = Accelerator(
+            mixed_precision=str(tc["mixed_precision"]),
+            gradient_accumulation_steps=int(tc["grad_accumulation"]),
+            step_scheduler_with_optimizer=False,
+        )
+        acc = self.accelerator
+        set_seed(int(tc["seed"]), device_specific=False)
+        if tc["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+        # data -----------------------------------------------------------------------------------
+        dataset_spec = self.data_cfg["dataset"]
+        self.train_set = build_dataset(dataset_spec, train=True)
+        if self.data_cfg.get("num_train"):
+            self.train_set = self.train_set.subset(int(self.data_cfg["num_train"]), seed=int(tc["seed"]))
+        self.test_set = build_dataset(self.data_cfg.get("test_dataset") or dataset_spec, train=False)
+        self.views = build_views(self.data_cfg["views"], self.train_set)
+        global_batch = int(self.data_cfg["batch_size"])
+        per_step = acc.num_processes * int(tc["grad_accumulation"])
+        if global_batch % per_step:
+            raise ConfigError(
+                f"{self.source}: data.batch_size={global_batch} must be divisible by processes x grad_accumulation "
+                f"= {per_step}. Pick a batch size that is a multiple of {per_step}."
+            )
+        self.global_batch = global_batch
+        self.micro_batch = global_batch // per_step
+        self.steps_per_epoch = len(self.train_set) // global_batch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"{self.source}: data.batch_size={global_batch} is larger than the {len(self.train_set)} training "
+                f"images. Lower data.batch_size or raise data.num_train."
+            )
+        self.total_steps = int(tc["epochs"]) * self.steps_per_epoch
+        if tc["max_steps"]:
+            self.total_steps = min(self.total_steps, int(tc["max_steps"]))
+
+        # model ----------------------------------------------------------------------------------
+        self.objective = build_objective(self.config)
+        self.learner: Learner = build_learner(
+            self.config.get("model") or {}, self.objective, self.views.num_global,
+            in_channels=int(self.train_set.images.shape[1]), num_classes=self.train_set.num_classes,
+            where=f"{self.source}: model",
+        )
+        if tc["sync_batchnorm"] and acc.num_processes > 1:
+            self.learner = nn.SyncBatchNorm.convert_sync_batchnorm(self.learner)
+        self.optimizer = build_optimizer(
+            tc["optimizer"], self.learner, global_batch, tc["lr_scaling"], where=f"{self.source}: train.optimizer"
+        )
+        self.lr_schedule = SCHEDULES.build(tc["schedule"], where=f"{self.source}: train.schedule")
+        wd = tc["weight_decay_schedule"]
+        self.wd_schedule = SCHEDULES.build(wd, where=f"{self.source}: train.weight_decay_schedule") if wd else None
+        self.model, self.optimizer = acc.prepare(self.learner, self.optimizer)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.diagnostics_history: list[dict[str, Any]] = []
+        if resume:
+            checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+            if checkpoint is None:
+                raise ConfigError(
+                    f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}. Start the run without "
+                    f"--resume (or with --overwrite to replace the directory)."
+                )
+            state = load_checkpoint(acc, checkpoint)
+            self.step = int(state["step"])
+            self.history = _read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)
+            acc.print(f"resumed from {checkpoint} at step {self.step}")
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def unwrapped(self) -> Learner:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _indices(self, step: int, micro: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(_seed_for(int(self.train_cfg["seed"]), epoch))
+        order = torch.randperm(len(self.train_set), generator=generator)
+        start = position * self.global_batch
+        offset = (micro * self.accelerator.num_processes + self.accelerator.process_index) * self.micro_batch
+        return order[start + offset : start + offset + self.micro_batch]
+
+    def _views(self, step: int, micro: int, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        device = self.accelerator.device
+        images = self.train_set.images[indices].to(device, non_blocking=True)
+        labels = self.train_set.targets[indices].to(device, non_blocking=True)
+        generator = torch.Generator(device=device).manual_seed(
+            _seed_for(int(self.train_cfg["seed"]), step, micro, self.accelerator.process_index)
+        )
+        return self.views(images, generator), labels
+
+    def _set_hyperparameters(self, step: int) -> dict[str, float]:
+        lr_factor = self.lr_schedule(step, self.total_steps)
+        wd_factor = self.wd_schedule(step, self.total_steps) if self.wd_schedule else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor
+            group["weight_decay"] = group.get("base_weight_decay", group["weight_decay"]) * wd_factor
+        epoch = step / self.steps_per_epoch
+        self.unwrapped.objective.set_progress(
+            Progress(step=step, total_steps=self.total_steps, epoch=epoch, total_epochs=int(self.train_cfg["epochs"]))
+        )
+        return {"lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch}
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        acc, tc = self.accelerator, self.train_cfg
+        main = acc.is_main_process
+        writer = _tensorboard(self.run_dir / "tensorboard") if main else None
+        progress = _progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
+        freeze_steps = int(float(tc["freeze_prototypes_epochs"]) * self.steps_per_epoch)
+        self.model.train()
+        running: dict[str, torch.Tensor] = {}
+        count = 0
+        started = time.perf_counter()
+        images_seen = 0
+        while self.step < self.total_steps:
+            step = self.step
+            hyper = self._set_hyperparameters(step)
+            for micro in range(int(tc["grad_accumulation"])):
+                views, labels = self._views(step, micro, self._indices(step, micro))
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        out = self.model(views, labels)
+                    acc.backward(out.loss)
+                    if acc.sync_gradients:
+                        if tc["grad_clip"]:
+                            acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
+                        if step < freeze_steps:
+                            for name, parameter in self.model.named_parameters():
+                                if "prototypes" in name:
+                                    parameter.grad = None
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                images_seen += self.micro_batch * len(views)
+                for key, value in out.objective.terms.items():
+                    running[f"term/{key}"] = running.get(f"term/{key}", 0.0) + value.detach()
+                running["loss"] = running.get("loss", 0.0) + out.objective.loss.detach()
+                if out.probe_loss is not None:
+                    running["probe/loss"] = running.get("probe/loss", 0.0) + out.probe_loss.detach()
+                    running["probe/accuracy"] = running.get("probe/accuracy", 0.0) + (
+                        out.probe_logits.argmax(1) == labels
+                    ).float().mean()
+                count += 1
+            momentum = self.unwrapped.objective.target_momentum()
+            if momentum is not None and self.unwrapped.target is not None:
+                from ebmssl.strategies.asymmetry.ema import ema_update
+
+                ema_update(self.unwrapped.online, self.unwrapped.target, momentum)
+            self.step += 1
+            progress.update(1)
+            end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+            if self.step % int(tc["log_every"]) == 0 or end_of_epoch:
+                record = self._log(running, count, hyper, momentum, started, images_seen, writer)
+                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                running, count = {}, 0
+            if end_of_epoch:
+                epoch = math.ceil(self.step / self.steps_per_epoch)
+                self._epoch_end(epoch, writer)
+                every = int(tc["checkpoint_every_epochs"])
+                if self.step == self.total_steps or (every > 0 and epoch % every == 0):
+                    self.save()
+            if tc["stop_at_step"] is not None and self.step >= int(tc["stop_at_step"]) and self.step < self.total_steps:
+                self.save()
+                self.accelerator.print(f"stopped at step {self.step} (train.stop_at_step); continue with --resume")
+                break
+        progress.close()
+        if writer is not None:
+            writer.close()
+        return {"steps": self.step, "seconds": time.perf_counter() - started, "images_seen": images_seen}
+
+    def _log(self, running, count, hyper, momentum, started, images_seen, writer) -> dict[str, Any]:
+        acc = self.accelerator
+        keys = sorted(running)
+        values = torch.stack([torch.as_tensor(running[k], device=acc.device, dtype=torch.float32) for k in keys]) / max(count, 1)
+        values = acc.reduce(values, reduction="mean")  # one host sync per logging interval
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": hyper["lr"]}
+        record.update({k: float(v) for k, v in zip(keys, values.tolist())})
+        if momentum is not None:
+            record["ema_momentum"] = momentum
+        record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
+        if not math.isfinite(record["loss"]):
+            checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+            raise TrainingDiverged(
+                f"the loss became {record['loss']} by step {self.step} (terms: "
+                f"{ {k: v for k, v in record.items() if k.startswith('term/')} }). Nothing was saved after the "
+                f"divergence; the last good checkpoint is {checkpoint or 'none yet'}. Lower train.optimizer.lr, add "
+                f"train.grad_clip, or use mixed_precision: no, then rerun with --resume to continue from it."
+            )
+        self.history.append(record)
+        if acc.is_main_process:
+            _append_jsonl(self.run_dir / "metrics.jsonl", record)
+            if writer is not None:
+                for key, value in record.items():
+                    if key != "step" and isinstance(value, (int, float)):
+                        writer.add_scalar(key, value, self.step)
+        return record
+
+    @torch.no_grad()
+    def _epoch_end(self, epoch: int, writer) -> None:
+        if not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return
+        from ebmssl.evaluation import collect_diagnostics, detect_collapse, extract_features, knn_accuracy
+
+        learner = self.unwrapped
+        learner.eval()
+        n = min(int(self.eval_cfg["monitor_samples"]), len(self.train_set))
+        images = self.train_set.images[:n].to(self.accelerator.device)
+        generator = torch.Generator(device=self.accelerator.device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9))
+        views = self.views(images[: min(n, 512)], generator)[:2]
+        _, embeddings = learner.online(views, learner.together)
+        energy = learner.objective.energy
+        diagnostics = collect_diagnostics(embeddings[0].float(), embeddings[1].float(), energy)
+        record = {"step": self.step, "epoch": epoch, **{f"diag/{k}": v for k, v in diagnostics.items()}}
+        every = int(self.eval_cfg["knn_every_epochs"])
+        if every > 0 and epoch % every == 0:
+            test_n = min(int(self.eval_cfg["monitor_samples"]), len(self.test_set))
+            transform = self.views.eval_transform
+            train_features = extract_features(learner.online.backbone, images, transform)
+            test_features = extract_features(learner.online.backbone, self.test_set.images[:test_n], transform)
+            record["knn_monitor"] = knn_accuracy(
+                train_features, self.train_set.targets[:n], test_features, self.test_set.targets[:test_n],
+                num_classes=self.train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
+                temperature=float(self.eval_cfg["knn_temperature"]),
+            )
+        reasons = detect_collapse(diagnostics, dim=int(embeddings[0].shape[1]))
+        record["collapse"] = reasons
+        self.diagnostics_history.append(record)
+        _append_jsonl(self.run_dir / "diagnostics.jsonl", record)
+        if writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    writer.add_scalar(key, value, self.step)
+        summary = ", ".join(
+            f"{k}={record[k]:.4g}" for k in ("knn_monitor", "diag/rankme", "diag/normalized_std") if k in record
+        )
+        self.accelerator.print(f"epoch {epoch}: {summary}")
+        for reason in reasons:
+            self.accelerator.print(f"WARNING collapse at epoch {epoch}: {reason}")
+        learner.train()
+        self.accelerator.wait_for_everyone()
+
+    def save(self) -> Path:
+        state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps}
+        return save_checkpoint(
+            self.accelerator, self.run_dir / "checkpoints", self.step, state, keep=int(self.train_cfg["keep_checkpoints"])
+        )
+
+
+# -- small utilities ---------------------------------------------------------------------------------
+def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _read_jsonl(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if up_to_step is not None:
+        records = [r for r in records if r.get("step", 0) <= up_to_step]
+        # drop what the interrupted run logged after its last checkpoint, so the file matches the state
+        with open(path, "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+    return records
+
+
+def write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for record in records:
+        keys += [k for k in record if k not in keys and not isinstance(record[k], (list, dict))]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard missing: metrics still go to JSONL/CSV
+        return None
+    return SummaryWriter(str(path))
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run directory; refuse to clobber an existing run unless asked."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: pass one of them.")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise ConfigError(
+                f"the run directory {run_dir} already exists and is not empty. Pass --resume to continue that run, "
+                f"--overwrite to replace it, or --output-dir DIR to start a new one elsewhere."
+            )
+    elif resume:
+        raise ConfigError(f"--resume: {run_dir} does not exist. Start the run without --resume.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save_resolved_config(config: Mapping[str, Any], run_dir: Path) -> None:
+    (Path(run_dir) / "config.yaml").write_text(dump_config({k: v for k, v in config.items()}))

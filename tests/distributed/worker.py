@@ -1,0 +1,64 @@
+"""Worker for test_gather.py: run under ``torchrun --nproc_per_node 2``.
+
+Every process holds the same linear map ``W`` (a stand-in for the network) and its shard of a batch of
+inputs. It computes the objective on its shard (negatives and batch statistics gathered across the
+processes by the strategies themselves), back-propagates, and averages W's gradient across processes
+exactly as DDP does. Rank 0 writes the mean loss, the per-term values and the gradient to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+import ebmssl
+
+
+def inputs(seed: int, num_views: int, batch: int, dim: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(batch, dim, generator=generator, dtype=torch.float64) for _ in range(num_views)]
+    weight = torch.randn(dim, dim, generator=generator, dtype=torch.float64) / dim**0.5
+    return xs, weight
+
+
+def run(method: str, seed: int, num_views: int, batch: int, dim: int, overrides: dict) -> dict:
+    xs, weight = inputs(seed, num_views, batch, dim)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    local = batch // world
+    shard = [x[rank * local : (rank + 1) * local] for x in xs]
+    weight = weight.clone().requires_grad_(True)
+    config = ebmssl.load_config(method, "methods")
+    for key, value in overrides.items():
+        config = ebmssl.apply_overrides(config, [f"{key}={value}"])
+    objective = ebmssl.build_objective(config).double()
+    out = objective([x @ weight for x in shard])
+    out.loss.backward()
+    grad = weight.grad.clone()
+    dist.all_reduce(grad)
+    grad /= world  # DDP averages gradients across processes
+    loss = out.loss.detach().clone()
+    dist.all_reduce(loss)
+    terms = {}
+    for name, value in out.terms.items():
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        terms[name] = (value / world).item()
+    return {"loss": (loss / world).item(), "terms": terms, "grad": grad.flatten().tolist()}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)
+    result = run(spec["method"], spec["seed"], spec["num_views"], spec["batch"], spec["dim"], spec.get("overrides", {}))
+    if dist.get_rank() == 0:
+        with open(spec["output"], "w") as handle:
+            json.dump(result, handle)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

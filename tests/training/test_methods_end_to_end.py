@@ -1,0 +1,64 @@
+"""Every method config trains end to end for a few steps on CPU (tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ebmssl.config import available_configs, load_config
+from ebmssl.training.run import run_training
+
+SHRINK = {"hidden_dim": 32, "output_dim": 16, "bottleneck_dim": 16, "num_prototypes": 10, "dim": 16, "size": 64, "queue_length": 32, "w_size": 8}
+
+
+def shrink(node: Any) -> Any:
+    """Make every head and state buffer tiny, keeping sizes that must agree equal to each other."""
+    if isinstance(node, dict):
+        return {k: (SHRINK[k] if k in SHRINK and isinstance(v, int) and not isinstance(v, bool) else shrink(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [shrink(v) for v in node]
+    return node
+
+
+def tiny_run_config(method: str) -> dict[str, Any]:
+    config = shrink(load_config(method, "methods"))
+    views = config.pop("views", None) or {}
+    multicrop = views.get("name") == "multicrop"
+    config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
+    config["data"] = {
+        "dataset": {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 3},
+        "views": (
+            {"name": "multicrop", "num_global": 2, "num_local": 2, "global_size": 16, "local_size": 8}
+            if multicrop
+            else {"name": "simclr", "image_size": 16}
+        ),
+        "batch_size": 16,
+    }
+    config["train"] = {
+        **(config.get("train") or {}),
+        "epochs": 1,
+        "max_steps": 3,
+        "log_every": 1,
+        "progress_bar": False,
+        "seed": 0,
+    }
+    config["eval"] = {"monitor_samples": 32, "linear_epochs": 5, "labels_per_class": 2, "baselines": False}
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", available_configs("methods"))
+def test_method_trains_a_few_steps(method: str, tmp_path: Path) -> None:
+    report = run_training(tiny_run_config(method), tmp_path / method)
+    assert report["training"]["steps"] == 3
+    records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert (tmp_path / method / "report.json").is_file()
+    assert (tmp_path / method / "backbone.safetensors").is_file()
+    evaluation = report["evaluation"]["trained"]
+    assert 0.0 <= evaluation["knn_accuracy"] <= 1.0

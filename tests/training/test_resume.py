@@ -1,0 +1,57 @@
+"""A run stopped and resumed from its checkpoint continues with the same losses as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ebmssl.config import apply_overrides, load_config
+from ebmssl.registry import ConfigError
+from ebmssl.training.checkpoint import latest_checkpoint
+from ebmssl.training.run import run_training
+from tests.training.test_methods_end_to_end import tiny_run_config
+
+
+def losses(run_dir: Path) -> dict[int, dict[str, float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith("term/")} for r in records}
+
+
+def config_for(method: str) -> dict:
+    config = tiny_run_config(method)
+    config["train"].update({"epochs": 2, "max_steps": None, "deterministic": True})
+    config["eval"]["final"] = False
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["moco_v2", "dino"])  # a queue + EMA target; a center + EMA teacher
+def test_resume_matches_uninterrupted_run(method: str, tmp_path: Path) -> None:
+    config = config_for(method)
+    run_training(config, tmp_path / "full")
+    interrupted = apply_overrides(config, ["train.stop_at_step=3"])  # mid-epoch (4 steps per epoch)
+    run_training(interrupted, tmp_path / "split")
+    assert latest_checkpoint(tmp_path / "split" / "checkpoints").name == "step-00000003"
+    saved = load_config(tmp_path / "split" / "config.yaml")
+    run_training(apply_overrides(saved, ["train.stop_at_step=null"]), tmp_path / "split", resume=True)
+    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(split) == sorted(full) == list(range(1, 9))
+    for step in full:
+        for key, value in full[step].items():
+            assert split[step][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (step, key)
+
+
+def test_existing_run_directory_is_not_clobbered(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="--resume.*--overwrite"):
+        run_training(config_for("simclr"), run_dir)
+    assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_without_checkpoint_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_training(config_for("simclr"), tmp_path / "missing", resume=True)

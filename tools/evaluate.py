@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Evaluate a trained backbone offline: kNN, full linear probe, few-label linear probe.
+
+    python tools/evaluate.py --checkpoint runs/simclr_fashion_mnist            # the run's latest checkpoint
+    python tools/evaluate.py --checkpoint runs/simclr_fashion_mnist/checkpoints/step-00000390
+    python tools/evaluate.py --checkpoint RUN --labels-per-class 10 --knn-k 200 --baselines
+
+The backbone is rebuilt from the run's saved ``config.yaml`` and its weights read from the checkpoint's
+``model.safetensors`` (or the run's exported ``backbone.safetensors``); features are the backbone's, on
+the un-augmented images. Results are printed and written to ``<run>/evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def find_run(path: Path) -> tuple[Path, Path | None]:
+    """Return (run directory, checkpoint directory or None) for a run or checkpoint path."""
+    from ebmssl.registry import ConfigError
+    from ebmssl.training.checkpoint import latest_checkpoint
+
+    path = path.resolve()
+    if (path / "config.yaml").is_file():
+        return path, latest_checkpoint(path / "checkpoints")
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        return path.parent.parent, path
+    raise ConfigError(
+        f"--checkpoint {path}: neither a run directory (with config.yaml) nor a checkpoint inside one "
+        f"(RUN/checkpoints/step-N). Pass the directory that tools/train.py wrote."
+    )
+
+
+def load_backbone(run_dir: Path, checkpoint: Path | None):
+    import torch
+    from safetensors.torch import load_file
+
+    from ebmssl.config import load_config
+    from ebmssl.data import build_dataset
+    from ebmssl.models import build_backbone
+    from ebmssl.registry import ConfigError
+
+    config = load_config(run_dir / "config.yaml")
+    spec = dict(config["model"]["backbone"])
+    train_set = build_dataset(config["data"]["dataset"], train=True)
+    spec.setdefault("in_channels", int(train_set.images.shape[1]))
+    backbone = build_backbone(spec)
+    if checkpoint is not None and (checkpoint / "model.safetensors").is_file():
+        state = load_file(str(checkpoint / "model.safetensors"))
+        prefix = "online.backbone."
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        source = checkpoint / "model.safetensors"
+    elif (run_dir / "backbone.safetensors").is_file():
+        state, source = load_file(str(run_dir / "backbone.safetensors")), run_dir / "backbone.safetensors"
+    else:
+        raise ConfigError(f"{run_dir}: no checkpoint and no backbone.safetensors to evaluate. Train the run first.")
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if [k for k in missing if not k.startswith("fc.")] or unexpected:
+        raise ConfigError(
+            f"{source}: the weights do not fit the backbone in {run_dir / 'config.yaml'} (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}). Was the config edited after training?"
+        )
+    return config, backbone.eval(), train_set, torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
+    parser.add_argument("--knn-k", type=int, default=None)
+    parser.add_argument("--knn-temperature", type=float, default=None)
+    parser.add_argument("--labels-per-class", type=int, default=None)
+    parser.add_argument("--linear-epochs", type=int, default=None)
+    parser.add_argument("--num-train", type=int, default=None, help="train images used (default: the run's)")
+    parser.add_argument("--baselines", action="store_true", help="also evaluate a random-init encoder and raw pixels")
+    args = parser.parse_args(argv)
+
+    from ebmssl.data import build_dataset, build_views
+    from ebmssl.registry import ConfigError
+    from ebmssl.training.report import evaluate_encoders, format_table
+    from ebmssl.training.settings import EVAL_DEFAULTS, resolve_section
+    from ebmssl.training.trainer import data_section
+
+    try:
+        run_dir, checkpoint = find_run(Path(args.checkpoint))
+        config, backbone, train_set, torch = load_backbone(run_dir, checkpoint)
+        data = data_section(config, str(run_dir / "config.yaml"))
+        if data.get("num_train"):
+            train_set = train_set.subset(int(data["num_train"]), seed=int((config.get("train") or {}).get("seed", 0)))
+        test_set = build_dataset(data.get("test_dataset") or data["dataset"], train=False)
+        views = build_views(data["views"], train_set)
+        eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, str(run_dir / "config.yaml"))
+        for key, value in (("knn_k", args.knn_k), ("knn_temperature", args.knn_temperature), ("labels_per_class", args.labels_per_class),
+                           ("linear_epochs", args.linear_epochs), ("num_train", args.num_train)):
+            if value is not None:
+                eval_cfg[key] = value
+        encoders = {"trained": backbone}
+        if args.baselines:
+            from ebmssl.models import build_backbone
+
+            spec = dict(config["model"]["backbone"])
+            spec.setdefault("in_channels", int(train_set.images.shape[1]))
+            torch.manual_seed(12345)
+            encoders["random_init"] = build_backbone(spec).eval()
+            encoders["raw_pixels"] = None
+        results = evaluate_encoders(encoders, train_set, test_set, views.eval_transform, eval_cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    out = {"checkpoint": str(checkpoint or run_dir / "backbone.safetensors"), "results": results}
+    (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
