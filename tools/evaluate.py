@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             encoders["random_init"] = build_backbone(spec).eval()
             encoders["raw_pixels"] = None
         results = evaluate_encoders(encoders, train_set, test_set, views.eval_transform, eval_cfg)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(results))

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             # continue with the configuration the run started with (plus any overrides given now)
             config = resolve_config(str(saved), args.overrides)
         run_training(config, run_dir, resume=args.resume, overwrite=args.overwrite)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError) as error:  # bad config, missing dataset: one explained paragraph
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -61,7 +61,8 @@ def evaluate_encoders(
 
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    columns = sorted({k for r in results.values() for k in r if isinstance(r[k], float)})
+    preferred = ["knn_accuracy", "linear_accuracy", "few_label_accuracy"]
+    columns = [c for c in preferred if any(c in r for r in results.values())]
     header = f"{'encoder':<22}" + "".join(f"{c:>22}" for c in columns)
     lines = [header, "-" * len(header)]
     for name, row in results.items():

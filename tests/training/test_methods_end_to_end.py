@@ -12,7 +12,7 @@ import pytest
 from ebmssl.config import available_configs, load_config
 from ebmssl.training.run import run_training
 
-SHRINK = {"hidden_dim": 32, "output_dim": 16, "bottleneck_dim": 16, "num_prototypes": 10, "dim": 16, "size": 64, "queue_length": 32, "w_size": 8}
+SHRINK = {"hidden_dim": 32, "output_dim": 8, "bottleneck_dim": 8, "num_prototypes": 10, "dim": 8, "size": 64, "queue_length": 32, "w_size": 16}
 
 
 def shrink(node: Any) -> Any:
