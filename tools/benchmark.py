@@ -95,7 +95,7 @@ def bench_views(args: argparse.Namespace, device: torch.device) -> list[dict[str
     from ebmssl.registry import VIEWS
 
     class Info:
-        mean, std, channels, num_classes = (0.5,), (0.25,), 1, 10
+        mean, std, channels, num_classes, image_size = (0.5,), (0.25,), 1, 10, 28
 
     images = torch.randint(0, 256, (args.batch, 1, 28, 28), dtype=torch.uint8, device=device)
     rows = []

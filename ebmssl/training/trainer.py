@@ -118,7 +118,7 @@ class Trainer:
         self.objective = build_objective(self.config)
         self.learner: Learner = build_learner(
             self.config.get("model") or {}, self.objective, self.views.num_global,
-            in_channels=int(self.train_set.images.shape[1]), num_classes=self.train_set.num_classes,
+            in_channels=int(self.views.channels), num_classes=self.train_set.num_classes,
             where=f"{self.source}: model",
         )
         if tc["sync_batchnorm"] and acc.num_processes > 1:

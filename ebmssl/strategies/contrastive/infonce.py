@@ -20,10 +20,17 @@ def log_partition(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> 
     return torch.logsumexp(logits, dim=1)
 
 
+def infonce_bound_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE bound from a critic score matrix f_ij (N, N): log N + mean_i [f_ii - logsumexp_j f_ij] <= log N.
+
+    Poole et al. 2019 (vbmi ``infonce_lower_bound``); positives on the diagonal.
+    """
+    return math.log(scores.shape[0]) + (torch.diagonal(scores) - torch.logsumexp(scores, dim=1)).mean()
+
+
 def infonce_bound(energy: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The InfoNCE lower bound on I(a; b) in nats: log N + mean_i [-E_ii - logsumexp_j(-E_ij)] <= log N."""
-    logits = -energy.pairwise(a, b)
-    return math.log(a.shape[0]) + (torch.diagonal(logits) - torch.logsumexp(logits, dim=1)).mean()
+    return infonce_bound_from_scores(-energy.pairwise(a, b))
 
 
 @register_strategy("infonce")

@@ -1,0 +1,73 @@
+"""Datasets (in-memory uint8 tensors) and batched, generator-driven view pipelines, built by name.
+
+``build_dataset({"name": "fashion_mnist", "root": "data"}, train=True)`` -> :class:`ImageDataset`;
+``build_views({"name": "simclr", "image_size": 28}, dataset)`` -> :class:`ViewPipeline`, whose
+``mean``/``std``/``channels`` (and default ``image_size`` / ``global_size``) come from the dataset.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from ebmssl.data import augment  # noqa: F401
+from ebmssl.data import datasets, views  # noqa: F401  (registers the built-in components)
+from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset
+from ebmssl.data.views.base import ViewPipeline, ViewRecipe
+from ebmssl.registry import DATASETS, VIEWS, ConfigError
+
+__all__ = [
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "ViewPipeline",
+    "ViewRecipe",
+    "build_dataset",
+    "build_views",
+]
+
+
+def build_dataset(spec: Mapping[str, Any] | str, train: bool, where: str = "data.dataset") -> ImageDataset:
+    """Build a registered dataset split (``train`` overrides any ``train:`` key in ``spec``)."""
+    if isinstance(spec, Mapping) and "train" in spec:
+        spec = {k: v for k, v in spec.items() if k != "train"}
+    dataset = DATASETS.build(spec, where, train=bool(train))
+    if not isinstance(dataset, ImageDataset):
+        raise ConfigError(f"{where}: dataset {spec!r} built {type(dataset).__name__}, expected an ImageDataset.")
+    return dataset
+
+
+def build_views(spec: Mapping[str, Any] | str, dataset_info: Any, where: str = "data.views") -> ViewPipeline:
+    """Build a registered view pipeline for data described by ``dataset_info`` (an ImageDataset or a
+    :class:`DatasetInfo`): its ``mean``, ``std`` and ``channels`` are passed to the constructor unless the
+    spec sets them, and its ``image_size`` fills a missing ``image_size`` / ``global_size``."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    factory = VIEWS.get(spec.get("name"), where) if "name" in spec else None
+    if factory is None:
+        return VIEWS.build(spec, where)  # raises the registry's explained error
+    accepted = inspect.signature(factory).parameters
+    extra: dict[str, Any] = {}
+    for key in ("mean", "std", "channels"):
+        if key not in spec:
+            if not hasattr(dataset_info, key):
+                raise ConfigError(
+                    f"{where}: dataset_info {dataset_info!r} has no `{key}`; pass an ImageDataset or DatasetInfo."
+                )
+            value = getattr(dataset_info, key)
+            extra[key] = int(value) if key == "channels" else tuple(float(v) for v in value)
+    size = getattr(dataset_info, "image_size", None)
+    for key in ("image_size", "global_size"):
+        if key in accepted and spec.get(key) is None:
+            if size is None:
+                raise ConfigError(
+                    f"{where}: set `{key}:` for view pipeline {spec['name']!r} (the dataset gives no image size)."
+                )
+            spec.pop(key, None)
+            extra[key] = int(size)
+    pipeline = VIEWS.build(spec, where, **extra)
+    if not isinstance(pipeline, ViewPipeline):
+        raise ConfigError(
+            f"{where}: view pipeline {spec['name']!r} built {type(pipeline).__name__}, expected a ViewPipeline."
+        )
+    return pipeline

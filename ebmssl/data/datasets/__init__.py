@@ -1,0 +1,5 @@
+"""Registered datasets, each returning an in-memory :class:`~ebmssl.data.dataset.ImageDataset`."""
+
+from ebmssl._autoimport import import_submodules
+
+import_submodules(__name__)

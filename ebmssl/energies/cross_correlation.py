@@ -1,0 +1,78 @@
+"""Cross-correlation energy of Barlow Twins (Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning
+via Redundancy Reduction"; official code github.com/facebookresearch/barlowtwins, main.py).
+
+Both views are batch-normalised per dimension without affine parameters, with batch statistics over
+the *global* batch (the official model uses SyncBatchNorm), biased variance and ``eps = 1e-5``:
+``â = (a - mean(a)) / sqrt(var(a) + eps)``. The empirical cross-correlation matrix is
+``C = â^T b̂ / N_global`` (official: ``c = bn(z1).T @ bn(z2) / batch_size``, all-reduced).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ebmssl import distributed
+from ebmssl.energies.base import Energy
+from ebmssl.registry import register_energy
+
+
+def batch_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-dimension batch norm without affine: (x - mean) / sqrt(biased var + eps), statistics over rows."""
+    mean = x.mean(dim=0, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=0, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def standardize_local(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The local rows of ``batch_standardize(gather(x))``: statistics over the global batch, gradient kept."""
+    gathered = distributed.gather(x)
+    if gathered is x:
+        return batch_standardize(x, eps)
+    offset = distributed.local_offset(x.shape[0])
+    return batch_standardize(gathered, eps)[offset : offset + x.shape[0]]
+
+
+def cross_correlation_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins' empirical cross-correlation ``C = â^T b̂ / N`` (D_a, D_b) over the gathered batch."""
+    a_hat = batch_standardize(distributed.gather(a), eps)
+    b_hat = batch_standardize(distributed.gather(b), eps)
+    if a_hat.shape[0] != b_hat.shape[0]:
+        raise ValueError(f"cross-correlation needs views of equal batch size, got {a_hat.shape[0]} and {b_hat.shape[0]}")
+    return a_hat.T @ b_hat / a_hat.shape[0]
+
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square matrix, flattened."""
+    n, m = matrix.shape
+    if n != m:
+        raise ValueError(f"off_diagonal needs a square matrix, got {tuple(matrix.shape)}")
+    return matrix.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+@register_energy("cross_correlation")
+class CrossCorrelationEnergy(Energy):
+    """Barlow Twins' invariance energy on batch-normalised views, E(a_i, b_i) = -sum_k â_ik b̂_ik.
+
+    ``pairwise`` is ``-â b̂^T`` (its diagonal is ``aligned``), with â, b̂ standardised per dimension over
+    the gathered batch. ``term`` is the reference's on-diagonal loss ``sum_k (1 - C_kk)^2`` with
+    ``C = â^T b̂ / N_global`` (quadratic in the batch statistics, so not a mean of ``aligned``; note
+    ``mean_i aligned = -sum_k C_kk``). The off-diagonal part is the ``barlow_redundancy`` strategy.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        if eps < 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        self.eps = eps
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return -(standardize_local(a, self.eps) @ standardize_local(b, self.eps).T)
+
+    def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return -(standardize_local(a, self.eps) * standardize_local(b, self.eps)).sum(dim=-1)
+
+    def term(self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is not None:
+            raise ValueError("the cross_correlation energy term has no per-sample positive weights")
+        c = cross_correlation_matrix(a, b, self.eps)
+        return (1 - torch.diagonal(c)).pow(2).sum()

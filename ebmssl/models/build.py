@@ -1,0 +1,85 @@
+"""Factories for backbones and (chains of) heads, with the registry's explained errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from ebmssl.registry import BACKBONES, HEADS, ConfigError
+
+
+def _check_output_dim(module: Any, kind: str, name: str, where: str) -> None:
+    if not isinstance(module, nn.Module) or not isinstance(getattr(module, "output_dim", None), int):
+        raise ConfigError(
+            f"{where}: {kind} {name!r} built {type(module).__name__}, which is not an nn.Module with an int "
+            f"`output_dim` attribute. Registered {kind}s must set `self.output_dim` (the size of their output)."
+        )
+
+
+def _spec_name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else str(spec.get("name", "?")) if isinstance(spec, Mapping) else "?"
+
+
+def build_backbone(spec: Mapping[str, Any] | str, where: str = "model.backbone") -> nn.Module:
+    """Build a registered backbone from ``{"name": ..., **kwargs}`` (or a bare name)."""
+    backbone = BACKBONES.build(spec, where)
+    _check_output_dim(backbone, "backbone", _spec_name(spec), where)
+    return backbone
+
+
+def build_head(spec: Mapping[str, Any] | str, input_dim: int, where: str = "model.head") -> nn.Module:
+    """Build one registered head; ``input_dim`` is passed as a keyword and must not appear in ``spec``."""
+    if isinstance(spec, Mapping) and "input_dim" in spec:
+        raise ConfigError(
+            f"{where}: remove `input_dim:` from the head mapping {dict(spec)!r}; it is taken from the previous "
+            f"module's output_dim ({input_dim})."
+        )
+    head = HEADS.build(spec, where, input_dim=int(input_dim))
+    _check_output_dim(head, "head", _spec_name(spec), where)
+    return head
+
+
+class IdentityHead(nn.Identity):
+    """Returns its input unchanged; ``output_dim == input_dim``."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.input_dim = int(input_dim)
+        self.output_dim = int(input_dim)
+
+
+class HeadChain(nn.Sequential):
+    """Heads applied in sequence; ``output_dim`` is the last head's (or ``input_dim`` when empty)."""
+
+    def __init__(self, heads: Sequence[nn.Module], input_dim: int) -> None:
+        super().__init__(*heads)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(heads[-1].output_dim) if heads else int(input_dim)
+
+
+def build_heads(
+    spec_or_list: Mapping[str, Any] | str | Sequence[Any] | None, input_dim: int, where: str = "model.head"
+) -> nn.Module:
+    """Build one head, or a list of heads chained in sequence; ``None`` or ``[]`` gives the identity."""
+    if spec_or_list is None:
+        return IdentityHead(input_dim)
+    if isinstance(spec_or_list, (str, Mapping)):
+        return build_head(spec_or_list, input_dim, where)
+    if not isinstance(spec_or_list, Sequence):
+        raise ConfigError(
+            f"{where}: expected a head mapping, a list of head mappings, or null; got {spec_or_list!r} "
+            f"({type(spec_or_list).__name__}). Write e.g. `{{name: mlp, hidden_dim: 2048, output_dim: 128}}`."
+        )
+    if len(spec_or_list) == 0:
+        return IdentityHead(input_dim)
+    if len(spec_or_list) == 1:
+        return build_head(spec_or_list[0], input_dim, f"{where}[0]")
+    heads: list[nn.Module] = []
+    dim = int(input_dim)
+    for index, spec in enumerate(spec_or_list):
+        head = build_head(spec, dim, f"{where}[{index}]")
+        heads.append(head)
+        dim = head.output_dim
+    return HeadChain(heads, input_dim)

@@ -1,0 +1,141 @@
+"""Sinkhorn-Knopp equipartition of codes over prototypes (SwAV, Caron et al. 2020, "Unsupervised Learning
+of Visual Features by Contrasting Cluster Assignments"; official code github.com/facebookresearch/swav,
+main_swav.py ``distributed_sinkhorn``).
+
+For prototype scores ``s`` (B samples x K prototypes) the codes solve the entropic transport problem
+``max_Q Tr(Q^T s) + epsilon H(Q)`` with uniform marginals (every prototype gets B/K samples), by a few
+Sinkhorn-Knopp iterations on ``Q = exp(s / epsilon)``: normalise the total to 1, then alternately make
+each prototype's mass 1/K and each sample's mass 1/B; finally scale so that each sample's code sums to 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from ebmssl import distributed
+from ebmssl.registry import register_strategy
+from ebmssl.strategies.base import Progress, Strategy, ViewBatch
+
+
+def _global_logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logsumexp`` over ``dim`` of the tensor concatenated from every process along ``dim``."""
+    local = torch.logsumexp(values, dim=dim, keepdim=True)
+    if not distributed.is_distributed():
+        return local
+    parts = distributed.gather_no_grad(local.movedim(dim, 0))
+    return torch.logsumexp(parts, dim=0, keepdim=True).movedim(0, dim)
+
+
+@torch.no_grad()
+def sinkhorn_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV codes (B, K) for prototype scores (B, K): rows sum to 1, prototype masses approach B_global / K.
+
+    Equal to the official ``distributed_sinkhorn`` (prototype masses summed across processes as its
+    ``dist.all_reduce``), computed in the log domain so that large scores / small epsilon cannot
+    overflow ``exp``.
+    """
+    log_q = scores.detach() / epsilon
+    num_samples = log_q.shape[0] * distributed.world_size()
+    num_prototypes = log_q.shape[1]
+    total = _global_logsumexp(torch.logsumexp(log_q, dim=1, keepdim=True), dim=0)
+    log_q = log_q - total  # Q /= sum(Q)
+    for _ in range(iterations):
+        # each prototype (official row of Q^T) gets total mass 1/K, summed over every process's samples
+        log_q = log_q - _global_logsumexp(log_q, dim=0) - math.log(num_prototypes)
+        # each sample (official column) gets total mass 1/B
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(num_samples)
+    return torch.exp(log_q + math.log(num_samples))
+
+
+@register_strategy("sinkhorn")
+class Sinkhorn(Strategy):
+    """SwAV codes: replaces each target view (prototype scores of a global crop) by its Sinkhorn codes, detached.
+
+    With the ``softmax_cross_entropy`` energy (temperature 0.1, targets already distributions) and
+    ``pairs: cross`` (code of global crop j predicted from every crop i != j, ``pair_reduction: mean``)
+    the objective is SwAV's swapped prediction, the official ``/ (n_crops - 1) / len(crops_for_assign)``.
+
+    With ``queue_length > 0`` (per process, i.e. the official ``queue_length / world_size``) each of the
+    first ``assign_views`` target views keeps a queue (a buffer in ``state_dict``) of past target
+    scores, filled by ``update`` from epoch ``queue_start_epoch``; once full it is prepended to the batch
+    for Sinkhorn and only the batch rows' codes are kept. Deviation: the official code stores the
+    *embeddings* and rescores them with the current prototypes (``queue @ prototypes.T``); the
+    objective only sees scores, so we store the scores of the step they were computed at.
+    """
+
+    family = "capacity"
+    input_kind = "logits"
+    example_config = {"num_prototypes": 16}
+
+    def __init__(
+        self,
+        epsilon: float = 0.05,
+        iterations: int = 3,
+        queue_length: int = 0,
+        num_prototypes: int = 3000,
+        assign_views: int = 2,
+        queue_start_epoch: int = 0,
+    ) -> None:
+        super().__init__()
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if iterations < 0 or queue_length < 0:
+            raise ValueError("iterations and queue_length must be non-negative")
+        self.epsilon = epsilon
+        self.iterations = iterations
+        self.queue_length = queue_length
+        self.num_prototypes = num_prototypes
+        self.assign_views = assign_views
+        self.queue_start_epoch = queue_start_epoch
+        self.epoch = 0
+        self.register_buffer("queue", torch.zeros(assign_views if queue_length > 0 else 0, queue_length, num_prototypes))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self._pending: list[torch.Tensor] = []
+
+    def set_progress(self, progress: Progress) -> None:
+        self.epoch = int(progress.epoch)
+
+    def _queue_active(self) -> bool:
+        return self.queue_length > 0 and self.epoch >= self.queue_start_epoch
+
+    def queue_ready(self) -> bool:
+        """Whether the queue has been filled completely once (the official ``queue[i, -1] != 0`` test)."""
+        return self._queue_active() and int(self.queue_filled) >= self.queue_length
+
+    @torch.no_grad()
+    def codes(self, scores: torch.Tensor, view: int = 0) -> torch.Tensor:
+        """Sinkhorn codes of one target view's scores, with that view's queue prepended when it is full."""
+        scores = scores.detach()
+        use_queue = self.queue_ready() and view < self.assign_views
+        if use_queue:
+            self._check_dim(scores)
+            scores = torch.cat([self.queue[view].to(scores.dtype), scores], dim=0)
+        codes = sinkhorn_codes(scores, self.epsilon, self.iterations)
+        return codes[self.queue_length :] if use_queue else codes
+
+    def _check_dim(self, scores: torch.Tensor) -> None:
+        if scores.shape[-1] != self.num_prototypes:
+            raise ValueError(
+                f"sinkhorn was built with num_prototypes={self.num_prototypes} but the scores have "
+                f"{scores.shape[-1]} columns; set `num_prototypes:` to the prototypes head's size."
+            )
+
+    def transform(self, batch: ViewBatch) -> ViewBatch:
+        targets = [view.detach() for view in batch.target]
+        self._pending = targets[: self.assign_views] if self._queue_active() else []
+        return batch.replace(target=[self.codes(view, index) for index, view in enumerate(targets)])
+
+    @torch.no_grad()
+    def update(self, batch: ViewBatch) -> None:
+        pending, self._pending = self._pending, []
+        if not pending or not self._queue_active():
+            return
+        for index, scores in enumerate(pending):
+            self._check_dim(scores)
+            # newest rows first, oldest dropped (official: queue[bs:] = queue[:-bs]; queue[:bs] = new)
+            merged = torch.cat([scores.to(self.queue.dtype), self.queue[index]], dim=0)
+            self.queue[index].copy_(merged[: self.queue_length])
+        self.queue_filled.add_(pending[0].shape[0]).clamp_(max=self.queue_length)
