@@ -1,0 +1,149 @@
+"""SIGReg: sketched isotropic Gaussian regularisation with the Epps-Pulley statistic (LeJEPA).
+
+Balestriero & LeCun 2025, "LeJEPA: Provable and Scalable Self-Supervised Learning Without the
+Heuristics" (arXiv:2511.08544); official code https://github.com/rbalestr-lab/lejepa
+(``MINIMAL.md: SIGReg`` and the training loop there; ``lejepa/univariate/epps_pulley.py: EppsPulley``;
+``lejepa/multivariate/slicing.py: SlicingUnivariateTest``).
+
+For K random unit directions a_k (the columns of A, drawn from N(0, I) and normalised), each view's
+embeddings x (N, D) are projected to s = x a_k and compared with N(0, 1) through the empirical
+characteristic function phi_N(t) = (1/N) sum_n exp(i t s_n):
+
+    EP_k = N * integral |phi_N(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt
+
+integrated with the trapezoid rule on ``knots`` points of [0, t_max], doubled by symmetry (official
+defaults: 17 knots, t_max = 3). SIGReg is the mean of EP_k over the K slices (official MINIMAL.md:
+K = 256), then the mean over views. The same directions serve every view of a step.
+
+Directions: a generator seeded with ``seed + step`` draws A (float32, on the CPU, then moved to the
+input's device and dtype), so a run is reproducible and every process uses the same directions as long
+as the steps agree (the step advances in ``update`` and is set by ``set_progress``; it is a buffer,
+saved with ``state_dict``). The official library seeds a generator on the input's device with its own
+step counter synchronised by an all-reduce MAX; on the CPU with seed 0 the draws are the same.
+Across processes the projections are gathered with gradient, so the statistic is the one of the
+global batch (the official code all-reduces the ECF means, which is the same value).
+
+LeJEPA's prediction term (MINIMAL.md: ``(proj.mean(0) - proj).square().mean()``; the paper: every
+view predicts the mean embedding of the global views) is expressed with the ``squared_euclidean``
+energy (``mean_over_dims: true``) and ``center_target: true`` here: the transform replaces the target
+with the mean of the first ``num_global_views`` online views (all of them when null; the centre keeps
+its gradient, as in LeJEPA) and pairs every online view with it, so with ``pair_reduction: mean`` the
+energy term is ``mean_{v, n, d} (c_{n,d} - z_{v,n,d})^2``. The weights ``1 - lambda`` and ``lambda``
+go to ``energy_weight`` and this strategy's ``weight``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ebmssl import distributed
+from ebmssl.registry import register_strategy
+from ebmssl.strategies.base import Progress, Strategy, ViewBatch
+
+
+def epps_pulley_grid(
+    knots: int = 17, t_max: float = 3.0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integration points t on [0, t_max], the N(0, 1) characteristic function exp(-t^2/2) there, and
+    the trapezoid weights (doubled for the negative half) times the window exp(-t^2/2)."""
+    t = torch.linspace(0.0, t_max, knots, dtype=dtype, device=device)
+    step = t_max / (knots - 1)
+    weights = torch.full((knots,), 2 * step, dtype=dtype, device=device)
+    weights[0] = weights[-1] = step
+    phi = torch.exp(-0.5 * t.square())
+    return t, phi, weights * phi
+
+
+def epps_pulley(projections: torch.Tensor, knots: int = 17, t_max: float = 3.0) -> torch.Tensor:
+    """Epps-Pulley statistic of each column of ``projections`` (N, K) against N(0, 1): shape (K,)."""
+    n = projections.shape[0]
+    t, phi, weights = epps_pulley_grid(knots, t_max, projections.dtype, projections.device)
+    angles = projections.unsqueeze(-1) * t  # (N, K, knots)
+    error = (torch.cos(angles).mean(dim=0) - phi).square() + torch.sin(angles).mean(dim=0).square()
+    return (error @ weights) * n
+
+
+def random_directions(dim: int, num_slices: int, seed: int) -> torch.Tensor:
+    """(dim, num_slices) unit-norm Gaussian directions from a CPU generator seeded with ``seed`` (float32)."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    directions = torch.randn((dim, num_slices), generator=generator)
+    return directions / directions.norm(p=2, dim=0)
+
+
+def sigreg_statistic(x: torch.Tensor, directions: torch.Tensor, knots: int = 17, t_max: float = 3.0) -> torch.Tensor:
+    """SIGReg of the rows of ``x`` (N, D): mean over the columns of ``directions`` (D, K) of Epps-Pulley."""
+    return epps_pulley(x @ directions, knots, t_max).mean()
+
+
+@register_strategy("sigreg")
+class SIGReg(Strategy):
+    """Sketched isotropic Gaussian regularisation: Epps-Pulley tests on random 1-D projections (LeJEPA 2025).
+
+    Mean over online views of the mean over ``num_slices`` directions of the Epps-Pulley statistic of
+    the (unnormalised) embeddings against N(0, 1). ``center_target`` turns on LeJEPA's prediction
+    target (the mean of the first ``num_global_views`` online views; see the module docstring).
+    """
+
+    family = "capacity"
+
+    def __init__(
+        self,
+        num_slices: int = 256,
+        knots: int = 17,
+        t_max: float = 3.0,
+        seed: int = 0,
+        center_target: bool = False,
+        num_global_views: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_slices < 1:
+            raise ValueError(f"num_slices must be at least 1, got {num_slices}")
+        if knots < 2:
+            raise ValueError(f"knots must be at least 2, got {knots}")
+        if t_max <= 0:
+            raise ValueError(f"t_max must be positive, got {t_max}")
+        if num_global_views is not None and num_global_views < 1:
+            raise ValueError(f"num_global_views must be at least 1 (or null for all views), got {num_global_views}")
+        self.num_slices = num_slices
+        self.knots = knots
+        self.t_max = t_max
+        self.seed = seed
+        self.center_target = center_target
+        self.num_global_views = num_global_views
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def directions(
+        self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """This step's (dim, num_slices) directions, identical on every process at the same step."""
+        directions = random_directions(dim, self.num_slices, self.seed + int(self.step))
+        return directions.to(device=device, dtype=dtype)
+
+    def statistic(self, x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        projections = distributed.gather(x @ directions)
+        return epps_pulley(projections, self.knots, self.t_max).mean()
+
+    def transform(self, batch: ViewBatch) -> ViewBatch:
+        if not self.center_target:
+            return batch
+        count = len(batch.online) if self.num_global_views is None else self.num_global_views
+        if count > len(batch.online):
+            raise ValueError(f"num_global_views={count} but the batch has only {len(batch.online)} online views")
+        center = torch.stack(batch.online[:count]).mean(dim=0)
+        return batch.replace(
+            target=[center], pairs=[(i, 0) for i in range(len(batch.online))], has_target=True, positive_weights={}
+        )
+
+    def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
+        first = batch.online[0]
+        directions = self.directions(first.shape[-1], first.device, first.dtype)
+        return batch.over_online_views(lambda z: self.statistic(z, directions))
+
+    @torch.no_grad()
+    def update(self, batch: ViewBatch) -> None:
+        self.step += 1
+
+    def set_progress(self, progress: Progress) -> None:
+        self.step.fill_(int(progress.step))
