@@ -2,7 +2,7 @@
 
 This is the multi-GPU correctness check: negatives and batch statistics are gathered with gradient
 (``ebmssl.distributed.gather``), and DDP's gradient averaging then reproduces the full-batch gradient
-exactly, with no silent 1/world_size factor.
+exactly, with no silent 1/world_size factor. One ``torchrun`` launch evaluates every case.
 """
 
 from __future__ import annotations
@@ -16,47 +16,63 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed.worker import inputs
-
-import ebmssl
+from tests.distributed.worker import build, inputs
 
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[2]
+SEED, VIEWS, BATCH, DIM = 3, 2, 16, 8
 
-# method config -> overrides keeping state deterministic and small
-CASES = {
+# method config -> overrides that keep sizes consistent with DIM (queues, prototypes, centers)
+CASES: dict[str, dict] = {
     "simclr": {},
+    "moco_v2": {"objective.strategies.0.dim": DIM, "objective.strategies.0.size": 64},
     "moco_v3": {},
     "dcl": {},
-    "vicreg": {},
+    "dclw": {},
+    "nnclr": {"objective.strategies.0.dim": DIM, "objective.strategies.0.size": 64},
+    "nwj": {"objective.energy.dim": DIM},
+    "wpc": {"objective.energy.dim": DIM},
+    "byol": {},
+    "simsiam": {},
+    "dino": {"objective.strategies.0.output_dim": DIM},
+    "swav": {"objective.strategies.0.num_prototypes": DIM},
     "barlow_twins": {},
+    "vicreg": {},
+    "wmse": {"objective.strategies.0.w_size": 16},
     "align_uniform": {},
-    "swav": {"objective.strategies.0.num_prototypes": 8},
+    "koleo": {},
+    "mmcr": {},
+    "sigreg": {},
+    "er_kde": {},
 }
 
 
-def single_process(method: str, seed: int, num_views: int, batch: int, dim: int, overrides: dict) -> dict:
-    xs, weight = inputs(seed, num_views, batch, dim)
+def single_process(method: str) -> dict:
+    xs, weight = inputs(SEED, VIEWS, BATCH, DIM)
     weight = weight.clone().requires_grad_(True)
-    config = ebmssl.load_config(method, "methods")
-    for key, value in overrides.items():
-        config = ebmssl.apply_overrides(config, [f"{key}={value}"])
-    objective = ebmssl.build_objective(config).double()
+    objective = build(method, CASES[method])
     out = objective([x @ weight for x in xs])
     out.loss.backward()
     return {"loss": out.loss.item(), "terms": {k: v.item() for k, v in out.terms.items()}, "grad": weight.grad.flatten().tolist()}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(CASES))
-def test_two_processes_match_single_process(method: str, tmp_path: Path) -> None:
-    spec = {"method": method, "seed": 3, "num_views": 2, "batch": 16, "dim": 8, "overrides": CASES[method], "output": str(tmp_path / "out.json")}
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    output = tmp_path_factory.mktemp("gather") / "results.json"
+    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM, "output": str(output)}
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), json.dumps(spec)]
-    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    distributed = json.loads(Path(spec["output"]).read_text())
-    reference = single_process(method, 3, 2, 16, 8, CASES[method])
+    return json.loads(output.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_two_processes_match_single_process(method: str, two_process_results: dict) -> None:
+    distributed = two_process_results[method]
+    assert "error" not in distributed, distributed.get("error")
+    reference = single_process(method)
     assert distributed["loss"] == pytest.approx(reference["loss"], rel=1e-9, abs=1e-9)
     for name, value in reference["terms"].items():
         assert distributed["terms"][name] == pytest.approx(value, rel=1e-9, abs=1e-9), name

@@ -24,16 +24,22 @@ def inputs(seed: int, num_views: int, batch: int, dim: int) -> tuple[list[torch.
     return xs, weight
 
 
+def build(method: str, overrides: dict) -> torch.nn.Module:
+    """The method's objective in float64, with parameters and state initialised from a fixed seed."""
+    config = ebmssl.load_config(method, "methods")
+    for key, value in overrides.items():
+        config = ebmssl.apply_overrides(config, [f"{key}={value}"])
+    torch.manual_seed(0)
+    return ebmssl.build_objective(config).double()
+
+
 def run(method: str, seed: int, num_views: int, batch: int, dim: int, overrides: dict) -> dict:
     xs, weight = inputs(seed, num_views, batch, dim)
     world, rank = dist.get_world_size(), dist.get_rank()
     local = batch // world
     shard = [x[rank * local : (rank + 1) * local] for x in xs]
     weight = weight.clone().requires_grad_(True)
-    config = ebmssl.load_config(method, "methods")
-    for key, value in overrides.items():
-        config = ebmssl.apply_overrides(config, [f"{key}={value}"])
-    objective = ebmssl.build_objective(config).double()
+    objective = build(method, overrides)
     out = objective([x @ weight for x in shard])
     out.loss.backward()
     grad = weight.grad.clone()
@@ -52,11 +58,15 @@ def run(method: str, seed: int, num_views: int, batch: int, dim: int, overrides:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     dist.init_process_group("gloo")
-    torch.manual_seed(0)
-    result = run(spec["method"], spec["seed"], spec["num_views"], spec["batch"], spec["dim"], spec.get("overrides", {}))
+    results = {}
+    for method, overrides in spec["cases"].items():
+        try:
+            results[method] = run(method, spec["seed"], spec["num_views"], spec["batch"], spec["dim"], overrides)
+        except Exception as error:  # reported per method by the test
+            results[method] = {"error": f"{type(error).__name__}: {error}"}
     if dist.get_rank() == 0:
         with open(spec["output"], "w") as handle:
-            json.dump(result, handle)
+            json.dump(results, handle)
     dist.destroy_process_group()
 
 

@@ -32,14 +32,17 @@ def critic_gradient_penalty(energy: nn.Module, a: torch.Tensor, b: torch.Tensor,
     """``mean_s max(0, |grad_(a,b) f(s)| - 1)^2`` (two-sided: ``(|grad| - 1)^2``) with f = -E.
 
     Evaluated on the joint samples (a_n, b_n) and on product-of-marginals samples (a_n, b_{n-1})
-    (the batch rolled by one), at detached copies of the inputs: the penalty constrains the critic,
-    and reaches its parameters through ``create_graph=True`` (Gulrajani et al. 2017). Needs a
-    row-wise critic (f(a_n, b_n) depends on row n only).
+    (the global batch, gathered across processes, rolled by one), at detached copies of the inputs:
+    the penalty constrains the critic, and reaches its parameters through ``create_graph=True``
+    (Gulrajani et al. 2017). Needs a row-wise critic (f(a_n, b_n) depends on row n only).
     """
+    n = a.shape[0]
+    offset = distributed.local_offset(n)
+    rolled = torch.roll(distributed.gather_no_grad(b), shifts=1, dims=0)[offset : offset + n]
     with torch.enable_grad():
         a = a.detach().requires_grad_(True)
         b = b.detach().requires_grad_(True)
-        negatives = torch.roll(b, shifts=1, dims=0)
+        negatives = rolled.detach().requires_grad_(True)
         norms = []
         for partner in (b, negatives):
             scores = -energy.aligned(a, partner)
