@@ -1,0 +1,254 @@
+"""The objective API, and every method config under configs/methods/ building and training one step."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import ebmssl
+from ebmssl.config import load_config
+from ebmssl.objective import Objective, ObjectiveOutput
+from ebmssl.registry import HEADS, STRATEGIES, ConfigError
+from ebmssl.strategies.base import Progress
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD_CONFIGS = sorted((REPO / "configs" / "methods").glob("*.yaml"))
+METHOD_IDS = [p.stem for p in METHOD_CONFIGS]
+TARGET_MODES = ("none", "online", "ema")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+SIMCLR_LIKE = """
+objective:
+  energy: {name: cosine, temperature: 0.5}
+  strategies:
+    - {name: infonce, negatives: all}
+  pair_reduction: sum
+"""
+
+
+# -- the API -------------------------------------------------------------------------------------------
+def _check_output(out: ObjectiveOutput) -> None:
+    assert isinstance(out, ObjectiveOutput)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert isinstance(out.terms, dict) and out.terms
+    total = torch.stack(list(out.terms.values())).sum()
+    assert torch.allclose(total, out.loss, rtol=1e-6, atol=1e-6), f"terms {out.terms} do not sum to {out.loss}"
+
+
+def test_build_from_dict_path_and_name_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "configs" / "methods" / "my_simclr.yaml", SIMCLR_LIKE)
+    monkeypatch.setenv("EBMSSL_CONFIG_PATH", str(tmp_path / "configs"))
+    from_dict = ebmssl.build_objective(yaml.safe_load(SIMCLR_LIKE))
+    from_section = ebmssl.build_objective(yaml.safe_load(SIMCLR_LIKE)["objective"])
+    from_path = ebmssl.build_objective(str(path))
+    from_pathlib = ebmssl.build_objective(path)
+    from_name = ebmssl.build_objective("my_simclr")
+    z1, z2 = torch.randn(8, 5), torch.randn(8, 5)
+    losses = []
+    for objective in (from_dict, from_section, from_path, from_pathlib, from_name):
+        assert isinstance(objective, Objective)
+        out = objective(online=[z1, z2], target=None)
+        _check_output(out)
+        assert set(out.terms) == {"energy", "infonce"}
+        losses.append(out.loss)
+    assert all(torch.equal(losses[0], other) for other in losses[1:])
+
+
+def test_build_from_a_shipped_method_name() -> None:
+    if not (REPO / "configs" / "methods" / "simclr.yaml").is_file():
+        pytest.skip("configs/methods/simclr.yaml is not there yet")
+    objective = ebmssl.build_objective("simclr")
+    _check_output(objective(online=[torch.randn(6, 4), torch.randn(6, 4)], target=None))
+
+
+def test_loss_carries_gradient_to_every_view() -> None:
+    objective = ebmssl.build_objective(yaml.safe_load(SIMCLR_LIKE))
+    views = [torch.randn(8, 5, requires_grad=True) for _ in range(3)]
+    out = objective(online=views)
+    grads = torch.autograd.grad(out.loss, views)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert out.batch.has_target is False and out.batch.target is out.batch.online
+
+
+def test_weights_scale_and_labels_shape_the_terms() -> None:
+    config = {
+        "energy": {"name": "cosine"},
+        "strategies": [{"name": "infonce", "weight": 0.5}, {"name": "infonce", "negatives": "cross", "label": "cross"}],
+        "scale": 3.0,
+        "energy_weight": 2.0,
+    }
+    objective = ebmssl.build_objective(config)
+    z = [torch.randn(6, 4), torch.randn(6, 4)]
+    out = objective(z)
+    assert set(out.terms) == {"energy", "infonce", "cross"}
+    unit = ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": ["infonce"]})(z)
+    assert torch.allclose(out.terms["energy"], 6.0 * unit.terms["energy"], atol=1e-6)
+    assert torch.allclose(out.terms["infonce"], 1.5 * unit.terms["infonce"], atol=1e-6)
+    _check_output(out)
+
+
+def test_collapse_guard_names_the_three_ways_out(tmp_path: Path) -> None:
+    path = write(tmp_path / "collapsing.yaml", "objective:\n  energy: {name: cosine}\n  strategies: []\n")
+    with pytest.raises(ConfigError) as info:
+        ebmssl.build_objective(path)
+    message = str(info.value)
+    assert str(path) in message
+    for phrase in ("contrastive", "asymmetry", "capacity", "allow_collapse"):
+        assert phrase in message, f"collapse-guard message lacks {phrase!r}: {message}"
+    assert "\n\n" not in message
+    with pytest.raises(ConfigError):
+        ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": []})
+
+
+def test_allow_collapse_builds_the_collapsing_objective() -> None:
+    objective = ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": [], "allow_collapse": True})
+    z = torch.randn(4, 3)
+    out = objective([z, z.clone()])
+    assert set(out.terms) == {"energy"}
+    assert torch.allclose(out.loss, torch.tensor(-1.0), atol=1e-6)  # identical views: minimal energy
+
+
+# -- every shipped method config -------------------------------------------------------------------------
+def _last_head(spec: Any) -> Mapping[str, Any] | None:
+    if isinstance(spec, list):
+        specs = [s for s in spec if s]
+        return _last_head(specs[-1]) if specs else None
+    if isinstance(spec, str):
+        return {"name": spec}
+    return spec if isinstance(spec, Mapping) else None
+
+
+def _output_dim(spec: Any, input_dim: int) -> int:
+    """Width of a head (or head chain) output, read from its spec without building it."""
+    if isinstance(spec, list):
+        for item in spec:
+            input_dim = _output_dim(item, input_dim)
+        return input_dim
+    head = _last_head(spec)
+    if head is None or head.get("name") == "identity":
+        return input_dim
+    for key in ("num_prototypes", "output_dim"):
+        if isinstance(head.get(key), int):
+            return head[key]
+    return input_dim
+
+
+def _input_kind(config: Mapping[str, Any]) -> str:
+    """"scores" (prototype cosines in [-1, 1]), "logits" (DINO-style head or a logits strategy) or "embedding"."""
+    head = _last_head(config.get("model", {}).get("projector"))
+    if head is not None and head.get("name") == "prototypes":
+        return "scores"
+    strategies = config.get("objective", {}).get("strategies") or []
+    kinds = {
+        getattr(STRATEGIES.get(s["name"] if isinstance(s, Mapping) else s), "input_kind", "embedding")
+        for s in strategies
+        if (s["name"] if isinstance(s, Mapping) else s) in STRATEGIES
+    }
+    if "logits" in kinds or (head is not None and head.get("name") == "dino_head"):
+        return "logits"
+    return "embedding"
+
+
+def _sample(kind: str, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+    if kind == "scores":
+        return torch.rand(n, d, generator=generator) * 2 - 1
+    if kind == "logits":
+        return 3.0 * torch.randn(n, d, generator=generator)
+    return torch.randn(n, d, generator=generator)
+
+
+def _batch_size(config: Mapping[str, Any]) -> int:
+    """8 rows per view, or a whitening strategy's sub-batch size ``w_size`` (W-MSE needs N > D)."""
+    sizes = [s.get("w_size", 0) for s in config.get("objective", {}).get("strategies") or [] if isinstance(s, Mapping)]
+    return max([8, *[v for v in sizes if isinstance(v, int)]])
+
+
+def method_inputs(config: Mapping[str, Any], batch: int | None = None, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Random (online, target) inputs of the right kind for a method config, as the trainer would pass them.
+
+    Views: 2, or 2 global + 2 local with a multicrop ``views:`` hint. ``model.target``: none -> target None;
+    online -> the global views' outputs before the predictor (the same tensors when there is no
+    predictor); ema -> separate global-view outputs without gradient (the EMA branch).
+    """
+    batch = batch or _batch_size(config)
+    model = config.get("model") or {}
+    views = config.get("views") or {}
+    num_global = int(views.get("num_global", 2)) if isinstance(views, Mapping) else 2
+    multicrop = isinstance(views, Mapping) and views.get("name") == "multicrop"
+    num_views = num_global + (2 if multicrop and views.get("num_local", 1) else 0)
+    kind = _input_kind(config)
+    width = 32
+    target_dim = _output_dim(model.get("projector"), width)
+    online_dim = _output_dim(model.get("predictor"), target_dim) if model.get("predictor") else target_dim
+    generator = torch.Generator().manual_seed(seed)
+    online = [_sample(kind, batch, online_dim, generator).requires_grad_(True) for _ in range(num_views)]
+    mode = model.get("target", "none")
+    if mode in (None, "none"):
+        return online, None
+    if mode == "online" and not model.get("predictor"):
+        return online, online[:num_global]
+    grad = mode == "online"
+    target = [_sample(kind, batch, target_dim, generator).requires_grad_(grad) for _ in range(num_global)]
+    return online, target
+
+
+@pytest.fixture(params=METHOD_CONFIGS, ids=METHOD_IDS)
+def method(request: pytest.FixtureRequest) -> Path:
+    return request.param
+
+
+def test_method_config_has_header_and_known_shape(method: Path) -> None:
+    text = method.read_text()
+    assert text.lstrip().startswith("#"), f"{method.name}: no comment header (paper, official code, conventions)"
+    config = load_config(method)
+    assert "objective" in config, f"{method.name}: no `objective:` section"
+    model = config.get("model")
+    if model is not None:
+        assert model.get("target", "none") in TARGET_MODES, f"{method.name}: model.target must be one of {TARGET_MODES}"
+        try:
+            importlib.import_module("ebmssl.models")
+        except ModuleNotFoundError:
+            return
+        for part in ("projector", "predictor"):
+            spec = model.get(part)
+            for head in spec if isinstance(spec, list) else [spec]:
+                head = _last_head(head)
+                if head is not None:
+                    assert head.get("name") in HEADS, f"{method.name}: model.{part} names unknown head {head.get('name')!r}"
+
+
+def test_method_config_builds_and_gives_finite_loss_and_gradient(method: Path) -> None:
+    config = load_config(method)
+    torch.manual_seed(0)
+    objective = ebmssl.build_objective(method)
+    assert isinstance(objective, Objective)
+    objective.train()
+    objective.set_progress(Progress(step=3, total_steps=10, epoch=0.3, total_epochs=1))
+    momentum = objective.target_momentum()
+    mode = (config.get("model") or {}).get("target", "none")
+    if mode == "ema":
+        assert momentum is not None and 0.0 <= momentum <= 1.0, f"{method.name}: model.target ema but no EMA momentum"
+    else:
+        assert momentum is None, f"{method.name}: an EMA strategy with model.target {mode!r}"
+    for step in range(2):  # the second step sees the state (queues, centres) the first one left
+        online, target = method_inputs(config, seed=step)
+        out = objective(online=online, target=target)
+        _check_output(out)
+        leaves = online + [t for t in (target or []) if t.requires_grad and all(t is not o for o in online)]
+        grads = torch.autograd.grad(out.loss, leaves, allow_unused=True)
+        assert all(g is None or torch.isfinite(g).all() for g in grads), f"{method.name}: non-finite gradient"
+        assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(online)]), f"{method.name}: no gradient reaches the online views"
+    bad = [n for n, b in objective.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
+    assert not bad, f"{method.name}: non-finite state after two steps: {bad}"
