@@ -178,23 +178,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(config: Mapping[str, Any], overrides: Sequence[str], strict: bool = True) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML). With ``strict``, the parent key must exist."""
     result = copy.deepcopy(dict(config))
+    source = f"{config['_source']}: " if config.get("_source") else ""
     for text in overrides:
-        keys, value = parse_override(text)
+        try:
+            keys, value = parse_override(text)
+        except ConfigError as error:
+            raise ConfigError(f"{source}{error}") from None
         node: Any = result
         for depth, key in enumerate(keys[:-1]):
-            if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-                node = node[int(key)]
-                continue
+            if isinstance(node, list):
+                if key.isdigit() and int(key) < len(node):
+                    node = node[int(key)]
+                    continue
+                raise ConfigError(
+                    f"{source}override {text!r}: {'.'.join(keys[:depth]) or 'the config'} is a list of "
+                    f"{len(node)} items, so {key!r} is not a valid index. Use 0 to {len(node) - 1}."
+                )
             if not isinstance(node, dict) or key not in node or not isinstance(node[key], (dict, list)):
                 if strict and (not isinstance(node, dict) or key not in node):
-                    known = ", ".join(sorted(k for k in node)) if isinstance(node, dict) else "(a list)"
+                    visible = [k for k in node if not str(k).startswith("_")] if isinstance(node, dict) else []
                     import difflib
 
-                    close = difflib.get_close_matches(key, list(node) if isinstance(node, dict) else [], n=2)
+                    close = difflib.get_close_matches(key, visible, n=2)
                     hint = f" Did you mean {' or '.join(close)}?" if close else ""
                     raise ConfigError(
-                        f"override {text!r}: the config has no key {'.'.join(keys[: depth + 1])!r}.{hint} "
-                        f"Keys at that level: {known}."
+                        f"{source}override {text!r}: the config has no key {'.'.join(keys[: depth + 1])!r}.{hint} "
+                        f"Keys at that level: {', '.join(sorted(visible)) or '(none)'}."
                     )
                 node[key] = {}
             node = node[key]

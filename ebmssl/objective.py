@@ -173,6 +173,11 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
         import difflib
 
         key = unknown[0]
+        if "objective" not in config and difflib.get_close_matches(key, ["objective"], n=1, cutoff=0.7):
+            raise ConfigError(
+                f"{where}: unknown top-level key {key!r}. Did you mean 'objective'? A method config puts "
+                f"`energy:`, `strategies:`, `pairs:`... under `objective:`."
+            )
         close = difflib.get_close_matches(key, OBJECTIVE_KEYS, n=2)
         raise ConfigError(
             f"{where}: unknown key {key!r}.{' Did you mean ' + ' or '.join(close) + '?' if close else ''} "

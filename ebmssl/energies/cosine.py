@@ -18,6 +18,9 @@ class CosineEnergy(Energy):
     ``max(|x|, eps)`` in the denominator, so zero vectors give energy 0 and finite gradients.
     """
 
+    scale_invariant = True  # property tests: invariant to positive rescaling and shared rotations
+    minimal_on_identical = True
+
     def __init__(self, temperature: float = 1.0, eps: float = 1e-12) -> None:
         super().__init__()
         if temperature <= 0:

@@ -18,8 +18,11 @@ class SquaredEuclideanEnergy(Energy):
       ``F.mse_loss(a, b)`` (VICReg's invariance term).
     """
 
+    minimal_on_identical = True
+
     def __init__(self, normalize: bool = False, mean_over_dims: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
+        self.scale_invariant = normalize  # only the normalised form ignores rescaling
         self.normalize = normalize
         self.mean_over_dims = mean_over_dims
         self.eps = eps
@@ -48,10 +51,13 @@ class EuclideanPowerEnergy(Energy):
     ``normalize=True`` (the default, as in the paper) l2-normalises the inputs first.
     """
 
+    minimal_on_identical = True
+
     def __init__(self, alpha: float = 2.0, normalize: bool = True, eps: float = 1e-12) -> None:
         super().__init__()
         if alpha <= 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
+        self.scale_invariant = normalize
         self.alpha = alpha
         self.normalize = normalize
         self.eps = eps

@@ -74,6 +74,9 @@ class VonMisesFisherEnergy(Energy):
     Zero vectors normalise to 0 (energy = the constant, finite gradients).
     """
 
+    scale_invariant = True
+    minimal_on_identical = True
+
     def __init__(
         self, kappa: float = 10.0, constant: bool = True, bessel_eps: float = 1e-7, eps: float = 1e-12
     ) -> None:

@@ -43,8 +43,28 @@ def _seed_for(*parts: int) -> int:
     return value
 
 
+TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
+DATA_KEYS = ("dataset", "test_dataset", "views", "batch_size", "num_train")
+
+
+def check_keys(section: Mapping[str, Any], accepted: tuple[str, ...], where: str, source: str) -> None:
+    """Refuse unknown keys (a typo would otherwise be ignored silently), suggesting the closest one."""
+    import difflib
+
+    for key in section:
+        if str(key).startswith("_") or key in accepted:
+            continue
+        close = difflib.get_close_matches(str(key), accepted, n=1)
+        raise ConfigError(
+            f"{source}: unknown key `{where}{key}`.{' Did you mean `' + where + close[0] + '`?' if close else ''} "
+            f"Accepted keys{' under `' + where.rstrip('.') + ':`' if where else ' at the top level'}: {', '.join(accepted)}."
+        )
+
+
 def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    check_keys(config, TOP_LEVEL_KEYS, "", source)
     data = dict(config.get("data") or {})
+    check_keys(data, DATA_KEYS, "data.", source)
     if "dataset" not in data:
         raise ConfigError(
             f"{source}: no `data.dataset`. Add e.g. `base: [methods/simclr.yaml, data/fashion_mnist.yaml]` or "

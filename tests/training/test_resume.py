@@ -55,3 +55,19 @@ def test_existing_run_directory_is_not_clobbered(tmp_path: Path) -> None:
 def test_resume_without_checkpoint_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         run_training(config_for("simclr"), tmp_path / "missing", resume=True)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trian.epochs=3", "unknown key `trian`.*Did you mean `train`"),
+        ("train.epocs=3", "unknown key `train.epocs`.*Did you mean `train.epochs`"),
+        ("data.batchsize=8", "unknown key `data.batchsize`.*Did you mean `data.batch_size`"),
+        ("data.batch_size=1000", "batch_size=1000 is larger than the 64 training images"),
+        ("model.backbone.name=resnet9", "unknown backbone 'resnet9'"),
+    ],
+)
+def test_bad_run_config_is_explained_before_anything_is_written(override: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_training(apply_overrides(config_for("simclr"), [override], strict=False), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
