@@ -44,7 +44,7 @@ def linear_probe(
     epochs: int = 100,
     lr: float = 1.0,
     weight_decay: float = 1e-4,
-    batch_size: int = 256,
+    batch_size: int = 4096,
     labels_per_class: int | None = None,
     seed: int = 0,
 ) -> dict:

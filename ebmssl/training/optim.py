@@ -102,8 +102,13 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int, rule: str | Non
 
 def build_optimizer(spec: Mapping[str, Any], model: nn.Module, global_batch_size: int, lr_scaling: str | None = None, where: str = "train.optimizer") -> torch.optim.Optimizer:
     """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(
+            f"{where}: expected a mapping with a `name:` key (one of {', '.join(OPTIMIZERS.names())}), got {spec!r}. "
+            f"In YAML flow style put a space after each colon: `{{name: adamw, lr: 0.001}}`."
+        )
     spec = dict(spec)
-    factory = OPTIMIZERS.get(spec.get("name", ""), where)
+    factory = OPTIMIZERS.get(spec["name"], where)
     import inspect
 
     default_wd = inspect.signature(factory).parameters["weight_decay"].default
