@@ -1,0 +1,36 @@
+"""Every run config under configs/runs/ resolves, builds and takes optimisation steps (tiny budget)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ebmssl.config import available_configs
+from ebmssl.training.run import DEFAULT_CONFIG, resolve_config, run_training
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+RUNS = [name for name in available_configs("runs") if name != "fashion_mnist_small"]
+
+
+def test_the_default_config_is_a_run_config() -> None:
+    assert DEFAULT_CONFIG.split("/")[-1] in RUNS
+    config = resolve_config(None)
+    assert config["data"]["dataset"]["name"] == "fashion_mnist"
+    assert config["model"]["backbone"]["name"] == "small_resnet"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST.is_file() and not Path("data/FashionMNIST").is_dir(),
+                    reason="Fashion-MNIST is not on this machine (make data installs Debian's dataset-fashion-mnist)")
+@pytest.mark.parametrize("name", RUNS)
+def test_run_config_trains_two_steps(name: str, tmp_path: Path) -> None:
+    config = resolve_config(
+        f"runs/{name}",
+        ["data.num_train=512", "data.batch_size=64", "train.max_steps=2", "train.log_every=1", "train.progress_bar=false",
+         "eval.final=false", "eval.monitor_samples=128"],
+    )
+    run_training(config, tmp_path / name)
+    records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
