@@ -128,12 +128,12 @@ def infonce_bound(energy: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[
     ``I_NCE <= log N`` whatever the inputs: the estimate saturates at log(batch size), which is why small
     batches limit contrastive methods. Returns ``(bound, log N)``.
     """
+    from ebmssl.strategies.contrastive.infonce import infonce_bound_from_scores
+
     logits = -energy.pairwise(a, b).detach().double()
-    n = logits.shape[0]
-    log_n = math.log(n)
-    log_prob = torch.diagonal(logits) - torch.logsumexp(logits, dim=1)
-    # each log-probability is <= 0 in exact arithmetic; clamp the rounding error so the bound holds exactly
-    return log_n + log_prob.clamp_max(0.0).mean(), log_n
+    log_n = math.log(logits.shape[0])
+    # the bound is <= log N in exact arithmetic; clamp the rounding error so it holds exactly
+    return infonce_bound_from_scores(logits).clamp_max(log_n), log_n
 
 
 @torch.no_grad()

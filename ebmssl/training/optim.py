@@ -83,6 +83,12 @@ def adamw(params: list, lr: float = 1e-3, weight_decay: float = 0.05, betas: lis
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
 
 
+@register_optimizer("adam")
+def adam(params: list, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015) with L2 weight decay (MMCR's official optimiser); norm/bias parameters undecayed."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+
 @register_optimizer("lars")
 def lars(params: list, lr: float = 0.3, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.02) -> torch.optim.Optimizer:
     """LARS (You et al. 2017); biases and norm parameters excluded from decay and adaptation."""

@@ -49,7 +49,7 @@ def test_lars_is_finite_for_zero_weights_and_gradients() -> None:
     assert torch.isfinite(weight).all()
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw", "lars"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lars"])
 def test_build_optimizer_scales_the_learning_rate(name: str) -> None:
     optimizer = build_optimizer({"name": name, "lr": 0.1}, model(), global_batch_size=512, lr_scaling="linear")
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
