@@ -1,7 +1,7 @@
 """Process-group helpers that keep gradients right across processes.
 
-``gather`` concatenates a tensor from every process *with* gradient (``torch.distributed.nn``'s
-all_gather, whose backward sums the incoming gradients across processes). Combined with DDP's
+``gather`` concatenates a tensor from every process *with* gradient (an all-gather whose backward
+sums the incoming gradients across processes). Combined with DDP's
 gradient averaging this yields exactly the single-process gradient of the full-batch loss, both for
 terms averaged over local anchors (contrastive) and for terms computed on the gathered batch
 (capacity statistics). ``accelerator.gather`` carries no gradient and must not be used for losses.
@@ -25,13 +25,36 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """All-gather whose backward sums every process's gradient for this process's rows.
+
+    Forward: ``cat_p x_p``. Backward: all-reduce (sum) the incoming gradient, return this process's
+    slice (a reduce-scatter written with all_reduce, which every backend, gloo included, supports).
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (N, ...) from every process along dim 0, keeping the gradient."""
+    """Concatenate ``tensor`` (N, ...) from every process along dim 0, keeping the gradient.
+
+    Every process must pass the same number of rows (the trainer's micro-batches are equal).
+    """
     if not is_distributed():
         return tensor
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(tensor.contiguous()), dim=0)
+    return _GatherWithGradient.apply(tensor)
 
 
 @torch.no_grad()

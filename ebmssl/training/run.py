@@ -32,7 +32,9 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     from accelerate import PartialState
 
-    state = PartialState()
+    from ebmssl.training.trainer import cpu_only
+
+    state = PartialState(cpu=cpu_only())
     if state.is_main_process:
         prepare_run_dir(run_dir, resume, overwrite)
     state.wait_for_everyone()

@@ -97,7 +97,9 @@ class Trainer:
         self.eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, self.source)
         self.data_cfg = data_section(config, self.source)
         tc = self.train_cfg
+        _release_accelerator_state()
         self.accelerator = Accelerator(
+            cpu=cpu_only(),
             mixed_precision=str(tc["mixed_precision"]),
             gradient_accumulation_steps=int(tc["grad_accumulation"]),
             step_scheduler_with_optimizer=False,
@@ -346,6 +348,21 @@ class Trainer:
 
 
 # -- small utilities ---------------------------------------------------------------------------------
+def cpu_only() -> bool:
+    """True without a GPU: Accelerate then treats torchrun's processes as MULTI_CPU (gloo) only if told so."""
+    return not torch.cuda.is_available()
+
+
+def _release_accelerator_state() -> None:
+    """Forget a previous run's AcceleratorState (mixed precision etc.) so several runs can share a process.
+
+    Accelerate keeps its state in a process-wide singleton; the process group (PartialState) is kept.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
