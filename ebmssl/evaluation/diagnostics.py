@@ -21,7 +21,7 @@ DEFAULT_COSINE_TEMPERATURE = 0.1
 #: complete collapse: normalised std below this fraction of the healthy value 1/sqrt(d);
 COMPLETE_COLLAPSE_STD_FRACTION = 0.1
 #: dimensional collapse: RankMe below this fraction of its maximum min(N, d);
-DIMENSIONAL_COLLAPSE_RANK_FRACTION = 0.1
+DIMENSIONAL_COLLAPSE_RANK_FRACTION = 0.05
 #: indistinguishable energies: (mean negative - mean positive energy) / mean |energy| below this.
 ENERGY_GAP_RELATIVE_THRESHOLD = 0.01
 
@@ -219,7 +219,7 @@ def detect_collapse(diagnostics: Mapping[str, float], dim: int) -> list[str]:
     Thresholds (module constants):
 
     * complete collapse: ``normalized_std < 0.1 / sqrt(dim)`` (healthy ~ 1/sqrt(dim), Chen & He 2021);
-    * dimensional collapse: ``rankme < 0.1 * min(N, dim)`` (Garrido et al. 2023; Jing et al. 2022), with N
+    * dimensional collapse: ``rankme < 0.05 * min(N, dim)`` (Garrido et al. 2023; Jing et al. 2022), with N
       the ``rank_limit`` / ``batch_size`` entry when present;
     * indistinguishable energies: ``energy_gap_relative < 0.01``, i.e. the mean negative energy exceeds
       the mean positive energy by less than 1% of the mean |energy|.
