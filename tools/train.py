@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ebmssl.registry import ConfigError
     from ebmssl.training.run import default_run_dir, resolve_config, run_training
+    from ebmssl.training.trainer import TrainingDiverged
 
     try:
         config = resolve_config(args.config, args.overrides)
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:  # bad config, missing dataset: one explained paragraph
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: the last complete checkpoint is intact; continue with --resume", file=sys.stderr)
         return 130

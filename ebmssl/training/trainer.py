@@ -162,7 +162,12 @@ class Trainer:
                     f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}. Start the run without "
                     f"--resume (or with --overwrite to replace the directory)."
                 )
+            configured = [(g["base_lr"], g.get("base_weight_decay", g["weight_decay"])) for g in self.optimizer.param_groups]
             state = load_checkpoint(acc, checkpoint)
+            # the optimiser state carries the old run's base values: the config given now wins, so a
+            # resume with a lower learning rate (after a divergence, say) really uses it
+            for group, (base_lr, base_wd) in zip(self.optimizer.param_groups, configured):
+                group["base_lr"], group["base_weight_decay"] = base_lr, base_wd
             self.step = int(state["step"])
             self.history = _read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)
             acc.print(f"resumed from {checkpoint} at step {self.step}")

@@ -103,3 +103,17 @@ def test_two_process_accelerate_launch_trains(tmp_path: Path) -> None:
     assert "2 process(es)" in completed.stdout
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_divergence_is_reported_and_the_last_checkpoint_survives(tmp_path: Path) -> None:
+    config = quick("simclr", "train.epochs=2", "train.max_steps=null", "eval.final=false")
+    run_training(config, tmp_path / "run")  # 8 steps, checkpoints after each epoch
+    from ebmssl.training.checkpoint import latest_checkpoint
+    from ebmssl.training.trainer import TrainingDiverged
+
+    before = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    poisoned = apply_overrides(config, ["train.epochs=3", "train.optimizer.lr=1.0e30"], strict=False)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint is .*step-00000008"):
+        run_training(poisoned, tmp_path / "run", resume=True)
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints") == before
