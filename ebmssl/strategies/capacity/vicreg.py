@@ -76,8 +76,11 @@ class VICRegCovariance(Strategy):
     family = "capacity"
     exempt_properties = {
         "collapsed_worse_than_spread": "a batch collapsed to one point has zero covariance, so the penalty is "
-        "0 there (its minimum); it penalises collapse onto a low-dimensional subspace, vicreg_variance "
-        "covers the single-point collapse",
+        "0 there (its minimum); vicreg_variance covers the single-point collapse",
+        "subspace_worse_than_spread": "the covariance scales with the squared spread, so a small-scale rank-1 "
+        "batch can have less off-diagonal covariance than a larger well-spread one; the term penalises "
+        "correlated dimensions at the variance that vicreg_variance holds at 1, and the pair together is "
+        "worse on rank-1 batches (tests/strategies/capacity/test_vicreg.py)",
     }
 
     def __init__(self) -> None:

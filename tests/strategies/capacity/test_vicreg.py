@@ -75,3 +75,25 @@ def test_finite_on_degenerate_batches(n: int, d: int, seed: int) -> None:
     total = variance_hinge(z) + covariance_penalty(z)
     (grad,) = torch.autograd.grad(total, z)
     assert torch.isfinite(total) and torch.isfinite(grad).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(8, 32), d=st.integers(2, 6), seed=st.integers(0, 10_000), scale=st.floats(0.05, 4.0))
+def test_variance_and_covariance_together_penalise_a_rank_one_batch(n: int, d: int, seed: int, scale: float) -> None:
+    """VICReg's capacity pair is worse on a rank-1 batch than on a whitened batch of the same scale."""
+    import ebmssl
+
+    generator = torch.Generator().manual_seed(seed)
+    objective = ebmssl.build_objective({
+        "energy": {"name": "squared_euclidean"}, "energy_weight": 0.0,
+        "strategies": [{"name": "vicreg_variance", "weight": 25.0}, {"name": "vicreg_covariance", "weight": 2.0}],
+    }).double()
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    x = x - x.mean(0)
+    whitened = x @ torch.linalg.inv(torch.linalg.cholesky(x.T @ x / (n - 1))).T * scale
+    direction = torch.nn.functional.normalize(torch.randn(d, generator=generator, dtype=torch.float64), dim=0)
+    coefficients = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    rank_one = (coefficients - coefficients.mean()) / coefficients.std() * scale * direction * d**0.5
+    spread = objective([whitened, whitened.clone()]).loss
+    collapsed = objective([rank_one, rank_one.clone()]).loss
+    assert collapsed > spread
