@@ -12,7 +12,8 @@ import torch
 from ebmssl.config import apply_overrides, load_config
 from ebmssl.registry import ConfigError
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
-from ebmssl.training.trainer import Trainer, prepare_run_dir, save_resolved_config, write_csv, _seed_for
+from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
+from ebmssl.training.trainer import Trainer, _seed_for
 
 DEFAULT_CONFIG = "runs/simclr_fashion_mnist"
 

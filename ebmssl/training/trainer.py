@@ -9,11 +9,7 @@ and DINO centers, which are buffers of the objective), the optimiser, the RNG st
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import shutil
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ebmssl.config import dump_config
 from ebmssl.objective import build_objective
 from ebmssl.registry import SCHEDULES, ConfigError
 from ebmssl.strategies.base import Progress
 from ebmssl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ebmssl.training.learner import Learner, build_learner
 from ebmssl.training.optim import build_optimizer
+from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
 from ebmssl.training.settings import EVAL_DEFAULTS, TRAIN_DEFAULTS, resolve_section
 
 
@@ -169,7 +165,7 @@ class Trainer:
             for group, (base_lr, base_wd) in zip(self.optimizer.param_groups, configured):
                 group["base_lr"], group["base_weight_decay"] = base_lr, base_wd
             self.step = int(state["step"])
-            self.history = _read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)
+            self.history = read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)
             acc.print(f"resumed from {checkpoint} at step {self.step}")
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -210,8 +206,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         acc, tc = self.accelerator, self.train_cfg
         main = acc.is_main_process
-        writer = _tensorboard(self.run_dir / "tensorboard") if main else None
-        progress = _progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
+        writer = tensorboard_writer(self.run_dir / "tensorboard") if main else None
+        progress = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
         freeze_steps = int(float(tc["freeze_prototypes_epochs"]) * self.steps_per_epoch)
         self.model.train()
         running: dict[str, torch.Tensor] = {}
@@ -293,7 +289,7 @@ class Trainer:
             )
         self.history.append(record)
         if acc.is_main_process:
-            _append_jsonl(self.run_dir / "metrics.jsonl", record)
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
             if writer is not None:
                 for key, value in record.items():
                     if key != "step" and isinstance(value, (int, float)):
@@ -331,7 +327,7 @@ class Trainer:
         reasons = detect_collapse(diagnostics, dim=int(embeddings[0].shape[1]))
         record["collapse"] = reasons
         self.diagnostics_history.append(record)
-        _append_jsonl(self.run_dir / "diagnostics.jsonl", record)
+        append_jsonl(self.run_dir / "diagnostics.jsonl", record)
         if writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -368,72 +364,3 @@ def _release_accelerator_state() -> None:
     if AcceleratorState._shared_state:
         AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-def _append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _read_jsonl(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if up_to_step is not None:
-        records = [r for r in records if r.get("step", 0) <= up_to_step]
-        # drop what the interrupted run logged after its last checkpoint, so the file matches the state
-        with open(path, "w") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in records)
-    return records
-
-
-def write_csv(records: list[dict[str, Any]], path: Path) -> None:
-    keys: list[str] = []
-    for record in records:
-        keys += [k for k in record if k not in keys and not isinstance(record[k], (list, dict))]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard missing: metrics still go to JSONL/CSV
-        return None
-    return SummaryWriter(str(path))
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create the run directory; refuse to clobber an existing run unless asked."""
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: pass one of them.")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise ConfigError(
-                f"the run directory {run_dir} already exists and is not empty. Pass --resume to continue that run, "
-                f"--overwrite to replace it, or --output-dir DIR to start a new one elsewhere."
-            )
-    elif resume:
-        raise ConfigError(f"--resume: {run_dir} does not exist. Start the run without --resume.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def save_resolved_config(config: Mapping[str, Any], run_dir: Path) -> None:
-    (Path(run_dir) / "config.yaml").write_text(dump_config({k: v for k, v in config.items()}))

@@ -99,7 +99,7 @@ def fashion_mnist(
             images.unsqueeze(1).contiguous(), labels.to(torch.int64), 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
             "fashion_mnist", FASHION_MNIST_CLASSES,
         )  # fmt: skip
-    fixes = [f"point `root:` at a directory holding FashionMNIST/raw/ (torchvision's layout)"]
+    fixes = ["point `root:` at a directory holding FashionMNIST/raw/ (torchvision's layout)"]
     fixes.insert(0, "check the internet connection" if download else "set `download: true` (needs internet)")
     fixes.append(f"install the Debian package (`apt-get install dataset-fashion-mnist`, files in {system_dir})")
     raise not_found("fashion_mnist", tried, fixes, errors[-1] if errors else None)

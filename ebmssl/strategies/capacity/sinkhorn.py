@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy

@@ -1,0 +1,85 @@
+"""The run directory: creating it safely, the resolved config, metric files, TensorBoard, progress bar."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ebmssl.config import dump_config
+from ebmssl.registry import ConfigError
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if up_to_step is not None:
+        records = [r for r in records if r.get("step", 0) <= up_to_step]
+        # drop what the interrupted run logged after its last checkpoint, so the file matches the state
+        with open(path, "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+    return records
+
+
+def write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for record in records:
+        keys += [k for k in record if k not in keys and not isinstance(record[k], (list, dict))]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def tensorboard_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard missing: metrics still go to JSONL/CSV
+        return None
+    return SummaryWriter(str(path))
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run directory; refuse to clobber an existing run unless asked."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: pass one of them.")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise ConfigError(
+                f"the run directory {run_dir} already exists and is not empty. Pass --resume to continue that run, "
+                f"--overwrite to replace it, or --output-dir DIR to start a new one elsewhere."
+            )
+    elif resume:
+        raise ConfigError(f"--resume: {run_dir} does not exist. Start the run without --resume.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save_resolved_config(config: Mapping[str, Any], run_dir: Path) -> None:
+    (Path(run_dir) / "config.yaml").write_text(dump_config({k: v for k, v in config.items()}))
