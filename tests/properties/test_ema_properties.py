@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
-import pkgutil
 
 import pytest
 import torch
@@ -12,27 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-import ebmssl.strategies.asymmetry as asymmetry
+from ebmssl.strategies.asymmetry.ema import ema_update as _ema_update
 
 from ._support import PROPERTY_SETTINGS
-
-
-def _find_ema_update():
-    """``ema_update`` from ``ebmssl.strategies.asymmetry.ema`` if that module exists, else any asymmetry module."""
-    names = ["ebmssl.strategies.asymmetry.ema"] + [
-        info.name for info in pkgutil.iter_modules(asymmetry.__path__, asymmetry.__name__ + ".")
-    ]
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        if callable(getattr(module, "ema_update", None)):
-            return module.ema_update
-    return None
-
-
-EMA_UPDATE = _find_ema_update()
 
 
 def _pair(seed: int, width: int) -> tuple[nn.Module, nn.Module]:
@@ -51,9 +31,8 @@ def _pair(seed: int, width: int) -> tuple[nn.Module, nn.Module]:
 
 @pytest.fixture
 def ema_update():
-    if EMA_UPDATE is None:
-        pytest.skip("no `ema_update` function in ebmssl.strategies.asymmetry yet (expected in asymmetry/ema*.py)")
-    return EMA_UPDATE
+    """The function the trainer calls after every optimisation step."""
+    return _ema_update
 
 
 @PROPERTY_SETTINGS
