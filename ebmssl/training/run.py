@@ -10,10 +10,9 @@ from typing import Any
 import torch
 
 from ebmssl.config import apply_overrides, load_config
-from ebmssl.registry import ConfigError
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
 from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
-from ebmssl.training.trainer import Trainer, _seed_for
+from ebmssl.training.trainer import Trainer
 
 DEFAULT_CONFIG = "runs/simclr_fashion_mnist"
 
@@ -90,35 +89,20 @@ def random_encoder(trainer: Trainer) -> torch.nn.Module:
 
 @torch.no_grad()
 def final_diagnostics(trainer: Trainer) -> dict[str, Any]:
+    from ebmssl.energies.cosine import CosineEnergy
     from ebmssl.evaluation import collect_diagnostics, detect_collapse, energy_statistics, singular_values
 
     learner = trainer.unwrapped
     learner.eval()
-    device = trainer.accelerator.device
-    n = min(512, len(trainer.train_set))
-    images = trainer.train_set.images[:n].to(device)
-    generator = torch.Generator(device=device).manual_seed(_seed_for(int(trainer.train_cfg["seed"]), 10**9 + 1))
-    views = trainer.views(images, generator)[:2]
-    _, embeddings = learner.online(views, learner.together)
-    z1, z2 = embeddings[0].float(), embeddings[1].float()
+    z1, z2 = trainer.diagnostic_embeddings(min(512, len(trainer.train_set)), salt=1)
     diagnostics: dict[str, Any] = dict(collect_diagnostics(z1, z2, learner.objective.energy))
     diagnostics["singular_values"] = singular_values(z1).cpu().tolist()
     try:
         stats = energy_statistics(learner.objective.energy, z1, z2)
     except Exception:  # energies defined on other shapes (e.g. logits against distributions)
-        from ebmssl.energies.cosine import CosineEnergy
-
         stats = energy_statistics(CosineEnergy(), z1, z2)
     for key in ("positive", "negative"):
-        for candidate in (f"{key}_energies", f"{key}_values", key):
-            if candidate in stats and torch.is_tensor(stats[candidate]):
-                diagnostics[f"{key}_energies"] = stats[candidate].flatten().cpu().tolist()
-                break
+        diagnostics[f"{key}_energies"] = stats[key].flatten().cpu().tolist()
     diagnostics["collapse"] = detect_collapse(diagnostics, dim=int(z1.shape[1]))
     learner.train()
     return diagnostics
-
-
-def check_cli_config(path: str | None) -> None:
-    if path is not None and not Path(path).exists() and "/" in path and not path.endswith((".yaml", ".yml")):
-        raise ConfigError(f"--config {path}: no such file. Pass a YAML path or a name under configs/runs/.")

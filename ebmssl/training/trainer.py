@@ -297,6 +297,20 @@ class Trainer:
         return record
 
     @torch.no_grad()
+    def diagnostic_embeddings(self, rows: int, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projector outputs (float32) of two augmented views of the first ``rows`` training images.
+
+        The views come from a fixed generator (seed, ``salt``), so every call with the same arguments
+        compares the model on the same inputs; the caller puts the learner in eval mode.
+        """
+        learner = self.unwrapped
+        device = self.accelerator.device
+        images = self.train_set.images[:rows].to(device)
+        generator = torch.Generator(device=device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9 + salt))
+        _, embeddings = learner.online(self.views(images, generator)[:2], learner.together)
+        return embeddings[0].float(), embeddings[1].float()
+
+    @torch.no_grad()
     def _epoch_end(self, epoch: int, writer) -> None:
         if not self.accelerator.is_main_process:
             self.accelerator.wait_for_everyone()
@@ -307,11 +321,8 @@ class Trainer:
         learner.eval()
         n = min(int(self.eval_cfg["monitor_samples"]), len(self.train_set))
         images = self.train_set.images[:n].to(self.accelerator.device)
-        generator = torch.Generator(device=self.accelerator.device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9))
-        views = self.views(images[: min(n, 512)], generator)[:2]
-        _, embeddings = learner.online(views, learner.together)
-        energy = learner.objective.energy
-        diagnostics = collect_diagnostics(embeddings[0].float(), embeddings[1].float(), energy)
+        z1, z2 = self.diagnostic_embeddings(min(n, 512), salt=0)
+        diagnostics = collect_diagnostics(z1, z2, learner.objective.energy)
         record = {"step": self.step, "epoch": epoch, **{f"diag/{k}": v for k, v in diagnostics.items()}}
         every = int(self.eval_cfg["knn_every_epochs"])
         if every > 0 and epoch % every == 0:
@@ -324,7 +335,7 @@ class Trainer:
                 num_classes=self.train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
                 temperature=float(self.eval_cfg["knn_temperature"]),
             )
-        reasons = detect_collapse(diagnostics, dim=int(embeddings[0].shape[1]))
+        reasons = detect_collapse(diagnostics, dim=int(z1.shape[1]))
         record["collapse"] = reasons
         self.diagnostics_history.append(record)
         append_jsonl(self.run_dir / "diagnostics.jsonl", record)
