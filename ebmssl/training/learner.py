@@ -26,6 +26,7 @@ from torch import nn
 
 from ebmssl.objective import Objective, ObjectiveOutput
 from ebmssl.registry import ConfigError
+from ebmssl.strategies.base import Progress
 
 TARGET_MODES = ("none", "online", "ema")
 
@@ -102,7 +103,34 @@ class Learner(nn.Module):
             for parameter in self.target.parameters():
                 parameter.requires_grad_(False)
 
-    def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> LearnerOutput:
+    # -- step hooks: the trainer calls these and nothing else model-specific ------------------------
+    freeze_prototypes_epochs: float = 0.0
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        """Called once gradients are synchronised, before the optimiser steps (freeze schedules)."""
+        if progress.epoch < self.freeze_prototypes_epochs:
+            for name, parameter in self.named_parameters():
+                if "prototypes" in name:
+                    parameter.grad = None
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
+        """Called after each optimiser step (target-branch updates); returns values worth logging."""
+        momentum = self.objective.target_momentum()
+        if momentum is None or self.target is None:
+            return {}
+        from ebmssl.strategies.asymmetry.ema import ema_update
+
+        ema_update(self.online, self.target, momentum)
+        return {"ema_momentum": momentum}
+
+    def forward(
+        self,
+        views: Sequence[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LearnerOutput:
+        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness."""
         views = list(views)
         features, embeddings = self.online(views, self.together)
         online = _encode(self.predictor, embeddings, self.together) if self.predictor is not None else embeddings

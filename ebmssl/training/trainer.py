@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ebmssl.data.source import InMemorySource, seed_for
 from ebmssl.objective import build_objective
 from ebmssl.registry import SCHEDULES, ConfigError
 from ebmssl.strategies.base import Progress
@@ -32,11 +33,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def _seed_for(*parts: int) -> int:
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (int(part) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) & 0x7FFFFFFFFFFFFFFF
-    return value
+_seed_for = seed_for
 
 
 TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
@@ -139,6 +136,7 @@ class Trainer:
             in_channels=int(self.views.channels), num_classes=self.train_set.num_classes,
             where=f"{self.source}: model",
         )
+        self.learner.freeze_prototypes_epochs = float(tc["freeze_prototypes_epochs"])
         if tc["sync_batchnorm"] and acc.num_processes > 1:
             self.learner = nn.SyncBatchNorm.convert_sync_batchnorm(self.learner)
         self.optimizer = build_optimizer(
@@ -148,6 +146,10 @@ class Trainer:
         wd = tc["weight_decay_schedule"]
         self.wd_schedule = SCHEDULES.build(wd, where=f"{self.source}: train.weight_decay_schedule") if wd else None
         self.model, self.optimizer = acc.prepare(self.learner, self.optimizer)
+        self.source = InMemorySource(
+            self.train_set, self.views, seed=int(tc["seed"]), global_batch=global_batch, micro_batch=self.micro_batch,
+            num_processes=acc.num_processes, process_index=acc.process_index, device=acc.device,
+        )
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.diagnostics_history: list[dict[str, Any]] = []
@@ -173,23 +175,6 @@ class Trainer:
     def unwrapped(self) -> Learner:
         return self.accelerator.unwrap_model(self.model)
 
-    def _indices(self, step: int, micro: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(_seed_for(int(self.train_cfg["seed"]), epoch))
-        order = torch.randperm(len(self.train_set), generator=generator)
-        start = position * self.global_batch
-        offset = (micro * self.accelerator.num_processes + self.accelerator.process_index) * self.micro_batch
-        return order[start + offset : start + offset + self.micro_batch]
-
-    def _views(self, step: int, micro: int, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        device = self.accelerator.device
-        images = self.train_set.images[indices].to(device, non_blocking=True)
-        labels = self.train_set.targets[indices].to(device, non_blocking=True)
-        generator = torch.Generator(device=device).manual_seed(
-            _seed_for(int(self.train_cfg["seed"]), step, micro, self.accelerator.process_index)
-        )
-        return self.views(images, generator), labels
-
     def _set_hyperparameters(self, step: int) -> dict[str, float]:
         lr_factor = self.lr_schedule(step, self.total_steps)
         wd_factor = self.wd_schedule(step, self.total_steps) if self.wd_schedule else 1.0
@@ -200,6 +185,7 @@ class Trainer:
         self.unwrapped.objective.set_progress(
             Progress(step=step, total_steps=self.total_steps, epoch=epoch, total_epochs=int(self.train_cfg["epochs"]))
         )
+        self.progress = Progress(step=step, total_steps=self.total_steps, epoch=epoch, total_epochs=int(self.train_cfg["epochs"]))
         return {"lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch}
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -208,7 +194,6 @@ class Trainer:
         main = acc.is_main_process
         writer = tensorboard_writer(self.run_dir / "tensorboard") if main else None
         progress = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
-        freeze_steps = int(float(tc["freeze_prototypes_epochs"]) * self.steps_per_epoch)
         self.model.train()
         running: dict[str, torch.Tensor] = {}
         count = 0
@@ -218,18 +203,16 @@ class Trainer:
             step = self.step
             hyper = self._set_hyperparameters(step)
             for micro in range(int(tc["grad_accumulation"])):
-                views, labels = self._views(step, micro, self._indices(step, micro))
+                batch = self.source.batch(step, micro)
+                views, labels = batch.views, batch.labels
                 with acc.accumulate(self.model):
                     with acc.autocast():
-                        out = self.model(views, labels)
+                        out = self.model(views, labels, batch.generator)
                     acc.backward(out.loss)
                     if acc.sync_gradients:
                         if tc["grad_clip"]:
                             acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
-                        if step < freeze_steps:
-                            for name, parameter in self.model.named_parameters():
-                                if "prototypes" in name:
-                                    parameter.grad = None
+                        self.unwrapped.before_optimizer_step(self.progress)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 images_seen += self.micro_batch * len(views)
@@ -242,11 +225,7 @@ class Trainer:
                         out.probe_logits.argmax(1) == labels
                     ).float().mean()
                 count += 1
-            momentum = self.unwrapped.objective.target_momentum()
-            if momentum is not None and self.unwrapped.target is not None:
-                from ebmssl.strategies.asymmetry.ema import ema_update
-
-                ema_update(self.unwrapped.online, self.unwrapped.target, momentum)
+            momentum = self.unwrapped.after_optimizer_step(self.progress).get("ema_momentum")
             self.step += 1
             progress.update(1)
             end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
