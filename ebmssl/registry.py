@@ -253,6 +253,7 @@ DATASETS = Registry("dataset")
 VIEWS = Registry("view pipeline")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
+ARCHITECTURES = Registry("architecture")
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -263,6 +264,7 @@ REGISTRIES: dict[str, Registry] = {
     "views": VIEWS,
     "optimizers": OPTIMIZERS,
     "schedules": SCHEDULES,
+    "architectures": ARCHITECTURES,
 }
 
 register_energy = ENERGIES.register
@@ -273,3 +275,4 @@ register_dataset = DATASETS.register
 register_view = VIEWS.register
 register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
+register_architecture = ARCHITECTURES.register

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ebmssl.objective import Objective, ObjectiveOutput
-from ebmssl.registry import ConfigError
+from ebmssl.registry import ConfigError, register_architecture
 from ebmssl.strategies.base import Progress
 
 TARGET_MODES = ("none", "online", "ema")
@@ -103,7 +103,18 @@ class Learner(nn.Module):
             for parameter in self.target.parameters():
                 parameter.requires_grad_(False)
 
-    # -- step hooks: the trainer calls these and nothing else model-specific ------------------------
+    # -- the contract every architecture offers the trainer ------------------------------------------
+    # forward(views, labels, generator) -> LearnerOutput; encoder; embed(views); objective;
+    # before_optimizer_step(progress); after_optimizer_step(progress) -> dict of values to log.
+    @property
+    def encoder(self) -> nn.Module:
+        """The module whose features are evaluated (kNN, linear probe) and exported: the online backbone."""
+        return self.online.backbone
+
+    def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Projector outputs of ``views`` (diagnostics: rank, spectrum, alignment, energy gap)."""
+        return self.online(list(views), self.together)[1]
+
     freeze_prototypes_epochs: float = 0.0
 
     def before_optimizer_step(self, progress: Progress) -> None:
@@ -166,13 +177,28 @@ class Learner(nn.Module):
         )
 
 
-def build_learner(model_config: Mapping[str, Any], objective: Objective, num_global: int, in_channels: int, num_classes: int | None, where: str = "model") -> Learner:
-    """Build a :class:`Learner` from the ``model:`` section and a built objective."""
+def build_learner(model_config: Mapping[str, Any], objective: Objective, num_global: int, in_channels: int, num_classes: int | None, where: str = "model") -> nn.Module:
+    """Build the method's architecture from the ``model:`` section and a built objective.
+
+    ``model.architecture`` names a registered architecture (default ``joint_embedding``); each is a
+    builder with this same signature returning a module that honours the contract listed on
+    :class:`Learner`.
+    """
+    from ebmssl.registry import ARCHITECTURES
+
+    model_config = dict(model_config or {})
+    name = str(model_config.pop("architecture", "joint_embedding"))
+    return ARCHITECTURES.get(name, where=f"{where}.architecture")(model_config, objective, num_global, in_channels, num_classes, where)
+
+
+@register_architecture("joint_embedding")
+def build_joint_embedding(model_config: Mapping[str, Any], objective: Objective, num_global: int, in_channels: int, num_classes: int | None, where: str = "model") -> Learner:
+    """Online branch (backbone, projector, optional predictor), optional target branch, and the objective."""
     from ebmssl.evaluation import OnlineLinearProbe
     from ebmssl.models import build_backbone, build_heads
 
     model_config = dict(model_config or {})
-    known = {"backbone", "projector", "predictor", "target", "forward_views", "online_probe"}
+    known = {"architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe"}
     for key in model_config:
         if key not in known and not key.startswith("_"):
             import difflib

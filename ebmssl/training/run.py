@@ -50,14 +50,14 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
     if acc.is_main_process:
         learner = trainer.unwrapped
-        export_backbone(learner.online.backbone, run_dir / "backbone.safetensors")
+        export_backbone(learner.encoder, run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
         final_diag = final_diagnostics(trainer)
         report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
         report["collapse"] = final_diag.get("collapse", [])
         if trainer.eval_cfg["final"]:
             started = time.perf_counter()
-            encoders: dict[str, Any] = {"trained": learner.online.backbone}
+            encoders: dict[str, Any] = {"trained": learner.encoder}
             if trainer.eval_cfg["baselines"]:
                 encoders["random_init"] = random_encoder(trainer)
                 encoders["raw_pixels"] = None

@@ -21,6 +21,7 @@ from torch import nn
 from ebmssl.data.source import InMemorySource, seed_for
 from ebmssl.objective import build_objective
 from ebmssl.registry import SCHEDULES, ConfigError
+from ebmssl.schema import DATA_KEYS, TOP_LEVEL_KEYS, check_keys
 from ebmssl.strategies.base import Progress
 from ebmssl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ebmssl.training.learner import Learner, build_learner
@@ -34,24 +35,6 @@ class TrainingDiverged(RuntimeError):
 
 
 _seed_for = seed_for
-
-
-TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
-DATA_KEYS = ("dataset", "test_dataset", "views", "batch_size", "num_train")
-
-
-def check_keys(section: Mapping[str, Any], accepted: tuple[str, ...], where: str, source: str) -> None:
-    """Refuse unknown keys (a typo would otherwise be ignored silently), suggesting the closest one."""
-    import difflib
-
-    for key in section:
-        if str(key).startswith("_") or key in accepted:
-            continue
-        close = difflib.get_close_matches(str(key), accepted, n=1)
-        raise ConfigError(
-            f"{source}: unknown key `{where}{key}`.{' Did you mean `' + where + close[0] + '`?' if close else ''} "
-            f"Accepted keys{' under `' + where.rstrip('.') + ':`' if where else ' at the top level'}: {', '.join(accepted)}."
-        )
 
 
 def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -286,7 +269,7 @@ class Trainer:
         device = self.accelerator.device
         images = self.train_set.images[:rows].to(device)
         generator = torch.Generator(device=device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9 + salt))
-        _, embeddings = learner.online(self.views(images, generator)[:2], learner.together)
+        embeddings = learner.embed(self.views(images, generator)[:2])
         return embeddings[0].float(), embeddings[1].float()
 
     @torch.no_grad()
@@ -307,8 +290,8 @@ class Trainer:
         if every > 0 and epoch % every == 0:
             test_n = min(int(self.eval_cfg["monitor_samples"]), len(self.test_set))
             transform = self.views.eval_transform
-            train_features = extract_features(learner.online.backbone, images, transform)
-            test_features = extract_features(learner.online.backbone, self.test_set.images[:test_n], transform)
+            train_features = extract_features(learner.encoder, images, transform)
+            test_features = extract_features(learner.encoder, self.test_set.images[:test_n], transform)
             record["knn_monitor"] = knn_accuracy(
                 train_features, self.train_set.targets[:n], test_features, self.test_set.targets[:test_n],
                 num_classes=self.train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
