@@ -3,7 +3,9 @@
 ``loss = scale * (energy_weight * reduce_pairs(E.term(online_i, target_j)) + sum_s weight_s * term_s)``
 
 where the strategies' ``transform`` hooks run first, in the listed order, and ``terms`` holds each
-weighted contribution (so ``sum(terms.values()) == loss``).
+weighted contribution (so ``sum(terms.values()) == loss``). Whether the whole method (this objective
+together with its architecture) can collapse is checked when the architecture is built
+(:func:`ebmssl.models.collapse_guard.check_collapse`); see docs/design.md.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch import nn
 from ebmssl.config import load_config
 from ebmssl.energies.base import Energy
 from ebmssl.registry import ENERGIES, STRATEGIES, ConfigError, check_arguments
-from ebmssl.strategies.base import Pair, Progress, Strategy, ViewBatch
+from ebmssl.schema import OBJECTIVE_KEYS, TOP_LEVEL_KEYS, check_keys
+from ebmssl.strategies.base import Pair, Progress, Sizes, Strategy, ViewBatch
 
 COLLAPSE_FAMILIES = ("contrastive", "asymmetry", "capacity")
 
@@ -74,18 +77,26 @@ class Objective(nn.Module):
         self.scale = float(scale)
         self.allow_collapse = allow_collapse
         self.term_names = _unique_names(names or [getattr(s, "registered_name", type(s).__name__) for s in strategies])
-        check_collapse_guard(self, source)
+        self.source = source
 
     def set_progress(self, progress: Progress) -> None:
         for strategy in self.strategies:
             strategy.set_progress(progress)
 
-    def target_momentum(self) -> float | None:
-        for strategy in self.strategies:
-            momentum = strategy.target_momentum()
-            if momentum is not None:
-                return momentum
-        return None
+    def bind_sizes(self, sizes: Sizes) -> None:
+        """Hand the architecture's widths and number of global views to the strategies (and the energy)."""
+        for component in (self.energy, *self.strategies):
+            bind = getattr(component, "bind_sizes", None)
+            if bind is not None:
+                bind(sizes)
+
+    def collapse_families(self) -> list[tuple[str, str]]:
+        """(family, reason) for each strategy that prevents collapse, for the whole-method guard."""
+        return [
+            (family, f"{name} ({family})")
+            for name, strategy in zip(self.term_names, self.strategies)
+            if (family := getattr(strategy, "family", None)) in COLLAPSE_FAMILIES
+        ]
 
     def forward(self, online: Sequence[torch.Tensor], target: Sequence[torch.Tensor] | None = None) -> ObjectiveOutput:
         online = list(online)
@@ -129,26 +140,6 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return unique
 
 
-def check_collapse_guard(objective: Objective, source: str) -> None:
-    """Refuse an objective whose minimum is trivially collapsed unless ``allow_collapse`` is set."""
-    if objective.allow_collapse or objective.energy_weight == 0.0:
-        return
-    families = {getattr(s, "family", None) for s in objective.strategies}
-    if families & set(COLLAPSE_FAMILIES):
-        return
-    raise ConfigError(
-        f"{source}: the objective pushes the energy of positive pairs down but has no collapse "
-        f"prevention, so mapping every input to one point minimises it. Add one of the three ways out "
-        f"under `objective.strategies`: contrastive negatives (e.g. `{{name: infonce}}`, `moco_queue`), "
-        f"architectural asymmetry (e.g. `predictor` + `stop_gradient`, `ema_target`), or latent-capacity "
-        f"regularisation (e.g. `vicreg_variance`, `barlow_redundancy`, `sigreg`). To run it on purpose "
-        f"(a collapse experiment), set `objective.allow_collapse: true`."
-    )
-
-
-OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
-
-
 def build_objective(spec: str | Mapping[str, Any]) -> Objective:
     """Build an :class:`Objective` from a method name under ``configs/methods/``, a YAML path or a dict.
 
@@ -168,21 +159,10 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
     where = f"{source}: objective" if "objective" in config else source
     if not isinstance(section, Mapping):
         raise ConfigError(f"{where} must be a mapping with `energy:` and `strategies:`, got {section!r}.")
-    unknown = [k for k in section if k not in OBJECTIVE_KEYS and not k.startswith("_") and k not in ("imports", "model", "data", "train", "eval", "base", "defaults", "method", "description", "reference")]
-    if unknown:
-        import difflib
-
-        key = unknown[0]
-        if "objective" not in config and difflib.get_close_matches(key, ["objective"], n=1, cutoff=0.7):
-            raise ConfigError(
-                f"{where}: unknown top-level key {key!r}. Did you mean 'objective'? A method config puts "
-                f"`energy:`, `strategies:`, `pairs:`... under `objective:`."
-            )
-        close = difflib.get_close_matches(key, OBJECTIVE_KEYS, n=2)
-        raise ConfigError(
-            f"{where}: unknown key {key!r}.{' Did you mean ' + ' or '.join(close) + '?' if close else ''} "
-            f"The objective accepts: {', '.join(OBJECTIVE_KEYS)}."
-        )
+    if "objective" in config:
+        check_keys(section, OBJECTIVE_KEYS, "objective.", source)
+    else:  # the section itself, or a whole method config without `objective:` (a typo of it is caught here)
+        check_keys(section, (*OBJECTIVE_KEYS, *TOP_LEVEL_KEYS, "base"), "", source)
     if "energy" not in section:
         raise ConfigError(
             f"{where}: no `energy:` key. Add e.g. `energy: {{name: cosine, temperature: 0.5}}` "

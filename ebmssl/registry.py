@@ -45,6 +45,7 @@ class Registry:
         self.kind = kind
         self.plural = plural or kind + "s"
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._retired: dict[str, str] = {}
 
     # -- registration -------------------------------------------------------------------------
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -66,6 +67,10 @@ class Registry:
             return obj
 
         return decorator
+
+    def retire(self, name: str, explanation: str) -> None:
+        """Remember that ``name`` was removed: looking it up raises ``explanation`` (what replaced it)."""
+        self._retired[name] = explanation
 
     # -- lookup -------------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
@@ -92,6 +97,8 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
+            if name in self._retired:
+                raise ConfigError(f"{_location(where)}{self.kind} {name!r} no longer exists: {self._retired[name]}") from None
             suggestions = ", ".join(_closest(name, self.names()))
             raise ConfigError(
                 f"{_location(where)}unknown {self.kind} {name!r}. Closest registered {self.plural}: "
@@ -254,6 +261,7 @@ VIEWS = Registry("view pipeline")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 ARCHITECTURES = Registry("architecture")
+TARGETS = Registry("target branch", "target branches")
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -265,6 +273,7 @@ REGISTRIES: dict[str, Registry] = {
     "optimizers": OPTIMIZERS,
     "schedules": SCHEDULES,
     "architectures": ARCHITECTURES,
+    "targets": TARGETS,
 }
 
 register_energy = ENERGIES.register
@@ -276,3 +285,4 @@ register_view = VIEWS.register
 register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_architecture = ARCHITECTURES.register
+register_target = TARGETS.register

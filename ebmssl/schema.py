@@ -14,6 +14,9 @@ from ebmssl.registry import ConfigError
 
 TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
 DATA_KEYS = ("dataset", "test_dataset", "views", "batch_size", "num_train")
+OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
+# model section of the joint-embedding architecture (``model.architecture: joint_embedding``, the default)
+MODEL_KEYS = ("architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe")
 
 
 def check_keys(section: Mapping[str, Any], accepted: Iterable[str], where: str, source: str) -> None:

@@ -14,13 +14,25 @@ import yaml
 import ebmssl
 from ebmssl.config import load_config
 from ebmssl.objective import Objective, ObjectiveOutput
-from ebmssl.registry import HEADS, STRATEGIES, ConfigError
+from ebmssl.models.target import EMATarget, build_target
+from ebmssl.registry import HEADS, STRATEGIES, TARGETS, ConfigError
 from ebmssl.strategies.base import Progress
+from ebmssl.training.learner import build_learner
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD_CONFIGS = sorted((REPO / "configs" / "methods").glob("*.yaml"))
 METHOD_IDS = [p.stem for p in METHOD_CONFIGS]
-TARGET_MODES = ("none", "online", "ema")
+TINY_MODEL = {"backbone": {"name": "small_cnn", "width": 8}, "projector": {"name": "mlp", "hidden_dim": 16, "output_dim": 8}}
+
+
+def build_method(objective: Objective, model: Mapping[str, Any] = TINY_MODEL):
+    """The objective's architecture built around it (a tiny CNN): the collapse guard runs here."""
+    return build_learner(dict(model), objective, num_global=2, in_channels=3, num_classes=None)
+
+
+def _target_name(model: Mapping[str, Any]) -> str:
+    spec = model.get("target") or "none"
+    return spec if isinstance(spec, str) else str(spec.get("name"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -102,18 +114,19 @@ def test_weights_scale_and_labels_shape_the_terms() -> None:
 def test_collapse_guard_names_the_three_ways_out(tmp_path: Path) -> None:
     path = write(tmp_path / "collapsing.yaml", "objective:\n  energy: {name: cosine}\n  strategies: []\n")
     with pytest.raises(ConfigError) as info:
-        ebmssl.build_objective(path)
+        build_method(ebmssl.build_objective(path))
     message = str(info.value)
     assert str(path) in message
     for phrase in ("contrastive", "asymmetry", "capacity", "allow_collapse"):
         assert phrase in message, f"collapse-guard message lacks {phrase!r}: {message}"
     assert "\n\n" not in message
     with pytest.raises(ConfigError):
-        ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": []})
+        build_method(ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": []}))
 
 
 def test_allow_collapse_builds_the_collapsing_objective() -> None:
     objective = ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": [], "allow_collapse": True})
+    build_method(objective)
     z = torch.randn(4, 3)
     out = objective([z, z.clone()])
     assert set(out.terms) == {"energy"}
@@ -194,8 +207,8 @@ def method_inputs(config: Mapping[str, Any], batch: int | None = None, seed: int
     online_dim = _output_dim(model.get("predictor"), target_dim) if model.get("predictor") else target_dim
     generator = torch.Generator().manual_seed(seed)
     online = [_sample(kind, batch, online_dim, generator).requires_grad_(True) for _ in range(num_views)]
-    mode = model.get("target", "none")
-    if mode in (None, "none"):
+    mode = _target_name(model)
+    if mode == "none":
         return online, None
     if mode == "online" and not model.get("predictor"):
         return online, online[:num_global]
@@ -216,7 +229,7 @@ def test_method_config_has_header_and_known_shape(method: Path) -> None:
     assert "objective" in config, f"{method.name}: no `objective:` section"
     model = config.get("model")
     if model is not None:
-        assert model.get("target", "none") in TARGET_MODES, f"{method.name}: model.target must be one of {TARGET_MODES}"
+        assert _target_name(model) in TARGETS, f"{method.name}: model.target must be one of {TARGETS.names()}"
         try:
             importlib.import_module("ebmssl.models")
         except ModuleNotFoundError:
@@ -236,12 +249,13 @@ def test_method_config_builds_and_gives_finite_loss_and_gradient(method: Path) -
     assert isinstance(objective, Objective)
     objective.train()
     objective.set_progress(Progress(step=3, total_steps=10, epoch=0.3, total_epochs=1))
-    momentum = objective.target_momentum()
-    mode = (config.get("model") or {}).get("target", "none")
+    target = build_target((config.get("model") or {}).get("target"))
+    mode = _target_name(config.get("model") or {})
     if mode == "ema":
-        assert momentum is not None and 0.0 <= momentum <= 1.0, f"{method.name}: model.target ema but no EMA momentum"
+        momentum = target.momentum_at(Progress(step=3, total_steps=10, epoch=0.3, total_epochs=1))
+        assert 0.0 <= momentum <= 1.0, f"{method.name}: model.target ema but no valid EMA momentum"
     else:
-        assert momentum is None, f"{method.name}: an EMA strategy with model.target {mode!r}"
+        assert not isinstance(target, EMATarget), f"{method.name}: an EMA branch with model.target {mode!r}"
     for step in range(2):  # the second step sees the state (queues, centres) the first one left
         online, target = method_inputs(config, seed=step)
         out = objective(online=online, target=target)

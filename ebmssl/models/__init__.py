@@ -7,6 +7,23 @@ chains heads (MLP, prototypes, DINO head, identity), each with an int ``output_d
 
 from ebmssl.models import backbones, heads  # noqa: F401  (registers the built-in components)
 from ebmssl.models.backbones.resnet import export_torchvision_state_dict
-from ebmssl.models.build import HeadChain, build_backbone, build_head, build_heads
+from ebmssl.models.build import (
+    HeadChain,
+    build_backbone,
+    build_head,
+    build_heads,
+    build_model_backbone,
+    random_init_backbone,
+)
+from ebmssl.models import target  # noqa: F401,E402  (registers the target branches)
+from ebmssl.models import architectures  # noqa: F401,E402  (registers the architectures)
 
-__all__ = ["HeadChain", "build_backbone", "build_head", "build_heads", "export_torchvision_state_dict"]
+__all__ = [
+    "HeadChain",
+    "build_backbone",
+    "build_head",
+    "build_heads",
+    "build_model_backbone",
+    "export_torchvision_state_dict",
+    "random_init_backbone",
+]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
+from ebmssl.models.freeze import set_freeze_epochs
 from ebmssl.registry import BACKBONES, HEADS, ConfigError
 
 
@@ -29,15 +31,53 @@ def build_backbone(spec: Mapping[str, Any] | str, where: str = "model.backbone")
     return backbone
 
 
+def build_model_backbone(model_config: Mapping[str, Any] | None, in_channels: int, where: str = "model") -> nn.Module:
+    """The backbone of a method's ``model:`` section, for inputs with ``in_channels`` channels.
+
+    The one place a backbone is built from a config (training, the random-init baseline, offline
+    evaluation). ``in_channels`` is the view pipeline's ``channels`` (3 for a grayscale dataset with
+    ``to_rgb: true``), never the dataset's, so every caller agrees.
+    """
+    model_config = model_config or {}
+    if "backbone" not in model_config:
+        raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: resnet18, small_images: true}}`.")
+    spec = model_config["backbone"]
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "in_channels" in spec and int(spec["in_channels"]) != int(in_channels):
+        raise ConfigError(
+            f"{where}.backbone: in_channels={spec['in_channels']} but the view pipeline produces {in_channels} "
+            f"channel(s). Remove `in_channels:` (it is taken from the views; `to_rgb: true` makes 3)."
+        )
+    spec["in_channels"] = int(in_channels)
+    return build_backbone(spec, f"{where}.backbone")
+
+
+def random_init_backbone(model_config: Mapping[str, Any] | None, in_channels: int, seed: int, where: str = "model") -> nn.Module:
+    """A freshly initialised backbone (seeded, global RNG untouched): the random-init baseline."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model_backbone(model_config, in_channels, where)
+
+
 def build_head(spec: Mapping[str, Any] | str, input_dim: int, where: str = "model.head") -> nn.Module:
-    """Build one registered head; ``input_dim`` is passed as a keyword and must not appear in ``spec``."""
+    """Build one registered head; ``input_dim`` is passed as a keyword and must not appear in ``spec``.
+
+    Every head accepts ``freeze_epochs`` (see :mod:`ebmssl.models.freeze`): its parameters stay fixed
+    while the epoch is below it.
+    """
     if isinstance(spec, Mapping) and "input_dim" in spec:
         raise ConfigError(
             f"{where}: remove `input_dim:` from the head mapping {dict(spec)!r}; it is taken from the previous "
             f"module's output_dim ({input_dim})."
         )
+    freeze_epochs = None
+    if isinstance(spec, Mapping) and "freeze_epochs" in spec:
+        spec = dict(spec)
+        freeze_epochs = spec.pop("freeze_epochs")
     head = HEADS.build(spec, where, input_dim=int(input_dim))
     _check_output_dim(head, "head", _spec_name(spec), where)
+    if freeze_epochs is not None:
+        set_freeze_epochs(head, freeze_epochs, where)
     return head
 
 

@@ -1,23 +1,26 @@
 """The collapse-prevention interface and the batch of views that flows through it.
 
-A strategy has two hooks (DESIGN.md section 1):
+A strategy has four hooks (docs/design.md, "How a step flows"):
 
-* :meth:`Strategy.transform` rewrites the branches or targets of a :class:`ViewBatch` (stop-gradient,
-  Sinkhorn codes, centering + sharpening, whitening, nearest-neighbour positives);
+* :meth:`Strategy.transform` rewrites the branches or targets of a :class:`ViewBatch` (Sinkhorn codes,
+  centering + sharpening, whitening, nearest-neighbour positives);
 * :meth:`Strategy.loss` returns a scalar term added to the objective (negatives, capacity penalties),
-  or ``None`` when the strategy acts through ``transform`` alone.
+  or ``None`` when the strategy acts through ``transform`` alone;
+* :meth:`Strategy.update` changes the strategy's state (queues, centers, support sets: registered
+  buffers, saved with ``state_dict``) after the loss is computed, under ``torch.no_grad`` and only in
+  training mode. It reads what ``transform`` set aside from the batch it is given
+  (:meth:`Strategy.carry` / :meth:`Strategy.carried`), never from ``self``;
+* :meth:`Strategy.set_progress` gives schedules the training progress.
 
-State (queues, centers, support sets) lives in registered buffers, so it is saved with
-``state_dict``; :meth:`Strategy.update` changes it after the loss is computed (called under
-``torch.no_grad`` and only in training mode). :meth:`Strategy.set_progress` gives schedules the
-training progress.
+:meth:`Strategy.bind_sizes` receives the widths and the number of global views from the architecture
+builder, so a size is written once, on the head that produces it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -40,6 +43,20 @@ class Progress:
         return min(max(self.step / max(self.total_steps, 1), 0.0), 1.0)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """What the architecture tells the objective about its inputs (given once, at build time).
+
+    ``online_dim``: width of the online views the objective receives (after the predictor, if any);
+    ``target_dim``: width of the target views (the projector's output; ``online_dim`` without a target
+    branch); ``num_global_views``: how many of the views are global crops (the view pipeline's).
+    """
+
+    online_dim: int
+    target_dim: int
+    num_global_views: int
+
+
 @dataclass
 class ViewBatch:
     """Per-view embeddings of one batch and the view pairs that the objective compares.
@@ -48,7 +65,8 @@ class ViewBatch:
     pairs whose aligned energy is pushed down; ``pair_reduction`` says how per-pair terms combine
     ("mean" or "sum", following each reference implementation). When the caller passed no target,
     ``target`` is the online list itself and ``has_target`` is False. ``positive_weights`` optionally
-    weights the per-sample positive energy of a pair (DCLW).
+    weights the per-sample positive energy of a pair (DCLW). ``state`` carries what a strategy's
+    ``transform`` sets aside for its ``update`` (pre-transform tensors), keyed by the strategy.
     """
 
     online: list[torch.Tensor]
@@ -57,6 +75,7 @@ class ViewBatch:
     pair_reduction: Literal["mean", "sum"] = "mean"
     has_target: bool = False
     positive_weights: dict[Pair, torch.Tensor] = field(default_factory=dict)
+    state: dict[Any, Any] = field(default_factory=dict)
 
     def replace(self, **changes) -> "ViewBatch":
         return replace(self, **changes)
@@ -106,9 +125,17 @@ class Strategy(nn.Module):
     def set_progress(self, progress: Progress) -> None:
         return None
 
-    def target_momentum(self) -> float | None:
-        """Momentum of the EMA target branch now, or None if the strategy does not use one."""
+    def bind_sizes(self, sizes: Sizes) -> None:
+        """Size buffers from the architecture's widths (called by the builder before training)."""
         return None
+
+    def carry(self, batch: ViewBatch, value: Any) -> ViewBatch:
+        """``batch`` with ``value`` set aside for this strategy's ``update`` (see :meth:`carried`)."""
+        return batch.replace(state={**batch.state, self: value})
+
+    def carried(self, batch: ViewBatch, default: Any = None) -> Any:
+        """What this strategy's ``transform`` set aside on ``batch`` (``default`` if nothing)."""
+        return batch.state.get(self, default)
 
     def forward(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor | None:
         return self.loss(self.transform(batch), energy)

@@ -1,4 +1,4 @@
-"""Registry-wide collapse invariants (DESIGN.md section 4), written once over every registered component.
+"""Registry-wide collapse invariants (docs/design.md, "Collapse invariants"), written once over every registered component.
 
 Property names a component may list in ``exempt_properties = {name: reason}`` (the reason, a non-empty
 string, is shown in the skip message):

@@ -1,4 +1,4 @@
-"""The EMA target update (DESIGN.md section 4): a convex combination; momentum 1 leaves the target unchanged."""
+"""The EMA target update (docs/design.md, "Collapse invariants"): a convex combination; momentum 1 leaves the target unchanged."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from ebmssl.strategies.asymmetry.ema import ema_update as _ema_update
+from ebmssl.models.target import ema_update as _ema_update
 
 from ._support import PROPERTY_SETTINGS
 

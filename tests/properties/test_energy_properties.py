@@ -1,4 +1,4 @@
-"""Collapse invariants of every registered energy (DESIGN.md section 4), over random shapes, scales, seeds."""
+"""Collapse invariants of every registered energy (docs/design.md, "Collapse invariants"), over random shapes, scales, seeds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Collapse invariants of every registered strategy (DESIGN.md section 4), over random shapes, scales, seeds.
+"""Collapse invariants of every registered strategy (docs/design.md, "Collapse invariants"), over random shapes, scales, seeds.
 
 Each strategy is built from its ``example_config`` and exercised inside an :class:`Objective` with an
 example energy (its ``example_energy`` class attribute if set; else ``softmax_cross_entropy`` for
@@ -13,7 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ebmssl.registry import STRATEGIES
+import ebmssl.models  # noqa: F401  (registers the target branches)
+from ebmssl.registry import STRATEGIES, TARGETS
 from ebmssl.strategies.base import Progress
 
 from ._support import (
@@ -170,14 +171,17 @@ def test_terms_sum_to_loss(name: str, data: st.DataObject) -> None:
     assert torch.allclose(total, out.loss, rtol=1e-6, atol=1e-6), f"{name}: terms sum to {total.item()}, loss {out.loss.item()}"
 
 
-@all_strategies
+@pytest.mark.parametrize("name", TARGETS.names())
 @PROPERTY_SETTINGS
-@given(step=st.integers(0, 1000), total=st.integers(1, 1000), epoch=st.integers(0, 100))
-def test_target_momentum_is_a_valid_ema_coefficient(name: str, step: int, total: int, epoch: int) -> None:
-    strategy = _fresh(name)
-    strategy.set_progress(Progress(step=min(step, total), total_steps=total, epoch=float(epoch), total_epochs=100))
-    momentum = strategy.target_momentum()
-    assert momentum is None or 0.0 <= momentum <= 1.0, f"{name}: target_momentum() = {momentum} outside [0, 1]"
+@given(step=st.integers(0, 1000), total=st.integers(1, 1000), epoch=st.integers(0, 100), base=st.floats(0.0, 1.0))
+def test_target_momentum_is_a_valid_ema_coefficient(name: str, step: int, total: int, epoch: int, base: float) -> None:
+    """The EMA momentum moved from a strategy hook onto the target branches: every one logs a valid coefficient."""
+    target = TARGETS.build({"name": name, "momentum": base} if name == "ema" else name)
+    online = torch.nn.Linear(3, 2)
+    target.attach(online)
+    progress = Progress(step=min(step, total), total_steps=total, epoch=float(epoch), total_epochs=100)
+    momentum = target.after_optimizer_step(online, progress).get("ema_momentum")
+    assert momentum is None or 0.0 <= momentum <= 1.0, f"{name}: EMA momentum {momentum} outside [0, 1]"
 
 
 @pytest.mark.parametrize("name", _family("asymmetry"))

@@ -28,3 +28,36 @@ def assert_matches_reference(
     for a, b in zip(ours[: len(inputs)], theirs):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
     assert all(g is None for g in ours[len(inputs) :]), "stop-gradient / EMA targets must receive no gradient"
+
+
+def method_target(method: str):
+    """The method's target branch (``model.target`` of ``configs/methods/<method>.yaml``), built."""
+    from ebmssl.config import load_config
+    from ebmssl.models.target import build_target
+
+    return build_target((load_config(method, "methods").get("model") or {}).get("target"))
+
+
+def method_targets(method: str, targets: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``targets`` as the method's target branch hands them to the objective.
+
+    A stop-gradient or EMA target branch detaches them (the architecture, not the objective, owns that
+    asymmetry); with ``online`` they keep their gradient.
+    """
+    return method_target(method).finish(list(targets))
+
+
+def method_objective_in_model(method: str):
+    """The method's objective after its architecture was built around it (sizes bound from the heads).
+
+    The backbone is swapped for a tiny CNN; the heads are the config's, so every width is the shipped one.
+    """
+    import ebmssl
+    from ebmssl.config import load_config
+    from ebmssl.training.learner import build_learner
+
+    config = load_config(method, "methods")
+    objective = ebmssl.build_objective(config)
+    model = {**config["model"], "backbone": {"name": "small_cnn", "width": 8}}
+    build_learner(model, objective, num_global=2, in_channels=3, num_classes=None)
+    return objective

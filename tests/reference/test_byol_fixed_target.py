@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ebmssl
-from tests.reference._compare import assert_matches_reference
+from tests.reference._compare import assert_matches_reference, method_target, method_targets
 from ebmssl.strategies import Progress
-from ebmssl.strategies.asymmetry.ema import ema_update
+from ebmssl.models.target import ema_update
 
 
 
@@ -34,7 +34,7 @@ def _check(n: int, d: int, seed: int) -> None:
     q = [torch.randn(n, d, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2)]
     z = [torch.randn(n, d, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2)]
     objective = ebmssl.build_objective("byol_fixed_target").double()
-    out = objective(online=q, target=z)
+    out = objective(online=q, target=method_targets("byol_fixed_target", z))
     assert_matches_reference(out.loss, reference_loss(*q, *z), inputs=q, targets=z)
 
 
@@ -51,9 +51,7 @@ def test_fixed_target_random_shapes(n: int, d: int, seed: int) -> None:
 
 @pytest.mark.parametrize("step", [0, 1, 500, 1000])
 def test_fixed_target_never_moves(step: int) -> None:
-    objective = ebmssl.build_objective("byol_fixed_target")
-    objective.set_progress(Progress(step=step, total_steps=1000))
-    momentum = objective.target_momentum()
+    momentum = method_target("byol_fixed_target").momentum_at(Progress(step=step, total_steps=1000))
     assert momentum == 1.0
     torch.manual_seed(step)
     online, target = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import ebmssl
 from ebmssl.energies.vmf import vmf_log_normalizer
+from tests.reference._compare import method_targets
 
 special = pytest.importorskip("scipy.special")
 
@@ -79,7 +80,7 @@ def test_er_kde_config_matches_official(n: int, d: int) -> None:
     """configs/methods/er_kde.yaml: online predictions p, EMA targets t (detached), kappa 10, plug-in entropy."""
     p1, p2, t1, t2 = inputs(n, d, seed=7 * n + d, count=4)
     objective = ebmssl.build_objective("er_kde").double()
-    out = objective([p1, p2], [t1, t2])
+    out = objective([p1, p2], method_targets("er_kde", [t1, t2]))
     z1, z2 = F.normalize(p1, dim=1), F.normalize(p2, dim=1)
     s1, s2 = F.normalize(t1.detach(), dim=1), F.normalize(t2.detach(), dim=1)
     reconstruction = (official_reconstruction(z1, s2, 10.0) + official_reconstruction(z2, s1, 10.0)) / 2

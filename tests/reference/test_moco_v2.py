@@ -11,6 +11,7 @@ import torch
 
 import ebmssl
 from ebmssl.config import apply_overrides, load_config
+from tests.reference._compare import method_objective_in_model, method_target, method_targets
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -112,9 +113,9 @@ def test_moco_v2_queue_state_dict_round_trip() -> None:
 
 
 def test_moco_v2_config_defaults() -> None:
-    objective = ebmssl.build_objective("moco_v2")
+    objective = method_objective_in_model("moco_v2")  # the queue's width is the projector's output_dim
     queue = queue_module(objective)
     assert queue.queue.shape == (65536, 128)
     torch.testing.assert_close(queue.queue.norm(dim=1), torch.ones(65536))
     assert objective.energy.temperature == 0.2
-    assert objective.target_momentum() == pytest.approx(0.999)
+    assert method_target("moco_v2").momentum_at(ebmssl.Progress(step=7, total_steps=10)) == pytest.approx(0.999)

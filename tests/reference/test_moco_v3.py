@@ -11,6 +11,7 @@ import torch
 
 import ebmssl
 from ebmssl.config import apply_overrides, load_config
+from tests.reference._compare import method_target, method_targets
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -51,14 +52,12 @@ def test_moco_v3_matches_official_loss(n: int, d: int, temperature: float) -> No
 def test_moco_v3_keys_receive_no_gradient() -> None:
     q = [torch.randn(6, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     k = [torch.randn(6, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
-    out = build(1.0)(q, k)
+    out = build(1.0)(q, method_targets("moco_v3", k))
     grads = torch.autograd.grad(out.loss, k, allow_unused=True)
     assert all(g is None or bool((g == 0).all()) for g in grads)
 
 
 def test_moco_v3_momentum_schedule() -> None:
-    objective = ebmssl.build_objective("moco_v3")
-    objective.set_progress(ebmssl.Progress(step=0, total_steps=100))
-    assert objective.target_momentum() == pytest.approx(0.99)
-    objective.set_progress(ebmssl.Progress(step=100, total_steps=100))
-    assert objective.target_momentum() == pytest.approx(1.0)
+    target = method_target("moco_v3")
+    assert target.momentum_at(ebmssl.Progress(step=0, total_steps=100)) == pytest.approx(0.99)
+    assert target.momentum_at(ebmssl.Progress(step=100, total_steps=100)) == pytest.approx(1.0)

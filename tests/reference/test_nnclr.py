@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import ebmssl
 from ebmssl.config import apply_overrides, load_config
+from tests.reference._compare import method_objective_in_model
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -80,6 +81,6 @@ def test_nnclr_support_state_dict_round_trip() -> None:
 
 
 def test_nnclr_config_defaults() -> None:
-    objective = ebmssl.build_objective("nnclr")
+    objective = method_objective_in_model("nnclr")  # the support set's width is the projector's output_dim
     assert objective.strategies[0].support.queue.shape == (98304, 256)
     assert objective.energy.temperature == 0.1 and objective.pair_reduction == "mean"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ebmssl
-from tests.reference._compare import assert_matches_reference
+from tests.reference._compare import assert_matches_reference, method_targets
 
 
 
@@ -29,7 +29,7 @@ def _check(n: int, d: int, seed: int, scale: float = 1.0) -> None:
     p = [(scale * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
     z = [(scale * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
     objective = ebmssl.build_objective("simsiam").double()
-    out = objective(online=p, target=z)
+    out = objective(online=p, target=method_targets("simsiam", z))
     assert_matches_reference(out.loss, reference_loss(*p, *z), inputs=p, targets=z)
 
 

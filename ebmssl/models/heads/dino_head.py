@@ -6,8 +6,10 @@
 The MLP's linears are initialised with a truncated normal (std 0.02) and zero bias. The last layer is
 ``weight_norm``-parametrised (``torch.nn.utils.parametrizations.weight_norm``; magnitude ``original0``
 and direction ``original1``, the old ``weight_g``/``weight_v``), the magnitude filled with 1 and frozen
-when ``norm_last_layer`` so every output unit is a unit-norm prototype. The module is called
-``last_layer`` as in the official code, so a trainer can cancel its gradient in the first epoch.
+when ``norm_last_layer`` so every output unit is a unit-norm prototype. The last layer is kept fixed
+for the first ``freeze_last_layer_epochs`` epochs (official ``--freeze_last_layer``, default 1:
+``cancel_gradients_last_layer`` sets its gradients to None while ``epoch < freeze_last_layer``); the
+schedule is declared on the layer itself (:mod:`ebmssl.models.freeze`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ebmssl.models.freeze import set_freeze_epochs
 from ebmssl.registry import register_head
 
 
@@ -33,6 +36,7 @@ class DINOHead(nn.Module):
         num_layers: int = 3,
         use_bn: bool = False,
         norm_last_layer: bool = True,
+        freeze_last_layer_epochs: float = 1,
     ) -> None:
         super().__init__()
         self.input_dim = int(input_dim)
@@ -58,6 +62,7 @@ class DINOHead(nn.Module):
             magnitude.fill_(1.0)
         if norm_last_layer:
             magnitude.requires_grad_(False)
+        set_freeze_epochs(self.last_layer, freeze_last_layer_epochs, "dino_head.freeze_last_layer_epochs")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mlp(x)

@@ -4,8 +4,9 @@
 official code (Caron et al. 2020, https://github.com/facebookresearch/swav, main_swav.py), the rows of
 ``C`` are re-normalised in place, without gradient, at the start of every training iteration (here: at
 the start of each forward in training mode), and the features are l2-normalised by the model before
-the prototypes. The parameter is named ``prototypes.weight`` so that a trainer can freeze it by name
-(SwAV cancels the prototypes' gradient during the first epoch).
+the prototypes. SwAV cancels the prototypes' gradient during the first epoch (official
+``freeze_prototypes_niters``): declare it on the head spec, ``{name: prototypes, freeze_epochs: 1}``
+(:mod:`ebmssl.models.freeze`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Progress, Strategy, ViewBatch
+from ebmssl.strategies.base import Progress, Sizes, Strategy, ViewBatch
 
 
 def teacher_temperature_at(epoch: int, teacher_temperature: float, warmup_temperature: float, warmup_epochs: int) -> float:
@@ -43,17 +43,17 @@ class DINOCentering(Strategy):
     and ``pairs: cross`` (teacher global crop j against every student crop i != j, ``pair_reduction:
     mean``) the objective equals the official ``DINOLoss``. ``update`` (training mode, after the loss)
     moves the center ``c`` (a buffer, saved in ``state_dict``) towards the mean raw teacher logit of
-    this step, summed across processes as the official ``dist.all_reduce``. The temperature schedule
-    reads the integer epoch from ``set_progress``.
+    this step (the raw logits ``transform`` carried on the batch), summed across processes as the
+    official ``dist.all_reduce``. The temperature schedule reads the integer epoch from ``set_progress``.
+    The center's width is the DINO head's ``output_dim``, given by the builder (:meth:`bind_sizes`).
     """
 
     family = "asymmetry"
     input_kind = "logits"
-    example_config = {"output_dim": 16}
 
     def __init__(
         self,
-        output_dim: int = 65536,
+        output_dim: int | None = None,
         teacher_temperature: float = 0.04,
         warmup_teacher_temperature: float = 0.04,
         warmup_epochs: int = 0,
@@ -64,14 +64,37 @@ class DINOCentering(Strategy):
             raise ValueError("teacher temperatures must be positive")
         if not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"center_momentum must lie in [0, 1], got {center_momentum}")
-        self.output_dim = output_dim
         self.teacher_temperature = teacher_temperature
         self.warmup_teacher_temperature = warmup_teacher_temperature
         self.warmup_epochs = warmup_epochs
         self.center_momentum = center_momentum
         self.epoch = 0
-        self.register_buffer("center", torch.zeros(1, output_dim))
-        self._raw_teacher: list[torch.Tensor] = []
+        self.register_buffer("center", torch.zeros(1, 0))
+        if output_dim is not None:
+            self.ensure_width(output_dim)
+
+    @property
+    def output_dim(self) -> int | None:
+        return int(self.center.shape[1]) if self.center.shape[1] > 0 else None
+
+    def ensure_width(self, width: int) -> None:
+        """Size the center (zeros) for ``width`` teacher logits, or check that it has that width."""
+        if self.output_dim is None:
+            self.center = torch.zeros(1, int(width), dtype=self.center.dtype, device=self.center.device)
+        elif self.output_dim != width:
+            raise ValueError(
+                f"dino_centering was built with output_dim={self.output_dim} but the teacher logits have "
+                f"dimension {width}; remove `output_dim:` (the builder takes it from the DINO head) or make them agree."
+            )
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        self.ensure_width(sizes.target_dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved = state_dict.get(prefix + "center")
+        if saved is not None and self.output_dim is None and saved.dim() == 2:
+            self.center = torch.zeros(saved.shape, dtype=self.center.dtype, device=self.center.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def temperature(self) -> float:
         """The teacher temperature at the current epoch."""
@@ -84,23 +107,19 @@ class DINOCentering(Strategy):
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
         for view in batch.target:
-            if view.shape[-1] != self.output_dim:
-                raise ValueError(
-                    f"dino_centering was built with output_dim={self.output_dim} but the teacher logits have "
-                    f"dimension {view.shape[-1]}; set `output_dim:` to the DINO head's output dimension."
-                )
-        self._raw_teacher = [view.detach() for view in batch.target]
+            self.ensure_width(int(view.shape[-1]))
+        raw_teacher = [view.detach() for view in batch.target]
         temperature = self.temperature()
         with torch.no_grad():
-            probabilities = [center_and_sharpen(view, self.center, temperature) for view in self._raw_teacher]
-        return batch.replace(target=probabilities)
+            probabilities = [center_and_sharpen(view, self.center, temperature) for view in raw_teacher]
+        return self.carry(batch.replace(target=probabilities), raw_teacher)
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
-        if not self._raw_teacher:
+        raw_teacher = self.carried(batch)
+        if not raw_teacher:
             return
-        teacher = torch.cat(self._raw_teacher, dim=0)
-        self._raw_teacher = []
+        teacher = torch.cat(raw_teacher, dim=0)
         dtype = torch.promote_types(self.center.dtype, teacher.dtype)
         batch_center = distributed.all_reduce_sum(teacher.to(dtype).sum(dim=0, keepdim=True))
         batch_center = batch_center / (teacher.shape[0] * distributed.world_size())

@@ -26,7 +26,8 @@ global batch (the official code all-reduces the ECF means, which is the same val
 LeJEPA's prediction term (MINIMAL.md: ``(proj.mean(0) - proj).square().mean()``; the paper: every
 view predicts the mean embedding of the global views) is expressed with the ``squared_euclidean``
 energy (``mean_over_dims: true``) and ``center_target: true`` here: the transform replaces the target
-with the mean of the first ``num_global_views`` online views (all of them when null; the centre keeps
+with the mean of the first ``num_global_views`` online views (when null: the view pipeline's global
+views, given by the builder, or every view when the objective is used alone; the centre keeps
 its gradient, as in LeJEPA) and pairs every online view with it, so with ``pair_reduction: mean`` the
 energy term is ``mean_{v, n, d} (c_{n,d} - z_{v,n,d})^2``. The weights ``1 - lambda`` and ``lambda``
 go to ``energy_weight`` and this strategy's ``weight``.
@@ -39,7 +40,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Progress, Strategy, ViewBatch
+from ebmssl.strategies.base import Progress, Sizes, Strategy, ViewBatch
 
 
 def epps_pulley_grid(
@@ -84,6 +85,8 @@ class SIGReg(Strategy):
     Mean over online views of the mean over ``num_slices`` directions of the Epps-Pulley statistic of
     the (unnormalised) embeddings against N(0, 1). ``center_target`` turns on LeJEPA's prediction
     target (the mean of the first ``num_global_views`` online views; see the module docstring).
+    ``num_global_views`` left null takes the view pipeline's number of global views from the builder
+    (:meth:`bind_sizes`), or every online view when the objective is used without a model.
     """
 
     family = "capacity"
@@ -112,7 +115,11 @@ class SIGReg(Strategy):
         self.seed = seed
         self.center_target = center_target
         self.num_global_views = num_global_views
+        self.bound_global_views: int | None = None
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        self.bound_global_views = int(sizes.num_global_views)
 
     def directions(
         self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -128,7 +135,7 @@ class SIGReg(Strategy):
     def transform(self, batch: ViewBatch) -> ViewBatch:
         if not self.center_target:
             return batch
-        count = len(batch.online) if self.num_global_views is None else self.num_global_views
+        count = self.num_global_views or self.bound_global_views or len(batch.online)
         if count > len(batch.online):
             raise ValueError(f"num_global_views={count} but the batch has only {len(batch.online)} online views")
         center = torch.stack(batch.online[:count]).mean(dim=0)

@@ -16,7 +16,7 @@ import torch
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Progress, Strategy, ViewBatch
+from ebmssl.strategies.base import Progress, Sizes, Strategy, ViewBatch
 
 
 def _global_logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -59,22 +59,23 @@ class Sinkhorn(Strategy):
 
     With ``queue_length > 0`` (per process, i.e. the official ``queue_length / world_size``) each of the
     first ``assign_views`` target views keeps a queue (a buffer in ``state_dict``) of past target
-    scores, filled by ``update`` from epoch ``queue_start_epoch``; once full it is prepended to the batch
+    scores (carried on the batch from ``transform``), filled by ``update`` from epoch
+    ``queue_start_epoch``; once full it is prepended to the batch
     for Sinkhorn and only the batch rows' codes are kept. Deviation: the official code stores the
     *embeddings* and rescores them with the current prototypes (``queue @ prototypes.T``); the
-    objective only sees scores, so we store the scores of the step they were computed at.
+    objective only sees scores, so we store the scores of the step they were computed at. The number of
+    prototypes (the queue's width) is the prototypes head's, given by the builder (:meth:`bind_sizes`).
     """
 
     family = "capacity"
     input_kind = "logits"
-    example_config = {"num_prototypes": 16}
 
     def __init__(
         self,
         epsilon: float = 0.05,
         iterations: int = 3,
         queue_length: int = 0,
-        num_prototypes: int = 3000,
+        num_prototypes: int | None = None,
         assign_views: int = 2,
         queue_start_epoch: int = 0,
     ) -> None:
@@ -86,13 +87,35 @@ class Sinkhorn(Strategy):
         self.epsilon = epsilon
         self.iterations = iterations
         self.queue_length = queue_length
-        self.num_prototypes = num_prototypes
         self.assign_views = assign_views
         self.queue_start_epoch = queue_start_epoch
         self.epoch = 0
-        self.register_buffer("queue", torch.zeros(assign_views if queue_length > 0 else 0, queue_length, num_prototypes))
+        self.register_buffer("queue", torch.zeros(assign_views if queue_length > 0 else 0, queue_length, 0))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
-        self._pending: list[torch.Tensor] = []
+        self.num_prototypes: int | None = None
+        if num_prototypes is not None:
+            self.ensure_width(num_prototypes)
+
+    def ensure_width(self, num_prototypes: int) -> None:
+        """Size the queue for ``num_prototypes`` scores per row, or check that it has that width."""
+        if self.num_prototypes is None:
+            self.num_prototypes = int(num_prototypes)
+            shape = (*self.queue.shape[:2], self.num_prototypes)
+            self.queue = torch.zeros(shape, dtype=self.queue.dtype, device=self.queue.device)
+        elif self.num_prototypes != num_prototypes:
+            raise ValueError(
+                f"sinkhorn was built with num_prototypes={self.num_prototypes} but the scores have "
+                f"{num_prototypes} columns; remove `num_prototypes:` (the builder takes it from the prototypes head)."
+            )
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        self.ensure_width(sizes.target_dim)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved = state_dict.get(prefix + "queue")
+        if saved is not None and self.num_prototypes is None and saved.dim() == 3:
+            self.ensure_width(int(saved.shape[2]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_progress(self, progress: Progress) -> None:
         self.epoch = int(progress.epoch)
@@ -116,20 +139,18 @@ class Sinkhorn(Strategy):
         return codes[self.queue_length :] if use_queue else codes
 
     def _check_dim(self, scores: torch.Tensor) -> None:
-        if scores.shape[-1] != self.num_prototypes:
-            raise ValueError(
-                f"sinkhorn was built with num_prototypes={self.num_prototypes} but the scores have "
-                f"{scores.shape[-1]} columns; set `num_prototypes:` to the prototypes head's size."
-            )
+        self.ensure_width(int(scores.shape[-1]))
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
         targets = [view.detach() for view in batch.target]
-        self._pending = targets[: self.assign_views] if self._queue_active() else []
-        return batch.replace(target=[self.codes(view, index) for index, view in enumerate(targets)])
+        for view in targets:
+            self._check_dim(view)
+        pending = targets[: self.assign_views] if self._queue_active() else []
+        return self.carry(batch.replace(target=[self.codes(view, index) for index, view in enumerate(targets)]), pending)
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
-        pending, self._pending = self._pending, []
+        pending = self.carried(batch, [])
         if not pending or not self._queue_active():
             return
         for index, scores in enumerate(pending):

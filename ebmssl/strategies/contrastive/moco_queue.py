@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 from ebmssl.strategies.contrastive.queue import EmbeddingQueue
 
 
@@ -28,19 +28,24 @@ class MoCoQueue(Strategy):
 
     With the objective's energy term ``mean_n E(q_n, k_n)`` the sum is MoCo's cross-entropy with
     label 0 over ``[l_pos, l_neg] / T``. The queue (``size`` x ``dim`` l2-normalised keys, randomly
-    initialised as the official code) receives no gradient. ``update`` enqueues the gathered,
+    initialised as the official code) receives no gradient; its width comes from the model (the
+    target projection's ``output_dim``) through :meth:`bind_sizes`, so ``dim`` is left out of configs. ``update`` enqueues the gathered,
     detached, normalised target keys of every target view used in the pairs (MoCo v2 pairs
     [[0, 1]]: target view 1), in pair order.
     """
 
     family = "contrastive"
-    example_config = {"size": 64, "dim": 16}
+    example_config = {"size": 64}
 
-    def __init__(self, size: int = 65536, dim: int = 128) -> None:
+    def __init__(self, size: int = 65536, dim: int | None = None) -> None:
         super().__init__()
         self.queue = EmbeddingQueue(size, dim, normalize=True)
 
+    def bind_sizes(self, sizes: Sizes) -> None:
+        self.queue.ensure(sizes.target_dim, "moco_queue")
+
     def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
+        self.queue.check(batch.target[0], "moco_queue")
         self.queue.check(batch.online[0], "moco_queue")
         queue = self.queue.snapshot(batch.online[0])
         return batch.over_pairs(lambda q, k, pair: queue_log_partition(energy, q, k, queue).mean())

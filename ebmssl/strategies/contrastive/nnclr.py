@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 from ebmssl.strategies.contrastive.queue import EmbeddingQueue
 
 
@@ -32,29 +32,31 @@ class NNCLRSupport(Strategy):
     Combine with ``infonce(negatives: cross, anchor: target)``: the neighbour NN(z_j,n) is the anchor
     and the other view's online rows (predictions p_i) are the candidates, NNCLR's Eq. 2-3. The
     support set (``size`` x ``dim``, buffers in ``state_dict``, randomly initialised with unit rows)
-    receives the gathered, detached target view 0 (``z1`` in Algorithm 1) after each step. The
-    neighbours carry no gradient.
+    receives the gathered, detached target view 0 (``z1`` in Algorithm 1) after each step, carried on
+    the batch from ``transform`` to ``update``. The neighbours carry no gradient. The support's width
+    comes from the model (the projection's ``output_dim``) through :meth:`bind_sizes`.
     """
 
     family = "contrastive"
-    example_config = {"size": 64, "dim": 16}
+    example_config = {"size": 64}
 
-    def __init__(self, size: int = 98304, dim: int = 256, enqueue_view: int = 0) -> None:
+    def __init__(self, size: int = 98304, dim: int | None = None, enqueue_view: int = 0) -> None:
         super().__init__()
         self.support = EmbeddingQueue(size, dim, normalize=False)
         self.enqueue_view = enqueue_view
-        self._pending: torch.Tensor | None = None
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        self.support.ensure(sizes.target_dim, "nnclr")
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
         self.support.check(batch.target[0], "nnclr")
-        self._pending = batch.target[self.enqueue_view].detach()
+        keys = batch.target[self.enqueue_view].detach()
         support = self.support.snapshot(batch.target[0])
         used = set(j for _, j in batch.pairs)
         targets = [nearest_neighbours(t, support) if j in used else t for j, t in enumerate(batch.target)]
-        return batch.replace(target=targets, has_target=True)
+        return self.carry(batch.replace(target=targets, has_target=True), keys)
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
-        keys = self._pending if self._pending is not None else batch.target[self.enqueue_view]
-        self.support.enqueue(keys)
-        self._pending = None
+        keys = self.carried(batch)
+        self.support.enqueue(keys if keys is not None else batch.target[self.enqueue_view])

@@ -32,24 +32,45 @@ class EmbeddingQueue(nn.Module):
     and overwrites the oldest rows, wrapping around the end. This generalises MoCo's
     ``_dequeue_and_enqueue`` (github.com/facebookresearch/moco builder.py), which asserts that the
     batch divides the queue size, to any batch size.
+
+    ``dim=None`` leaves the width to :meth:`ensure`, called with the model's width by the builder (or
+    with the first batch's width when the objective is used on its own); loading a ``state_dict``
+    sizes it too.
     """
 
-    def __init__(self, size: int, dim: int, normalize: bool = True) -> None:
+    def __init__(self, size: int, dim: int | None = None, normalize: bool = True) -> None:
         super().__init__()
-        if size <= 0 or dim <= 0:
+        if size <= 0 or (dim is not None and dim <= 0):
             raise ValueError(f"queue size and dim must be positive, got size={size}, dim={dim}")
         self.size = size
-        self.dim = dim
         self.normalize = normalize
-        self.register_buffer("queue", random_unit_rows(size, dim))
+        self.register_buffer("queue", torch.empty(size, 0))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        if dim is not None:
+            self.ensure(dim)
+
+    @property
+    def dim(self) -> int | None:
+        return int(self.queue.shape[1]) if self.queue.shape[1] > 0 else None
+
+    def ensure(self, dim: int, owner: str = "queue") -> None:
+        """Allocate the queue with random unit rows of width ``dim``, or check that it has that width."""
+        if self.dim is None:
+            self.queue = random_unit_rows(self.size, int(dim)).to(device=self.queue.device, dtype=self.queue.dtype)
+        elif self.dim != dim:
+            raise ValueError(
+                f"{owner}: embeddings have dimension {dim} but the queue stores dim={self.dim}; remove `dim:` from "
+                f"the strategy (the builder sizes it from the model) or set `dim: {dim}` (the projector's output_dim)."
+            )
 
     def check(self, embeddings: torch.Tensor, owner: str) -> None:
-        if embeddings.shape[-1] != self.dim:
-            raise ValueError(
-                f"{owner}: embeddings have dimension {embeddings.shape[-1]} but the queue stores dim={self.dim}; "
-                f"set `dim: {embeddings.shape[-1]}` on the strategy (it must equal the projector's output_dim)."
-            )
+        self.ensure(int(embeddings.shape[-1]), owner)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved = state_dict.get(prefix + "queue")
+        if saved is not None and self.dim is None and saved.dim() == 2 and saved.shape[1] > 0:
+            self.queue = torch.empty(saved.shape, device=self.queue.device, dtype=self.queue.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def snapshot(self, like: torch.Tensor) -> torch.Tensor:
         """A detached copy of the queue in ``like``'s dtype and device (safe against later in-place enqueues)."""
@@ -57,6 +78,7 @@ class EmbeddingQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
+        self.check(keys, "queue")
         keys = distributed.gather_no_grad(keys.detach())
         if self.normalize:
             keys = F.normalize(keys, dim=1)

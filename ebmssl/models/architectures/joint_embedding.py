@@ -1,0 +1,233 @@
+"""The joint-embedding architecture: online branch, predictor head, target branch, objective, probe.
+
+The method config's ``model:`` section says what to build::
+
+    model:
+      architecture: joint_embedding                              # the default
+      backbone: {name: resnet18, small_images: true}
+      projector: {name: mlp, hidden_dim: 2048, output_dim: 128}  # or a list of heads, chained
+      predictor: null                                            # or a head spec (BYOL, SimSiam, NNCLR, MoCo v3)
+      target: none                                               # none | online | stop_gradient | {name: ema, ...}
+      forward_views: together                                    # BN statistics over all views, or `separate`
+
+A step: the backbone and projector encode every view (``embeddings``); the predictor, if any, maps
+them to the online views; the target branch (:mod:`ebmssl.models.target`) gives the target views of
+the global crops (none, the projector outputs with or without gradient, or a momentum copy's); the
+objective compares them. Any head accepts ``freeze_epochs`` (:mod:`ebmssl.models.freeze`). Sizes are
+said once: the builder hands the objective the heads' widths and the number of global views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.models.build import build_heads, build_model_backbone
+from ebmssl.models.freeze import cancel_frozen_gradients
+from ebmssl.models.target import NoTarget, TargetBranch, build_target
+from ebmssl.objective import Objective, ObjectiveOutput
+from ebmssl.registry import ConfigError, register_architecture
+from ebmssl.schema import MODEL_KEYS, check_keys
+from ebmssl.strategies.base import Progress, Sizes
+
+
+@dataclass
+class LearnerOutput:
+    loss: torch.Tensor
+    objective: ObjectiveOutput
+    features: torch.Tensor  # backbone features of the first view (for the online probe), detached
+    embeddings: list[torch.Tensor]  # projector outputs of the global views, detached (diagnostics)
+    probe_loss: torch.Tensor | None = None
+    probe_logits: torch.Tensor | None = None
+
+
+def _group_by_shape(views: Sequence[torch.Tensor]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, view in enumerate(views):
+        groups.setdefault(tuple(view.shape[1:]), []).append(index)
+    return list(groups.values())
+
+
+def encode(module: nn.Module, views: Sequence[torch.Tensor], together: bool) -> list[torch.Tensor]:
+    """Run ``module`` on every view; with ``together`` same-resolution views share one call (one BN batch)."""
+    if not together:
+        return [module(view) for view in views]
+    outputs: list[torch.Tensor | None] = [None] * len(views)
+    for group in _group_by_shape(views):
+        batch = torch.cat([views[i] for i in group], dim=0)
+        for i, chunk in zip(group, module(batch).chunk(len(group), dim=0)):
+            outputs[i] = chunk
+    return outputs  # type: ignore[return-value]
+
+
+class Branch(nn.Module):
+    """Backbone followed by the projector heads; ``forward`` returns (features, embeddings)."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+    def forward(self, views: Sequence[torch.Tensor], together: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        features = encode(self.backbone, views, together)
+        embeddings = encode(self.projector, features, together)
+        return features, embeddings
+
+
+class Learner(nn.Module):
+    """Online branch, optional predictor head, target branch, the objective, and an optional online probe.
+
+    The contract every architecture offers the trainer: ``forward(views, labels, generator) ->
+    LearnerOutput``; ``encoder``; ``embed(views)``; ``objective``; ``before_optimizer_step(progress)``
+    (freeze schedules); ``after_optimizer_step(progress) -> dict`` (target updates, values to log);
+    ``collapse_mechanisms()`` (for the collapse guard).
+    """
+
+    def __init__(
+        self,
+        online: Branch,
+        objective: Objective,
+        predictor: nn.Module | None = None,
+        target: TargetBranch | None = None,
+        num_global: int = 2,
+        together: bool = True,
+        probe: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.online = online
+        self.predictor = predictor
+        self.objective = objective
+        self.target = target if target is not None else NoTarget()
+        self.num_global = num_global
+        self.together = together
+        self.probe = probe
+        self.target.attach(online)
+
+    # -- the contract --------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        """The module whose features are evaluated (kNN, linear probe) and exported: the online backbone."""
+        return self.online.backbone
+
+    def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Projector outputs of ``views`` (diagnostics: rank, spectrum, alignment, energy gap)."""
+        return self.online(list(views), self.together)[1]
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        """Called once gradients are synchronised, before the optimiser steps: the heads' freeze schedules."""
+        cancel_frozen_gradients(self, progress.epoch)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
+        """Called after each optimiser step: the target branch updates itself; returns values worth logging."""
+        return self.target.after_optimizer_step(self.online, progress)
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        """What the architecture does against collapse: a predictor against a target that gets no gradient."""
+        if self.predictor is not None and self.target.detached:
+            return [("asymmetry", f"predictor head against the {self.target.describe()}")]
+        return []
+
+    def collapse_notes(self) -> list[str]:
+        """Why an asymmetry this model has does not prevent collapse on its own (for the guard's message)."""
+        name = getattr(self.target, "registered_name", type(self.target).__name__)
+        if self.predictor is not None and not self.target.detached:
+            return [
+                f"The model has a predictor head, but its targets (`model.target: {name}`) receive gradient: a "
+                f"predictor alone does not prevent collapse, it needs a stop-gradient or an EMA target "
+                f"(Chen & He 2021; Grill et al. 2020)."
+            ]
+        if self.predictor is None and self.target.detached:
+            return [
+                f"The model's `{name}` target without a predictor head does not prevent collapse (SimSiam and "
+                f"BYOL collapse when the predictor is removed: Chen & He 2021, Grill et al. 2020)."
+            ]
+        return []
+
+    # -- the compatibility shim for the trainer's former train.freeze_prototypes_epochs -----------------
+    @property
+    def freeze_prototypes_epochs(self) -> float:
+        return 0.0
+
+    @freeze_prototypes_epochs.setter
+    def freeze_prototypes_epochs(self, value: float) -> None:
+        if value:
+            raise ConfigError(
+                f"train.freeze_prototypes_epochs={value} was removed: declare the freeze on the head instead, "
+                f"e.g. `- {{name: prototypes, num_prototypes: 3000, freeze_epochs: {value:g}}}` under model.projector."
+            )
+
+    def forward(
+        self,
+        views: Sequence[torch.Tensor],
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LearnerOutput:
+        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness."""
+        views = list(views)
+        features, embeddings = self.online(views, self.together)
+        online = encode(self.predictor, embeddings, self.together) if self.predictor is not None else embeddings
+        target = self.target.targets(self.online, views[: self.num_global], embeddings, self.together)
+        # The objective runs in float32 even under mixed precision: softmaxes, logsumexps and
+        # covariance statistics lose too much in bf16/fp16.
+        device_type = online[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            result = self.objective(
+                [z.float() for z in online], None if target is None else [t.float() for t in target]
+            )
+        probe_loss = probe_logits = None
+        first_features = features[0].detach()
+        if self.probe is not None and labels is not None:
+            with torch.autocast(device_type=device_type, enabled=False):
+                probe_loss, probe_logits = self.probe(first_features.float(), labels)
+        loss = result.loss if probe_loss is None else result.loss + probe_loss
+        return LearnerOutput(
+            loss=loss,
+            objective=result,
+            features=first_features,
+            embeddings=[z.detach() for z in embeddings[: self.num_global]],
+            probe_loss=probe_loss,
+            probe_logits=probe_logits,
+        )
+
+
+def _source_of(where: str) -> tuple[str, str]:
+    """Split ``"file.yaml: model"`` into (``"file.yaml"``, ``"model"``)."""
+    source, _, section = where.rpartition(": ")
+    return (source or "<config>", section or where)
+
+
+@register_architecture("joint_embedding")
+def build_joint_embedding(
+    model_config: Mapping[str, Any],
+    objective: Objective,
+    num_global: int,
+    in_channels: int,
+    num_classes: int | None,
+    where: str = "model",
+) -> Learner:
+    """Online branch (backbone, projector, optional predictor head), a target branch, and the objective."""
+    from ebmssl.evaluation import OnlineLinearProbe
+
+    model_config = dict(model_config or {})
+    source, section = _source_of(where)
+    check_keys(model_config, MODEL_KEYS, f"{section}.", source)
+    backbone = build_model_backbone(model_config, in_channels, where)
+    projector = build_heads(model_config.get("projector"), backbone.output_dim, f"{where}.projector")
+    predictor_spec = model_config.get("predictor")
+    predictor = build_heads(predictor_spec, projector.output_dim, f"{where}.predictor") if predictor_spec else None
+    target = build_target(model_config.get("target"), f"{where}.target")
+    forward_views = str(model_config.get("forward_views", "together"))
+    if forward_views not in ("together", "separate"):
+        raise ConfigError(f"{where}.forward_views: expected `together` or `separate`, got {forward_views!r}.")
+    online_dim = predictor.output_dim if predictor is not None else projector.output_dim
+    target_dim = online_dim if isinstance(target, NoTarget) else projector.output_dim
+    objective.bind_sizes(Sizes(online_dim=int(online_dim), target_dim=int(target_dim), num_global_views=int(num_global)))
+    probe = None
+    if model_config.get("online_probe", True) and num_classes:
+        probe = OnlineLinearProbe(backbone.output_dim, num_classes)
+    return Learner(Branch(backbone, projector), objective, predictor, target, num_global, forward_views == "together", probe)
