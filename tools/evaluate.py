@@ -5,9 +5,10 @@
     python tools/evaluate.py --checkpoint runs/simclr_fashion_mnist/checkpoints/step-00000390
     python tools/evaluate.py --checkpoint RUN --labels-per-class 10 --knn-k 200 --baselines
 
-The backbone is rebuilt from the run's saved ``config.yaml`` and its weights read from the checkpoint's
-``model.safetensors`` (or the run's exported ``backbone.safetensors``); features are the backbone's, on
-the un-augmented images. Results are printed and written to ``<run>/evaluation.json``.
+The method's architecture is rebuilt from the run's saved ``config.yaml`` with the builder training used
+(input channels from the view pipeline, so ``to_rgb: true`` gives 3), and its encoder's weights are read
+from the checkpoint's ``model.safetensors`` (or the run's exported ``backbone.safetensors``); features
+are the encoder's, on the un-augmented images. Results are printed and written to ``<run>/evaluation.json``.
 """
 
 from __future__ import annotations
@@ -36,23 +37,29 @@ def find_run(path: Path) -> tuple[Path, Path | None]:
     )
 
 
-def load_backbone(run_dir: Path, checkpoint: Path | None):
-    import torch
+def module_prefix(root, module) -> str:
+    """The state-dict prefix of ``module`` inside ``root`` ("online.backbone." for the joint-embedding encoder)."""
+    for name, candidate in root.named_modules():
+        if candidate is module:
+            return f"{name}." if name else ""
+    raise ValueError("the encoder is not a submodule of the learner")
+
+
+def load_backbone(run_dir: Path, checkpoint: Path | None, config, views, num_classes):
+    """The run's encoder, built as training built it (the same builder, the views' channel count), with its weights."""
     from safetensors.torch import load_file
 
-    from ebmssl.config import load_config
-    from ebmssl.data import build_dataset
-    from ebmssl.models import build_backbone
+    import ebmssl
     from ebmssl.registry import ConfigError
+    from ebmssl.training.learner import build_learner
 
-    config = load_config(run_dir / "config.yaml")
-    spec = dict(config["model"]["backbone"])
-    train_set = build_dataset(config["data"]["dataset"], train=True)
-    spec.setdefault("in_channels", int(train_set.images.shape[1]))
-    backbone = build_backbone(spec)
+    objective = ebmssl.build_objective(config)
+    learner = build_learner(config.get("model") or {}, objective, views.num_global, views.channels, num_classes,
+                            where=f"{run_dir / 'config.yaml'}: model")
+    backbone = learner.encoder
     if checkpoint is not None and (checkpoint / "model.safetensors").is_file():
         state = load_file(str(checkpoint / "model.safetensors"))
-        prefix = "online.backbone."
+        prefix = module_prefix(learner, backbone)
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         source = checkpoint / "model.safetensors"
     elif (run_dir / "backbone.safetensors").is_file():
@@ -65,7 +72,7 @@ def load_backbone(run_dir: Path, checkpoint: Path | None):
             f"{source}: the weights do not fit the backbone in {run_dir / 'config.yaml'} (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}). Was the config edited after training?"
         )
-    return config, backbone.eval(), train_set, torch
+    return backbone.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", action="store_true", help="also evaluate a random-init encoder and raw pixels")
     args = parser.parse_args(argv)
 
+    from ebmssl.config import load_config
     from ebmssl.data import build_dataset, build_views
     from ebmssl.registry import ConfigError
     from ebmssl.training.report import evaluate_encoders, format_table
@@ -87,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_dir, checkpoint = find_run(Path(args.checkpoint))
-        config, backbone, train_set, torch = load_backbone(run_dir, checkpoint)
+        config = load_config(run_dir / "config.yaml")
         data = data_section(config, str(run_dir / "config.yaml"))
+        train_set = build_dataset(data["dataset"], train=True)
         if data.get("num_train"):
             train_set = train_set.subset(int(data["num_train"]), seed=int((config.get("train") or {}).get("seed", 0)))
         test_set = build_dataset(data.get("test_dataset") or data["dataset"], train=False)
         views = build_views(data["views"], train_set)
+        backbone = load_backbone(run_dir, checkpoint, config, views, train_set.num_classes)
         eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, str(run_dir / "config.yaml"))
         for key, value in (("knn_k", args.knn_k), ("knn_temperature", args.knn_temperature), ("labels_per_class", args.labels_per_class),
                            ("linear_epochs", args.linear_epochs), ("num_train", args.num_train)):
@@ -100,12 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 eval_cfg[key] = value
         encoders = {"trained": backbone}
         if args.baselines:
-            from ebmssl.models import build_backbone
+            from ebmssl.models import random_init_backbone
 
-            spec = dict(config["model"]["backbone"])
-            spec.setdefault("in_channels", int(train_set.images.shape[1]))
-            torch.manual_seed(12345)
-            encoders["random_init"] = build_backbone(spec).eval()
+            seed = int((config.get("train") or {}).get("seed", 0)) + 12345  # the seed training's baseline uses
+            encoders["random_init"] = random_init_backbone(config.get("model"), views.channels, seed).eval()
             encoders["raw_pixels"] = None
         results = evaluate_encoders(encoders, train_set, test_set, views.eval_transform, eval_cfg)
     except (ConfigError, FileNotFoundError) as error:

@@ -78,13 +78,10 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
 
 def random_encoder(trainer: Trainer) -> torch.nn.Module:
     """A freshly initialised backbone of the same architecture (seeded), for the random-init baseline."""
-    from ebmssl.models import build_backbone
+    from ebmssl.models import random_init_backbone
 
-    spec = dict((trainer.config.get("model") or {})["backbone"])
-    spec.setdefault("in_channels", int(trainer.train_set.images.shape[1]))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(trainer.train_cfg["seed"]) + 12345)
-        return build_backbone(spec).to(trainer.accelerator.device)
+    model = trainer.config.get("model")
+    return random_init_backbone(model, trainer.views.channels, int(trainer.train_cfg["seed"]) + 12345).to(trainer.accelerator.device)
 
 
 @torch.no_grad()

@@ -118,3 +118,33 @@ def test_small_backbones_finite_for_any_input(batch, size, channels, scale):
         backbone = build_backbone({**spec, "in_channels": channels})
         out = backbone(scale * torch.randn(batch, channels, size, size))
         assert out.shape == (batch, backbone.output_dim) and torch.isfinite(out).all()
+
+
+def test_model_backbone_takes_its_channels_from_the_views():
+    """One builder for training, the random-init baseline and offline evaluation: the views' channels win."""
+    from ebmssl.data import build_dataset, build_views
+    from ebmssl.models import build_model_backbone, random_init_backbone
+
+    dataset = build_dataset({"name": "synthetic", "num_samples": 8, "num_classes": 2, "image_size": 16, "channels": 1}, train=True)
+    views = build_views({"name": "simclr", "image_size": 16, "to_rgb": True}, dataset)
+    assert views.channels == 3
+    model = {"backbone": {"name": "small_cnn", "width": 4}}
+    trained = build_model_backbone(model, views.channels)
+    baseline = random_init_backbone(model, views.channels, seed=5)
+    images = views.eval_transform(dataset.images[:4])
+    assert trained(images).shape == baseline(images).shape == (4, trained.output_dim)
+    with pytest.raises(ConfigError, match="in_channels=1 but the view pipeline produces 3"):
+        build_model_backbone({"backbone": {"name": "small_cnn", "in_channels": 1}}, views.channels)
+    with pytest.raises(ConfigError, match="no `backbone:`"):
+        build_model_backbone({}, 3)
+
+
+def test_random_init_backbone_is_seeded_and_leaves_the_global_generator_alone():
+    from ebmssl.models import random_init_backbone
+
+    model = {"backbone": {"name": "small_cnn", "width": 4}}
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    a, b = random_init_backbone(model, 3, seed=1), random_init_backbone(model, 3, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -226,7 +226,11 @@ def build_joint_embedding(
         raise ConfigError(f"{where}.forward_views: expected `together` or `separate`, got {forward_views!r}.")
     online_dim = predictor.output_dim if predictor is not None else projector.output_dim
     target_dim = online_dim if isinstance(target, NoTarget) else projector.output_dim
-    objective.bind_sizes(Sizes(online_dim=int(online_dim), target_dim=int(target_dim), num_global_views=int(num_global)))
+    sizes = Sizes(online_dim=int(online_dim), target_dim=int(target_dim), num_global_views=int(num_global))
+    try:
+        objective.bind_sizes(sizes)
+    except ValueError as error:
+        raise ConfigError(f"{where}: the objective does not fit the model's widths ({sizes}): {error}") from error
     probe = None
     if model_config.get("online_probe", True) and num_classes:
         probe = OnlineLinearProbe(backbone.output_dim, num_classes)

@@ -113,7 +113,7 @@ class Sinkhorn(Strategy):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "queue")
-        if saved is not None and self.num_prototypes is None and saved.dim() == 3:
+        if saved is not None and self.num_prototypes is None and saved.dim() == 3 and saved.shape[2] > 0:
             self.ensure_width(int(saved.shape[2]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
