@@ -94,8 +94,8 @@ def energy_statistics(energy: nn.Module, a: torch.Tensor, b: torch.Tensor) -> di
     ``positive = diag(E)`` (the N positive pairs ``E(a_i, b_i)``), ``negative = E_ij, i != j`` (N(N-1)
     in-batch negatives), ``gap = mean(negative) - mean(positive)`` (> 0 when the energy separates
     positives from negatives, 0 on a collapsed batch; energy-based view of SSL, LeCun et al. 2006, and
-    DESIGN.md), and ``gap_relative = gap / mean|E|`` (scale free). Returns the scalar means and gaps as
-    floats and the raw ``positive`` / ``negative`` values (1-D tensors on the CPU) for histograms.
+    docs/design.md, "The energy view"), and ``gap_relative = gap / mean|E|`` (scale free). Returns the
+    scalar means and gaps as floats and the raw ``positive`` / ``negative`` values (1-D tensors on the CPU) for histograms.
     """
     matrix = energy.pairwise(a, b).detach()
     n = matrix.shape[0]
@@ -142,7 +142,7 @@ def instance_identification_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torc
 
     ``acc = (1/N) sum_i 1[cos(z1_i, z2_i) > max_{j != i} cos(z1_i, z2_j)]``: the accuracy of the
     non-parametric instance classifier that contrastive learning optimises (Wu et al. 2018; SimCLR seen as
-    "which image is this view of", DESIGN.md section 3). Ties count as misidentified, so the value is
+    "which image is this view of"; Chen et al. 2020). Ties count as misidentified, so the value is
     invariant to permuting the pairs together; a collapsed batch scores 0, identical distinct views 1.
     """
     a, b = F.normalize(_flat(z1).double(), dim=1), F.normalize(_flat(z2).double(), dim=1)
