@@ -10,6 +10,7 @@ together with its architecture) can collapse is checked when the architecture is
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -161,7 +162,13 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
         raise ConfigError(f"{where} must be a mapping with `energy:` and `strategies:`, got {section!r}.")
     if "objective" in config:
         check_keys(section, OBJECTIVE_KEYS, "objective.", source)
-    else:  # the section itself, or a whole method config without `objective:` (a typo of it is caught here)
+    else:  # the section itself, or a whole method config without `objective:`
+        for key in section:
+            if key not in OBJECTIVE_KEYS and difflib.get_close_matches(str(key), ["objective"], n=1, cutoff=0.7):
+                raise ConfigError(
+                    f"{where}: unknown top-level key {key!r}. Did you mean 'objective'? A method config puts "
+                    f"`energy:`, `strategies:`, `pairs:`... under `objective:`."
+                )
         check_keys(section, (*OBJECTIVE_KEYS, *TOP_LEVEL_KEYS, "base"), "", source)
     if "energy" not in section:
         raise ConfigError(

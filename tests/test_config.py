@@ -72,7 +72,7 @@ BAD_CONFIGS = {
     ),
     "unknown_objective_key": (
         "objective:\n  energy: {name: cosine}\n  strategies: [infonce]\n  pair_reduce: sum\n",
-        ["objective", "'pair_reduce'", "pair_reduction"],
+        ["objective", "`objective.pair_reduce`", "pair_reduction"],
     ),
     "bad_objective_value": (
         "objective:\n  energy: {name: cosine}\n  strategies: [infonce]\n  pair_reduction: average\n",

@@ -3,7 +3,8 @@
 
     python tools/components.py                       # everything
     python tools/components.py --registry strategies # one registry (energies, strategies, backbones,
-                                                     # heads, datasets, views, optimizers, schedules)
+                                                     # heads, targets, architectures, datasets, views,
+                                                     # optimizers, schedules)
     python tools/components.py --imports my_module   # also register a user's own components first
     python tools/components.py --verbose             # constructor arguments too
 
