@@ -37,6 +37,17 @@ def critic_mlp(dim: int, hidden_dim: int, output_dim: int, num_layers: int = 1) 
 class SeparableScoreEnergy(Energy):
     """Base of critics with f(a, b) = <u(a), v(b)>: subclasses give the feature maps ``u`` and ``v``."""
 
+    input_dim: int | None = None  # the embedding width a learned critic was built for (its `dim:`)
+
+    def bind_sizes(self, sizes) -> None:  # noqa: ANN001  (ebmssl.strategies.base.Sizes)
+        """Check the critic's ``dim`` against the model's widths (the builder calls this)."""
+        widths = {int(sizes.online_dim), int(sizes.target_dim)}
+        if self.input_dim is not None and widths != {self.input_dim}:
+            raise ValueError(
+                f"the critic was built with dim={self.input_dim} but the model gives embeddings of width "
+                f"{' and '.join(map(str, sorted(widths)))}; set the energy's `dim:` to the projector's output_dim"
+            )
+
     def features_a(self, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -96,6 +107,7 @@ class BilinearCritic(SeparableScoreEnergy):
         super().__init__()
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
+        self.input_dim = int(dim)
         self.weight = nn.Parameter(torch.eye(dim))
 
     def features_a(self, a: torch.Tensor) -> torch.Tensor:
@@ -117,6 +129,7 @@ class SeparableCritic(SeparableScoreEnergy):
 
     def __init__(self, dim: int, hidden_dim: int = 256, output_dim: int = 32, num_layers: int = 1) -> None:
         super().__init__()
+        self.input_dim = int(dim)
         self.g = critic_mlp(dim, hidden_dim, output_dim, num_layers)
         self.h = critic_mlp(dim, hidden_dim, output_dim, num_layers)
 

@@ -54,6 +54,7 @@ class LipschitzCritic(SeparableScoreEnergy):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
+        self.input_dim = int(dim)
         self.g = critic_mlp(dim, hidden_dim, output_dim, num_layers)
         self.h = critic_mlp(dim, hidden_dim, output_dim, num_layers)
         self.spectral_norm = spectral_norm

@@ -189,3 +189,11 @@ def test_unknown_model_key_suggests_the_closest() -> None:
 def test_forward_views_is_checked() -> None:
     with pytest.raises(ConfigError, match="forward_views"):
         build({"forward_views": "apart"}, {"energy": {"name": "cosine"}, "strategies": ["infonce"]})
+
+
+def test_a_learned_critic_of_the_wrong_width_is_explained() -> None:
+    critic = {"name": "separable_critic", "dim": 5, "hidden_dim": 8, "output_dim": 4}
+    with pytest.raises(ConfigError) as info:
+        build({"target": "none"}, {"energy": critic, "strategies": ["nwj"]})
+    assert "dim=5" in str(info.value) and "width 8" in str(info.value) and "`dim:`" in str(info.value)
+    assert build({"target": "none"}, {"energy": {**critic, "dim": 8}, "strategies": ["nwj"]})
