@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ebmssl.energies.critics import SeparableScoreEnergy, critic_mlp
+from ebmssl.energies.critics import SeparableScoreEnergy, critic_mlp, first_layer_width
 from ebmssl.registry import register_energy
 
 
@@ -42,10 +42,11 @@ class LipschitzCritic(SeparableScoreEnergy):
     """
 
     example_config = {"dim": 8, "hidden_dim": 16, "output_dim": 8}
+    learned = True
 
     def __init__(
         self,
-        dim: int,
+        dim: int | None = None,
         hidden_dim: int = 256,
         output_dim: int = 64,
         num_layers: int = 1,
@@ -54,21 +55,34 @@ class LipschitzCritic(SeparableScoreEnergy):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
-        self.input_dim = int(dim)
-        self.g = critic_mlp(dim, hidden_dim, output_dim, num_layers)
-        self.h = critic_mlp(dim, hidden_dim, output_dim, num_layers)
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.hidden_dim, self.output_dim, self.num_layers = hidden_dim, output_dim, num_layers
         self.spectral_norm = spectral_norm
         self.normalize = normalize
         self.eps = eps
-        if spectral_norm:
+        self.g: nn.Module | None = None
+        self.h: nn.Module | None = None
+        if dim is not None:
+            self.ensure_dim(dim)
+
+    def _build(self, dim: int) -> None:
+        self.g = critic_mlp(dim, self.hidden_dim, self.output_dim, self.num_layers)
+        self.h = critic_mlp(dim, self.hidden_dim, self.output_dim, self.num_layers)
+        if self.spectral_norm:
             spectrally_normalised(self.g)
             spectrally_normalised(self.h)
+
+    def _dim_in_state(self, state_dict, prefix: str) -> int | None:  # noqa: ANN001
+        return first_layer_width(state_dict, prefix + "g.0.")
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1, eps=self.eps) if self.normalize else x
 
     def features_a(self, a: torch.Tensor) -> torch.Tensor:
+        self.ensure_dim(int(a.shape[-1]), a)
         return self.g(self._prepare(a))
 
     def features_b(self, b: torch.Tensor) -> torch.Tensor:
+        self.ensure_dim(int(b.shape[-1]), b)
         return self.h(self._prepare(b))

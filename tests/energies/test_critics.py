@@ -82,6 +82,20 @@ def test_build_from_registry_and_state_round_trip(name: str) -> None:
     assert torch.equal(first.pairwise(a, b), second.pairwise(a, b))
 
 
-def test_missing_dim_is_an_explained_config_error() -> None:
-    with pytest.raises(ebmssl.ConfigError, match="dim"):
-        ENERGIES.build({"name": "separable_critic"})
+@pytest.mark.parametrize("name", ["separable_critic", "bilinear_critic", "lipschitz_critic"])
+def test_dim_is_taken_from_the_model_or_the_first_input_and_a_mismatch_is_explained(name: str) -> None:
+    from ebmssl.strategies.base import Sizes
+
+    bound = ENERGIES.build({"name": name})
+    bound.bind_sizes(Sizes(online_dim=6, target_dim=6, num_global_views=2))
+    assert bound.input_dim == 6 and any(p.shape[-1] == 6 or p.shape[0] == 6 for p in bound.parameters())
+    lazy = ENERGIES.build({"name": name}).double()
+    a, b = (torch.randn(5, 4, dtype=torch.float64) for _ in range(2))
+    assert lazy.pairwise(a, b).shape == (5, 5) and lazy.input_dim == 4
+    assert all(p.dtype == torch.float64 for p in lazy.parameters())
+    restored = ENERGIES.build({"name": name}).double()
+    restored.load_state_dict(lazy.state_dict())
+    lazy.eval(), restored.eval()
+    assert torch.equal(restored.pairwise(a, b), lazy.pairwise(a, b))
+    with pytest.raises(ValueError, match="dim=4 but the embeddings have width 3"):
+        lazy.pairwise(torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64))
