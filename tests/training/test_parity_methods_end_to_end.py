@@ -13,7 +13,7 @@ import pytest
 from ebmssl.config import load_config
 from ebmssl.training.run import run_training
 
-PARITY_METHODS = ["tico", "frossl", "directclr"]
+PARITY_METHODS = ["tico", "frossl", "directclr", "emp_ssl"]
 SHRINK = {"hidden_dim": 32, "output_dim": 8, "dim": 8, "num_prototypes": 10}
 
 
@@ -31,7 +31,7 @@ def tiny_views(views: dict[str, Any]) -> dict[str, Any]:
     if name == "multicrop":
         return {**views, "global_size": 16, "local_size": 8, "num_local": 3}
     if name == "emp_patches":
-        return {**views, "patch_size": 8, "num_patches": 4}
+        return {**views, "image_size": 16, "num_patches": 4}
     return {"name": "simclr", "image_size": 16}
 
 
