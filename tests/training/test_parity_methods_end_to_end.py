@@ -13,7 +13,7 @@ import pytest
 from ebmssl.config import load_config
 from ebmssl.training.run import run_training
 
-PARITY_METHODS = ["tico", "frossl", "directclr", "emp_ssl"]
+PARITY_METHODS = ["tico", "frossl", "directclr", "emp_ssl", "msn"]
 SHRINK = {"hidden_dim": 32, "output_dim": 8, "dim": 8, "num_prototypes": 10}
 
 
