@@ -1,10 +1,11 @@
-"""TiCo exactness: the `tico` config against the paper's Algorithm 1 (Zhu et al. 2022, arXiv:2206.10698).
+"""TiCo exactness: the `tico` config against the paper's Algorithm 1 (Zhu et al. 2022, arXiv:2206.10698) and
+lightly (``lightly/loss/tico_loss.py: TiCoLoss.forward`` since PR #1484 detached ``B``; checked against lightly 1.5.26),
+whose loss is this one plus the constant 1.
 
-Reference (float64, one process, written in the style of Algorithm 1 / lightly's ``TiCoLoss.forward``
-without its batch centring and constant 1)::
+Reference (float64, one process)::
 
     z_1 = normalize(z_1); z_2 = normalize(z_2)
-    B = mm(z_1.T, z_1) / N
+    B = mm(z_1.T, z_1).detach() / N           # no detach with batch_gradient (lightly before PR #1484)
     C = beta * C + (1 - beta) * B
     loss = -(z_1 * z_2).sum(dim=1).mean() + rho * (mm(z_1, C) * z_1).sum(dim=1).mean()
     C = C.detach()
@@ -23,32 +24,34 @@ import ebmssl
 from tests.reference._compare import assert_matches_reference
 
 
-def reference_step(z_1, z_2, C, beta=0.9, rho=20.0):
+def reference_step(z_1, z_2, C, beta=0.9, rho=8.0, batch_gradient=False):
     z_1 = F.normalize(z_1, dim=1)
     z_2 = F.normalize(z_2, dim=1)
-    B = torch.mm(z_1.T, z_1) / z_1.shape[0]
+    B = torch.mm(z_1.T, z_1)
+    B = (B if batch_gradient else B.detach()) / z_1.shape[0]
     C = beta * C + (1 - beta) * B
     loss = -(z_1 * z_2).sum(dim=1).mean() + rho * (torch.mm(z_1, C) * z_1).sum(dim=1).mean()
     return loss, C.detach()
 
 
-def _objective(d: int) -> ebmssl.Objective:
+def _objective(d: int, batch_gradient: bool = False) -> ebmssl.Objective:
     config = ebmssl.load_config("tico", "methods")
-    config["objective"]["strategies"][0]["dim"] = d
+    config["objective"]["strategies"][0].update(dim=d, batch_gradient=batch_gradient)
     return ebmssl.build_objective(config).double().train()
 
 
+@pytest.mark.parametrize("batch_gradient", [False, True])
 @pytest.mark.parametrize("n,d", [(8, 4), (32, 16), (5, 12), (64, 32)])
-def test_tico_value_gradient_and_running_covariance(n: int, d: int) -> None:
+def test_tico_value_gradient_and_running_covariance(n: int, d: int, batch_gradient: bool) -> None:
     g = torch.Generator().manual_seed(n * 31 + d)
-    objective = _objective(d)
+    objective = _objective(d, batch_gradient)
     C = torch.zeros(d, d, dtype=torch.float64)
     for _step in range(3):
         base = torch.randn(n, d, generator=g, dtype=torch.float64)
         online = [(base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
         target = [(base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
         out = objective(online, target)
-        expected, C = reference_step(online[0], target[1].detach(), C)
+        expected, C = reference_step(online[0], target[1].detach(), C, batch_gradient=batch_gradient)
         # online view 1 and target view 0 take no part in the official one-direction loss
         assert_matches_reference(out.loss, expected, inputs=online[:1], targets=target)
         torch.testing.assert_close(objective.strategies[0].covariance, C, rtol=1e-12, atol=1e-12)

@@ -7,8 +7,9 @@ With ``z`` the l2-normalised embeddings (N, D) of an anchor view and ``C`` the r
 
     B = z^T z / N,        C' = beta C + (1 - beta) B,        term = mean_n z_n^T C' z_n
 
-and the gradient flows through ``B`` inside ``C'`` (the past ``C`` is a constant). After the step
-``C <- C'`` (detached). The term is small when the embeddings are spread over many directions that the
+with ``C'`` a constant for the gradient: no gradient flows through ``B`` (the paper's figure; lightly
+PR #1484 "Fix TiCoLoss"). ``batch_gradient: true`` keeps the gradient through ``B``
+(lightly before that PR, after github.com/sayannag/TiCo-pytorch). After the step ``C <- C'``. The term is small when the embeddings are spread over many directions that the
 recent batches did not use; on a collapsed batch (every row one unit vector ``u``) ``B = u u^T`` and
 the term reaches its maximum ``1`` once ``C`` has caught up.
 
@@ -43,13 +44,14 @@ class TiCoCovariance(Strategy):
     """TiCo covariance contrast: mean_n z_n^T C' z_n with C' = beta C + (1 - beta) z^T z / N (running buffer).
 
     ``dim`` is the embedding width (the size of the ``covariance`` buffer); ``momentum`` is TiCo's beta
-    (0.9). Weight it with TiCo's rho (20).
+    (0.9); ``batch_gradient`` lets the gradient flow through the current batch's z^T z / N (off by
+    default, as in the paper). Weight it with TiCo's rho (lightly: 8).
     """
 
     family = "capacity"
     example_config = {"dim": 8}
 
-    def __init__(self, dim: int, momentum: float = 0.9, eps: float = 1e-12) -> None:
+    def __init__(self, dim: int, momentum: float = 0.9, batch_gradient: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -57,6 +59,7 @@ class TiCoCovariance(Strategy):
             raise ValueError(f"momentum (TiCo's beta) must lie in [0, 1), got {momentum}")
         self.dim = int(dim)
         self.momentum = float(momentum)
+        self.batch_gradient = batch_gradient
         self.eps = eps
         self.register_buffer("covariance", torch.zeros(dim, dim))
 
@@ -72,6 +75,8 @@ class TiCoCovariance(Strategy):
 
     def _estimate(self, anchors: list[torch.Tensor]) -> torch.Tensor:
         second_moment = torch.stack([normalized_second_moment(z) for z in anchors]).mean(dim=0)
+        if not self.batch_gradient:
+            second_moment = second_moment.detach()
         return self.momentum * self.covariance.to(second_moment.dtype) + (1.0 - self.momentum) * second_moment
 
     def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
