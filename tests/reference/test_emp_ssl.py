@@ -9,6 +9,9 @@ projector outputs first, exactly where the official encoder does::
     loss_contract = -(1/V) sum_v mean_n cos(z_v, z_avg)
     loss_TCR = (1/V) sum_v -1/2 logdet(I_D + D / (N eps) z_v^T z_v)
     loss = 200 loss_contract + 1 loss_TCR
+
+lightly 1.5.26's ``EMPSSLLoss`` computes the same two terms (``200 * invariance_loss`` and ``tcr_loss``, the
+rate itself) but adds ``+tcr_loss``, the opposite sign of the official ``cal_TCR``; we follow the official.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ repitl's ``matrixAlphaEntropy(K, 2)``, whose alpha = 2 fast path (``frobeniusGIP
 it normalises by the matrix size, ours by the trace (the definition, trace-one A = K / tr K). For the linear
 kernel tr K = D^2 / N, so the two differ by a constant per view that :func:`repitl_offset` states; the
 gradients are equal.
+
+lightly's ``FroSSLLoss`` (lightly/loss/frossl_loss.py, checked against lightly 1.5.26) is a third
+convention: columns l2-normalised without centring, the exact trace normalisation, and the invariance
+``V * D * MSE(z_v, mean)`` summed over views: ``center: false`` with energy weight ``V * invariance_weight``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ebmssl
 from tests.reference._compare import assert_matches_reference
@@ -88,3 +93,33 @@ def test_multiview_composition_matches_official(n: int, d: int, v: int, invarian
     out = objective(z)
     expected = official_multiview(z, invariance_weight) + v * repitl_offset(n, d, d if n > d else n)
     assert_matches_reference(out.loss, expected, inputs=z)
+
+
+def lightly_frossl(z_views, invariance_weight=1.0):
+    num_views, dim = len(z_views), z_views[0].size(1)
+    normalized_z = [F.normalize(z, p=2, dim=0) for z in z_views]
+    average_embedding = torch.mean(torch.stack(normalized_z), dim=0)
+    total_regularization, total_invariance = 0.0, 0.0
+    for z in normalized_z:
+        cov = z.T @ z if z.size(0) > dim else z @ z.T
+        cov = cov / torch.trace(cov).item()
+        total_regularization = total_regularization + 2 * torch.log(torch.linalg.norm(cov, ord="fro"))
+        total_invariance = total_invariance + num_views * dim * F.mse_loss(z, average_embedding)
+    return total_regularization + invariance_weight * total_invariance
+
+
+@pytest.mark.parametrize("n,d,v", [(8, 4, 2), (6, 12, 3), (32, 16, 4)])
+def test_lightly_convention_by_composition(n: int, d: int, v: int) -> None:
+    z = _views(n, d, v, seed=3 * n + d + v)
+    objective = ebmssl.build_objective(
+        {
+            "energy": {"name": "squared_euclidean", "mean_over_dims": True},
+            "energy_weight": 2.0 * v,
+            "strategies": [
+                {"name": "frossl_entropy", "center": False, "weight": float(v)},
+                {"name": "view_mean_target", "normalize": False},
+            ],
+            "pair_reduction": "sum",
+        }
+    ).double()
+    assert_matches_reference(objective(z).loss, lightly_frossl(z, invariance_weight=2.0), inputs=z)

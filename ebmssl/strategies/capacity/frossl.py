@@ -26,11 +26,11 @@ from ebmssl.registry import register_strategy
 from ebmssl.strategies.base import Strategy, ViewBatch
 
 
-def batch_normalize(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Centre every column of ``z`` (N, D) and scale it to Euclidean norm sqrt(D) (FroSSL's normalisation)."""
+def batch_normalize(z: torch.Tensor, eps: float = 1e-12, center: bool = True) -> torch.Tensor:
+    """Centre every column of ``z`` (N, D) (if ``center``) and scale it to Euclidean norm sqrt(D) (FroSSL)."""
     if z.shape[0] < 2:
         raise ValueError(f"FroSSL's batch normalisation needs at least 2 samples, got {z.shape[0]}")
-    centered = z - z.mean(dim=0, keepdim=True)
+    centered = z - z.mean(dim=0, keepdim=True) if center else z
     return math.sqrt(z.shape[1]) * centered / torch.sqrt(centered.pow(2).sum(dim=0, keepdim=True) + eps)
 
 
@@ -50,20 +50,22 @@ class FroSSLEntropy(Strategy):
 
     The transform rewrites the online and target views, so the energy (FroSSL's MSE invariance) acts on
     the normalised views. The official loss SUMS the views' terms: weight it with the number of views.
-    Statistics are per process, as in the official code (no all-gather).
+    Statistics are per process, as in the official code (no all-gather). ``center: false`` only scales the
+    columns (lightly's ``FroSSLLoss``: ``F.normalize(z, dim=0)``; the scale does not change the entropy).
     """
 
     family = "capacity"
 
-    def __init__(self, eps: float = 1e-12) -> None:
+    def __init__(self, center: bool = True, eps: float = 1e-12) -> None:
         super().__init__()
         if eps < 0:
             raise ValueError(f"eps must be non-negative, got {eps}")
+        self.center = center
         self.eps = eps
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
-        online = [batch_normalize(v, self.eps) for v in batch.online]
-        target = [batch_normalize(v, self.eps) for v in batch.target] if batch.has_target else online
+        online = [batch_normalize(v, self.eps, self.center) for v in batch.online]
+        target = [batch_normalize(v, self.eps, self.center) for v in batch.target] if batch.has_target else online
         return batch.replace(online=online, target=target)
 
     def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
