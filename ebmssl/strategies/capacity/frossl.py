@@ -22,16 +22,23 @@ import math
 import torch
 from torch import nn
 
+from ebmssl import distributed
 from ebmssl.registry import register_strategy
 from ebmssl.strategies.base import Strategy, ViewBatch
 
 
 def batch_normalize(z: torch.Tensor, eps: float = 1e-12, center: bool = True) -> torch.Tensor:
-    """Centre every column of ``z`` (N, D) (if ``center``) and scale it to Euclidean norm sqrt(D) (FroSSL)."""
-    if z.shape[0] < 2:
-        raise ValueError(f"FroSSL's batch normalisation needs at least 2 samples, got {z.shape[0]}")
-    centered = z - z.mean(dim=0, keepdim=True) if center else z
-    return math.sqrt(z.shape[1]) * centered / torch.sqrt(centered.pow(2).sum(dim=0, keepdim=True) + eps)
+    """Centre every column of ``z`` (N, D) (if ``center``) and scale it to Euclidean norm sqrt(D) (FroSSL).
+
+    The column means and norms are those of the batch gathered from every process (with gradient), so
+    the local rows are normalised exactly as the same rows of the single-process global batch.
+    """
+    full = distributed.gather(z)
+    if full.shape[0] < 2:
+        raise ValueError(f"FroSSL's batch normalisation needs at least 2 samples, got {full.shape[0]}")
+    mean = full.mean(dim=0, keepdim=True) if center else torch.zeros_like(full[:1])
+    norm = torch.sqrt((full - mean).pow(2).sum(dim=0, keepdim=True) + eps)
+    return math.sqrt(z.shape[1]) * (z - mean) / norm
 
 
 def negative_matrix_entropy(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -50,7 +57,8 @@ class FroSSLEntropy(Strategy):
 
     The transform rewrites the online and target views, so the energy (FroSSL's MSE invariance) acts on
     the normalised views. The official loss SUMS the views' terms: weight it with the number of views.
-    Statistics are per process, as in the official code (no all-gather). ``center: false`` only scales the
+    Statistics are over the batch gathered from every process (the official code uses each GPU's own
+    batch), so several processes give the single-process loss on the global batch. ``center: false`` only scales the
     columns (lightly's ``FroSSLLoss``: ``F.normalize(z, dim=0)``; the scale does not change the entropy).
     """
 
@@ -69,4 +77,4 @@ class FroSSLEntropy(Strategy):
         return batch.replace(online=online, target=target)
 
     def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
-        return batch.over_online_views(lambda z: negative_matrix_entropy(z, self.eps))
+        return batch.over_online_views(lambda z: negative_matrix_entropy(distributed.gather(z), self.eps))
