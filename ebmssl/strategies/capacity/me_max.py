@@ -39,10 +39,15 @@ class MeanEntropyMax(Strategy):
     family = "capacity"
     input_kind = "logits"
     exempt_properties = {
+        "collapsed_worse_than_spread": "ME-MAX only asks that the MEAN prediction be uniform, so a batch collapsed "
+        "onto one point whose own prediction is near-uniform (small scores) scores about 0, no worse than a spread "
+        "batch; MSN's sharpened targets are what rule out that uniform collapse. What holds, and is tested in "
+        "tests/strategies/capacity/test_me_max.py: collapsing onto any one row is no better than the batch "
+        "(H(mean p) >= min H(p_n)), and a collapse onto one prototype gives the maximum log K",
         "subspace_worse_than_spread": "ME-MAX constrains the mean prediction over prototypes, not the rank of "
         "the scores: rank-1 scores whose rows point both ways along a line split the anchors between the "
         "line's two end prototypes, which for K = 2 is the uniform mean prediction (the term's minimum); "
-        "single-prototype collapse (collapsed_worse_than_spread) is what it prevents",
+        "what it prevents is every anchor predicting the same prototype (tests/strategies/capacity/test_me_max.py)",
     }
 
     def __init__(self, temperature: float | None = None) -> None:
