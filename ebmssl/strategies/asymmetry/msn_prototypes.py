@@ -1,0 +1,101 @@
+"""MSN's prototype assignments: anchors and targets scored against shared learnable prototypes, targets
+sharpened (and Sinkhorn-balanced) without gradient (Assran, Caron, Misra, Bojanowski, Bordes, Vincent,
+Joulin, Rabbat, Ballas 2022, "Masked Siamese Networks for Label-Efficient Learning", ECCV; official code
+github.com/facebookresearch/msn, src/losses.py ``init_msn_loss`` and ``distributed_sinkhorn``,
+src/msn_train.py).
+
+With l2-normalised prototypes ``P`` (K, D) (a parameter of this strategy, shared by the online and the
+target side as in the official code, where the EMA target encoder has no prototypes of its own):
+
+* anchors: every online view v becomes its scores ``s_v = normalize(z_v) P^T`` (with gradient into z and
+  P); the objective's ``softmax_cross_entropy`` energy at the same temperature tau (0.1) gives
+  ``p_v = softmax(s_v / tau)`` and the cross-entropy ``-sum_k t_k log p_v,k``;
+* target: view ``target_view`` of the target branch (the unmasked view) gives
+  ``t = sharpen(softmax(s_t / tau), T) = softmax(s_t / (tau T))`` (``p^(1/T)`` renormalised, official
+  ``sharpen``), then optionally ``sinkhorn_iterations`` Sinkhorn-Knopp steps on ``t`` (official
+  ``distributed_sinkhorn``, in the log domain here);
+* pairs: every online view other than ``target_view`` against that one target (the official
+  ``torch.cat([targets] * num_views)``), so ``pair_reduction: mean`` is the official mean over anchors.
+
+The prototypes are initialised uniformly in ``[-1/sqrt(D), 1/sqrt(D)]`` as in the official code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ebmssl.registry import register_strategy
+from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
+
+
+def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarities (N, K) of the rows of ``z`` (N, D) with the prototypes (K, D)."""
+    return F.normalize(z, dim=1, eps=eps) @ F.normalize(prototypes, dim=1, eps=eps).T
+
+
+@torch.no_grad()
+def sharpened_targets(scores: torch.Tensor, temperature: float, sharpen: float, sinkhorn_iterations: int = 0) -> torch.Tensor:
+    """``softmax(scores / (temperature * sharpen))``, then ``sinkhorn_iterations`` Sinkhorn-Knopp steps (rows sum to 1)."""
+    log_probs = F.log_softmax(scores.detach() / (temperature * sharpen), dim=1)
+    if sinkhorn_iterations > 0:
+        return sinkhorn_codes(log_probs, epsilon=1.0, iterations=sinkhorn_iterations)
+    return log_probs.exp()
+
+
+@register_strategy("msn_prototypes")
+class MSNPrototypes(Strategy):
+    """MSN: anchors -> prototype scores; target view -> sharpened (Sinkhorn) prototype probabilities, no gradient.
+
+    ``dim``: embedding width; ``num_prototypes``: K; ``temperature``: tau, equal to the energy's;
+    ``sharpen``: T (0.25); ``sinkhorn_iterations``: 0 disables Sinkhorn; ``target_view``: which target
+    view is the unmasked target (the other online views are the anchors).
+    """
+
+    family = "asymmetry"
+    example_config = {"dim": 8, "num_prototypes": 16}
+    example_energy = {"name": "softmax_cross_entropy", "temperature": 0.1}
+
+    def __init__(
+        self,
+        dim: int,
+        num_prototypes: int = 1024,
+        temperature: float = 0.1,
+        sharpen: float = 0.25,
+        sinkhorn_iterations: int = 3,
+        target_view: int = 0,
+    ) -> None:
+        super().__init__()
+        if dim < 1 or num_prototypes < 1:
+            raise ValueError(f"dim and num_prototypes must be >= 1, got {dim} and {num_prototypes}")
+        if temperature <= 0 or not 0 < sharpen <= 1:
+            raise ValueError(f"need temperature > 0 and 0 < sharpen <= 1, got {temperature} and {sharpen}")
+        if sinkhorn_iterations < 0 or target_view < 0:
+            raise ValueError("sinkhorn_iterations and target_view must be non-negative")
+        self.dim = int(dim)
+        self.temperature = float(temperature)
+        self.sharpen = float(sharpen)
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
+        self.target_view = int(target_view)
+        bound = 1.0 / math.sqrt(dim)
+        self.prototypes = nn.Parameter(torch.empty(num_prototypes, dim).uniform_(-bound, bound))
+
+    def transform(self, batch: ViewBatch) -> ViewBatch:
+        if batch.online[0].shape[1] != self.dim:
+            raise ValueError(
+                f"msn_prototypes was built with dim={self.dim} but the embeddings have {batch.online[0].shape[1]} "
+                f"columns; set `dim:` to the projector's output_dim."
+            )
+        if self.target_view >= len(batch.target):
+            raise ValueError(f"target_view={self.target_view} but the batch has {len(batch.target)} target views")
+        prototypes = self.prototypes.to(batch.online[0].dtype)
+        anchors = [prototype_scores(view, prototypes) for view in batch.online]
+        with torch.no_grad():
+            target_scores = prototype_scores(batch.target[self.target_view].detach(), prototypes.detach())
+            targets = sharpened_targets(target_scores, self.temperature, self.sharpen, self.sinkhorn_iterations)
+        pairs = [(v, 0) for v in range(len(anchors)) if v != self.target_view] or [(0, 0)]
+        return batch.replace(online=anchors, target=[targets], pairs=pairs, has_target=True, positive_weights={})
