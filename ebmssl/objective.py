@@ -97,6 +97,7 @@ class Objective(nn.Module):
             (family, f"{name} ({family})")
             for name, strategy in zip(self.term_names, self.strategies)
             if (family := getattr(strategy, "family", None)) in COLLAPSE_FAMILIES
+            and getattr(strategy, "prevents_collapse", True)
         ]
 
     def forward(self, online: Sequence[torch.Tensor], target: Sequence[torch.Tensor] | None = None) -> ObjectiveOutput:

@@ -110,6 +110,7 @@ class Strategy(nn.Module):
     family: ClassVar[Family]
     example_config: ClassVar[dict] = {}
     input_kind: ClassVar[str] = "embedding"
+    prevents_collapse: ClassVar[bool] = True  # False: its family tag alone does not count for the collapse guard
     exempt_properties: ClassVar[dict[str, str]] = {}
 
     def transform(self, batch: ViewBatch) -> ViewBatch:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import ebmssl
-from tests.reference._compare import assert_matches_reference
+from tests.reference._compare import assert_matches_reference, method_targets
 
 
 def official_sinkhorn(Q, num_itr=3):
@@ -74,7 +74,7 @@ def test_msn_value_and_gradients(n: int, d: int, k: int, views: int, sinkhorn: i
     base = torch.randn(n, d, generator=g, dtype=torch.float64)
     online = [(base + 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(views)]
     target = [(base + 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
-    out = objective(online, target)
+    out = objective(online, method_targets("msn", target))
     prototypes = objective.strategies[0].prototypes
     anchors = online[1:]
     expected = official_msn_loss(torch.cat(anchors), target[0].detach(), prototypes, len(anchors), use_sinkhorn=sinkhorn > 0)

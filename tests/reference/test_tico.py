@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import ebmssl
-from tests.reference._compare import assert_matches_reference
+from tests.reference._compare import assert_matches_reference, method_targets
 
 
 def reference_step(z_1, z_2, C, beta=0.9, rho=8.0, batch_gradient=False):
@@ -50,7 +50,7 @@ def test_tico_value_gradient_and_running_covariance(n: int, d: int, batch_gradie
         base = torch.randn(n, d, generator=g, dtype=torch.float64)
         online = [(base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
         target = [(base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
-        out = objective(online, target)
+        out = objective(online, method_targets("tico", target))
         expected, C = reference_step(online[0], target[1].detach(), C, batch_gradient=batch_gradient)
         # online view 1 and target view 0 take no part in the official one-direction loss
         assert_matches_reference(out.loss, expected, inputs=online[:1], targets=target)

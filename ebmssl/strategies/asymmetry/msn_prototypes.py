@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
 
 
@@ -62,7 +62,7 @@ class MSNPrototypes(Strategy):
 
     def __init__(
         self,
-        dim: int,
+        dim: int | None = None,
         num_prototypes: int = 1024,
         temperature: float = 0.1,
         sharpen: float = 0.25,
@@ -70,21 +70,38 @@ class MSNPrototypes(Strategy):
         target_view: int = 0,
     ) -> None:
         super().__init__()
-        if dim < 1 or num_prototypes < 1:
+        if (dim is not None and dim < 1) or num_prototypes < 1:
             raise ValueError(f"dim and num_prototypes must be >= 1, got {dim} and {num_prototypes}")
         if temperature <= 0 or not 0 < sharpen <= 1:
             raise ValueError(f"need temperature > 0 and 0 < sharpen <= 1, got {temperature} and {sharpen}")
         if sinkhorn_iterations < 0 or target_view < 0:
             raise ValueError("sinkhorn_iterations and target_view must be non-negative")
-        self.dim = int(dim)
+        self.dim = int(dim or 0)
+        self.num_prototypes = int(num_prototypes)
         self.temperature = float(temperature)
         self.sharpen = float(sharpen)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.target_view = int(target_view)
-        bound = 1.0 / math.sqrt(dim)
-        self.prototypes = nn.Parameter(torch.empty(num_prototypes, dim).uniform_(-bound, bound))
+        self.prototypes = nn.Parameter(self._initial_prototypes(self.dim))
+
+    def _initial_prototypes(self, dim: int) -> torch.Tensor:
+        bound = 1.0 / math.sqrt(max(dim, 1))
+        return torch.empty(self.num_prototypes, dim).uniform_(-bound, bound)
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        """Create the prototypes at the model's embedding width (once; a given ``dim`` must agree)."""
+        if self.dim == 0:
+            self.dim = int(sizes.target_dim)
+            self.prototypes = nn.Parameter(self._initial_prototypes(self.dim).to(self.prototypes.device))
+        elif self.dim != sizes.target_dim:
+            raise ValueError(
+                f"msn_prototypes has dim={self.dim} but the model's embeddings have {sizes.target_dim} columns; "
+                f"drop `dim:` (the builder sets it) or match the projector's output_dim."
+            )
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
+        if self.dim == 0:  # not bound by a model builder (the objective used on its own): size on first use
+            self.bind_sizes(Sizes(online_dim=batch.online[0].shape[1], target_dim=batch.online[0].shape[1], num_global_views=1))
         if batch.online[0].shape[1] != self.dim:
             raise ValueError(
                 f"msn_prototypes was built with dim={self.dim} but the embeddings have {batch.online[0].shape[1]} "

@@ -36,6 +36,9 @@ class ViewMeanTarget(Strategy):
     # It rewrites the targets (the asymmetry hook), but the mean carries gradient and prevents no collapse
     # by itself: see the module docstring.
     family = "asymmetry"
+    # the official codes keep the gradient through the views' mean, so averaging alone does not make the
+    # collapsed solution unreachable: FroSSL and EMP-SSL rely on their capacity terms
+    prevents_collapse = False
     exempt_properties = {
         "target_no_grad": "the mean of the views is the target in EMP-SSL and FroSSL with its gradient kept "
         "(the official codes do not detach it); the views are pulled towards each other",

@@ -26,7 +26,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 
 
 def covariance_contrast(z: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,8 @@ def normalized_second_moment(z: torch.Tensor) -> torch.Tensor:
 class TiCoCovariance(Strategy):
     """TiCo covariance contrast: mean_n z_n^T C' z_n with C' = beta C + (1 - beta) z^T z / N (running buffer).
 
-    ``dim`` is the embedding width (the size of the ``covariance`` buffer); ``momentum`` is TiCo's beta
+    ``dim`` is the embedding width (the size of the ``covariance`` buffer), given by the builder
+    (:meth:`bind_sizes`: the online views' width) unless set; ``momentum`` is TiCo's beta
     (0.9); ``batch_gradient`` lets the gradient flow through the current batch's z^T z / N (off by
     default, as in the paper). Weight it with TiCo's rho (lightly: 8).
     """
@@ -51,21 +52,35 @@ class TiCoCovariance(Strategy):
     family = "capacity"
     example_config = {"dim": 8}
 
-    def __init__(self, dim: int, momentum: float = 0.9, batch_gradient: bool = False, eps: float = 1e-12) -> None:
+    def __init__(self, dim: int | None = None, momentum: float = 0.9, batch_gradient: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
-        if dim < 1:
+        if dim is not None and dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum (TiCo's beta) must lie in [0, 1), got {momentum}")
-        self.dim = int(dim)
+        self.dim = int(dim or 0)
         self.momentum = float(momentum)
         self.batch_gradient = batch_gradient
         self.eps = eps
-        self.register_buffer("covariance", torch.zeros(dim, dim))
+        self.register_buffer("covariance", torch.zeros(self.dim, self.dim))
+
+    def bind_sizes(self, sizes: Sizes) -> None:
+        """Size the covariance buffer from the model's online width (once; a given ``dim`` must agree)."""
+        if self.dim == 0:
+            self.dim = int(sizes.online_dim)
+            self.covariance = torch.zeros(self.dim, self.dim, device=self.covariance.device)
+        elif self.dim != sizes.online_dim:
+            raise ValueError(
+                f"tico_covariance has dim={self.dim} but the model's online embeddings have {sizes.online_dim} "
+                f"columns; drop `dim:` (the builder sets it) or match the projector's output_dim."
+            )
 
     def _anchors(self, batch: ViewBatch) -> list[torch.Tensor]:
         indices = sorted({i for i, _ in batch.pairs})
         anchors = [F.normalize(distributed.gather(batch.online[i]), dim=1, eps=self.eps) for i in indices]
+        if self.dim == 0:  # not bound by a model builder (the objective used on its own): size on first use
+            self.dim = int(anchors[0].shape[1])
+            self.covariance = torch.zeros(self.dim, self.dim, dtype=anchors[0].dtype, device=anchors[0].device)
         if anchors[0].shape[1] != self.dim:
             raise ValueError(
                 f"tico_covariance was built with dim={self.dim} but the embeddings have {anchors[0].shape[1]} "
