@@ -143,21 +143,6 @@ def _last_head(spec: Any) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
-def _output_dim(spec: Any, input_dim: int) -> int:
-    """Width of a head (or head chain) output, read from its spec without building it."""
-    if isinstance(spec, list):
-        for item in spec:
-            input_dim = _output_dim(item, input_dim)
-        return input_dim
-    head = _last_head(spec)
-    if head is None or head.get("name") == "identity":
-        return input_dim
-    for key in ("num_prototypes", "output_dim"):
-        if isinstance(head.get(key), int):
-            return head[key]
-    return input_dim
-
-
 def _input_kind(config: Mapping[str, Any]) -> str:
     """"scores" (prototype cosines in [-1, 1]), "logits" (DINO-style head or a logits strategy) or "embedding"."""
     head = _last_head(config.get("model", {}).get("projector"))
@@ -202,9 +187,9 @@ def method_inputs(config: Mapping[str, Any], batch: int | None = None, seed: int
     multicrop = isinstance(views, Mapping) and views.get("name") == "multicrop"
     num_views = num_global + (2 if multicrop and views.get("num_local", 1) else 0)
     kind = _input_kind(config)
-    width = 32
-    target_dim = _output_dim(model.get("projector"), width)
-    online_dim = _output_dim(model.get("predictor"), target_dim) if model.get("predictor") else target_dim
+    # any width: queues, centers, prototype counts and critics take theirs from the inputs (sizes are said
+    # once, on the model's heads), so no width is read from the config here
+    target_dim = online_dim = 16
     generator = torch.Generator().manual_seed(seed)
     online = [_sample(kind, batch, online_dim, generator).requires_grad_(True) for _ in range(num_views)]
     mode = _target_name(model)
