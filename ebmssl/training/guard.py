@@ -56,19 +56,18 @@ class StepGuard:
         self.first_bad_step = zero() - 1  # the step at which the current streak began
         self.device_step = zero()
         self.bad_terms: dict[str, torch.Tensor] = {}
-        self._params: list[torch.Tensor] = []
-        self._saved: list[torch.Tensor] = []
-        self._state_before: set[int] = set()
+        self._saved: dict[str, torch.Tensor] = {}
+        self._state_saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _tracked(self) -> list[torch.Tensor]:
-        tensors = [p.data for p in self.model.parameters()]
-        tensors += [b for b in self.model.buffers() if b.is_floating_point() or b.dtype in (torch.int64, torch.int32)]
-        return tensors + _state_tensors(self.optimizer)
+    def _named(self) -> dict[str, torch.Tensor]:
+        """Weights and buffers by name (a buffer a strategy reassigns, like DINO's center, is found again)."""
+        named = {f"p:{k}": p.data for k, p in self.model.named_parameters()}
+        named.update({f"b:{k}": b for k, b in self.model.named_buffers() if b.is_floating_point() or not b.is_complex()})
+        return named
 
     def begin(self) -> None:
-        self._params = self._tracked()
-        self._saved = [t.detach().clone() for t in self._params]
-        self._state_before = {id(t) for t in _state_tensors(self.optimizer)}
+        self._saved = {k: t.detach().clone() for k, t in self._named().items()}
+        self._state_saved = {id(t): (t, t.detach().clone()) for t in _state_tensors(self.optimizer)}
 
     @torch.no_grad()
     def finish(self, loss: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -81,12 +80,20 @@ class StepGuard:
             flag = ok.to(torch.int32)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
             ok = flag.bool()
-        for old, new in zip(self._saved, self._params):
+        current = self._named()
+        for name, old in self._saved.items():
+            new = current.get(name)
+            if new is None:
+                continue
+            if new.shape != old.shape or new.dtype != old.dtype:  # a buffer replaced by another shape: put it back
+                new = current[name] = old.clone()
+                self._reassign(name[2:], new)
             new.copy_(torch.where(ok, new, old))
         for tensor in _state_tensors(self.optimizer):
-            if id(tensor) not in self._state_before:  # created by this step: zero means "no state"
-                tensor.copy_(torch.where(ok, tensor, torch.zeros_like(tensor)))
-        self._saved, self._params = [], []
+            before = self._state_saved.get(id(tensor))
+            # a state tensor created by this step goes back to zero, which means "no state"
+            tensor.copy_(torch.where(ok, tensor, before[1] if before is not None else torch.zeros_like(tensor)))
+        self._saved, self._state_saved = {}, {}
         bad = (~ok).long()
         self.skipped += bad
         self.streak = (self.streak + 1) * bad
@@ -101,6 +108,10 @@ class StepGuard:
             ~all_finite(grads, self.device)
         ).long()
         return ok
+
+    def _reassign(self, dotted: str, value: torch.Tensor) -> None:
+        module_name, _, attribute = dotted.rpartition(".")
+        setattr(self.model.get_submodule(module_name) if module_name else self.model, attribute, value)
 
     def read(self) -> dict[str, object]:
         """Host copy of the counters (one sync); resets the per-interval parts."""
