@@ -136,8 +136,18 @@ def _walk(node: Any, path: str):
             yield from _walk(value, f"{path}.{index}")
 
 
+MAX_SIZE = 10**8  # no width, depth, queue or class count of a real model comes near this
+
+
 def check_sizes(config: Mapping[str, Any], global_batch: int, source: str) -> None:
-    """Temperatures must be positive; a memory queue must hold at least one global batch."""
+    """Implausible sizes are refused; temperatures must be positive; a queue must hold one global batch."""
+    for section in ("model", "objective", "data", "views"):
+        for dotted, _key, value in _walk(config.get(section) or {}, section):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE and section != "data":
+                raise ConfigError(
+                    f"{source}: `{dotted}` is {value}, beyond any real size (limit {MAX_SIZE}); building it would "
+                    f"exhaust memory or time. Check the value."
+                )
     for dotted, key, value in _walk(config.get("objective") or {}, "objective"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
@@ -150,21 +160,46 @@ def check_sizes(config: Mapping[str, Any], global_batch: int, source: str) -> No
             )
 
 
-def _dataset_info(dataset: Mapping[str, Any]):
+DATASET_LIMITS = {"channels": (1, 16, 3), "image_size": (1, 8192, 32), "num_classes": (1, 10**6, 10)}
+
+
+def _dataset_info(dataset: Mapping[str, Any], source: str):
+    """What the views and the model need to know about the data, from the spec alone (nothing is read)."""
     from ebmssl.data import DatasetInfo
 
-    channels = int(dataset.get("channels", 3)) if isinstance(dataset.get("channels", 3), int) else 3
-    size = dataset.get("image_size") if isinstance(dataset.get("image_size"), int) else 32
-    classes = dataset.get("num_classes") if isinstance(dataset.get("num_classes"), int) else 10
-    return DatasetInfo(mean=(0.5,) * channels, std=(0.25,) * channels, channels=channels, image_size=size, num_classes=classes)
+    values = {}
+    for key, (low, high, default) in DATASET_LIMITS.items():
+        value = dataset.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            value = default  # the dataset's own argument check reports a wrong type
+        elif not low <= value <= high:
+            raise ConfigError(f"{source}: `data.dataset.{key}` is {value}; it must lie between {low} and {high}.")
+        values[key] = value
+    c = values["channels"]
+    return DatasetInfo(mean=(0.5,) * c, std=(0.25,) * c, channels=c, image_size=values["image_size"],
+                       num_classes=values["num_classes"])
 
 
 def _guarded(step: str, source: str, build):
     """Run one builder; anything but a ConfigError becomes one that names the section."""
     try:
         return build()
-    except ConfigError:
-        raise
+    except ConfigError as error:
+        if source in str(error):
+            raise
+        raise ConfigError(f"{source}: {error}") from None  # a component's message without the file
+    except MemoryError as error:
+        raise ConfigError(
+            f"{source}: `{step}` asks for more memory than this machine has ({error or 'MemoryError'}). A size in "
+            f"`model`, `objective` or `data.dataset` (a width, a queue, a number of classes) is far too large."
+        ) from None
+    except RuntimeError as error:
+        if "allocate" not in str(error):
+            raise ConfigError(f"{source}: `{step}` could not be built (RuntimeError: {error}). Check that section.") from None
+        raise ConfigError(
+            f"{source}: `{step}` asks for more memory than this machine has. A size in `model`, `objective` or "
+            f"`data.dataset` (a width, a queue, a number of classes) is far too large."
+        ) from None
     except Exception as error:  # a component that validates late: still the user's config at fault
         raise ConfigError(f"{source}: `{step}` could not be built ({type(error).__name__}: {error}). Check that section.") from None
 
@@ -196,7 +231,8 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
             raise ConfigError(f"{source}: `data.{key}` must be a mapping with a `name:` key, got {spec!r}.")
         factory = DATASETS.get(spec["name"], f"{source}: data.{key}")
         kwargs = {k: v for k, v in spec.items() if k not in ("name", "train")}
-        check_arguments(factory, {**kwargs, "train": True}, f"dataset {spec['name']!r}", f"{source}: data.{key}")
+        _guarded(f"data.{key}", source, lambda: check_arguments(
+            factory, {**kwargs, "train": True}, f"dataset {spec['name']!r}", f"{source}: data.{key}"))
     if not build:
         return Settings(train, evaluation, data)
 
@@ -207,7 +243,7 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
     from ebmssl.training.learner import build_learner
     from ebmssl.training.optim import build_optimizer
 
-    info = _dataset_info(data["dataset"])
+    info = _dataset_info(data["dataset"], source)
     views = _guarded("data.views", source, lambda: build_views(data["views"], info, where=f"{source}: data.views"))
     with torch.random.fork_rng(devices=[]):  # building must not move the run's random streams
         objective = _guarded("objective", source, lambda: build_objective(dict(config)))
@@ -218,9 +254,10 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
     _guarded("train.optimizer", source, lambda: build_optimizer(
         train["optimizer"], learner, int(data["batch_size"]), train["lr_scaling"], where=f"{source}: train.optimizer"
     ))
-    SCHEDULES.build(train["schedule"], where=f"{source}: train.schedule")
+    _guarded("train.schedule", source, lambda: SCHEDULES.build(train["schedule"], where=f"{source}: train.schedule"))
     if train["weight_decay_schedule"]:
-        SCHEDULES.build(train["weight_decay_schedule"], where=f"{source}: train.weight_decay_schedule")
+        _guarded("train.weight_decay_schedule", source, lambda: SCHEDULES.build(
+            train["weight_decay_schedule"], where=f"{source}: train.weight_decay_schedule"))
     from ebmssl.training.build import compile_options
 
     compile_options(train["compile"], f"{source}: train.compile")
