@@ -87,3 +87,62 @@ def test_two_nodes_with_a_local_rendezvous_train(tmp_path: Path) -> None:
     assert any("2 process(es)" in output for output in outputs)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes_exactly(tmp_path: Path) -> None:
+    """Only process 1 gets SIGTERM; the agreement makes both save the same step; the resumed run is exact."""
+    import signal
+
+    path = config_file(tmp_path, "train.epochs=3", "train.max_steps=null", "train.log_every=2",
+                       "data.dataset.num_samples=256", "eval.knn_every_epochs=0")
+
+    def launch(run: str, *extra: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", TRAIN,
+                   "--config", str(path), "--output-dir", str(tmp_path / run), *extra]
+        return subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    full = launch("full")
+    full_output = full.communicate(timeout=400)[0]
+    assert full.returncode == 0, full_output[-4000:]
+    split = launch("split")
+    metrics = tmp_path / "split" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and split.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            workers = sorted(children(split.pid))
+            os.kill(workers[-1], signal.SIGTERM)  # one worker only (either rank)
+            break
+        time.sleep(0.005)
+    output = split.communicate(timeout=300)[0]
+    assert split.returncode != 0, output[-4000:]
+    stopped = [line for line in output.splitlines() if "stopped by SIGTERM at step" in line]
+    assert len(stopped) == 2 and len({line.split("at step ")[1].split(";")[0] for line in stopped}) == 1, output[-4000:]
+    from ebmssl.training.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(tmp_path / "split" / "checkpoints")
+    assert {"rng-0.pt", "rng-1.pt"} <= {p.name for p in checkpoint.iterdir()}
+    resumed = launch("split", "--resume")
+    resumed_output = resumed.communicate(timeout=400)[0]
+    assert resumed.returncode == 0, resumed_output[-4000:]
+    expected = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    for a, b in zip(expected, got):
+        for key in ("loss", "lr", *[k for k in a if k.startswith("term/")]):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (a["step"], key)
