@@ -163,13 +163,14 @@ def resolve_resume(run_dir: Path, resume: bool | str | Path, announce) -> Path:
     return path
 
 
-def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path = False) -> RunParts:
-    """Validate ``config`` and build every part of the run; restore a checkpoint if ``resume``."""
+def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> RunParts:
+    """Validate ``config`` (unless ``settings`` from :func:`validate_config` are given) and build every part
+    of the run; restore a checkpoint if ``resume``."""
     from accelerate.utils import set_seed
 
     config = dict(config)
     source = str(config.get("_source", "<config>"))
-    settings = validate_config(config)
+    settings = settings if settings is not None else validate_config(config)
     train_cfg, eval_cfg, data_cfg = settings.train, settings.eval, settings.data
     accelerator = make_accelerator(train_cfg)
     set_seed(int(train_cfg["seed"]), device_specific=False)

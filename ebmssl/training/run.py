@@ -47,7 +47,7 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
     if state.is_main_process:
         prepare_run_dir(run_dir, bool(resume), overwrite)
     state.wait_for_everyone()
-    trainer = Trainer(config, run_dir, resume=resume)
+    trainer = Trainer(config, run_dir, resume=resume, settings=settings)
     acc = trainer.accelerator
     if acc.is_main_process and not resume:
         save_resolved_config(config, run_dir)

@@ -45,8 +45,8 @@ _seed_for = seed_for
 class Trainer:
     """Trains the parts built by :func:`build_run`; ``train()`` runs the loop."""
 
-    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool | str | Path = False) -> None:
-        parts = build_run(dict(config), Path(run_dir), resume)
+    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> None:
+        parts = build_run(dict(config), Path(run_dir), resume, settings)
         self.parts = parts
         self.config, self.run_dir, self.accelerator = parts.config, parts.run_dir, parts.accelerator
         self.train_cfg, self.eval_cfg, self.data_cfg = parts.train_cfg, parts.eval_cfg, parts.data_cfg

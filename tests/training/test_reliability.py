@@ -277,3 +277,20 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(method: str
         for key, value in a.items():
             if key == "loss" or key.startswith(("term/", "probe/", "lr", "ema_")):
                 assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], key)
+
+
+def test_resume_from_an_explicit_checkpoint(three_checkpoints: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    trainer = Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume="step-00000001")
+    assert trainer.step == 1 and trainer.parts.resumed_from.name == "step-00000001"
+
+
+def test_timed_checkpoints_fall_due_and_restart_after_a_save() -> None:
+    from ebmssl.training.preemption import Agreement
+
+    agreement = Agreement(every_minutes=0.5 / 60_000)  # half a millisecond
+    time.sleep(0.01)
+    assert agreement.decide(0) == (0, True)
+    agreement.saved()
+    assert agreement.decide(signal.SIGTERM) == (signal.SIGTERM, False)
+    assert Agreement(every_minutes=None).decide(0) == (0, False)
