@@ -85,11 +85,6 @@ class Trainer:
         self.learner.objective.set_progress(self.progress(step))
         return self.optimizer.param_groups[0]["lr"]
 
-    def _accumulate(self, key: str, value: torch.Tensor, ok: torch.Tensor) -> None:
-        """Running sums on the device; a skipped step adds nothing (and no NaN)."""
-        value = torch.where(ok, value.detach().float(), torch.zeros((), device=ok.device))
-        self.running[key] = self.running[key] + value if key in self.running else value
-
     # -- one optimiser step ------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Any]:
         """Forward and backward over the micro-batches, then one guarded optimiser step. No host sync."""
