@@ -15,7 +15,19 @@ from tests.training.test_reliability import tiny
 SYNCING = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy")
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco_v2", "dino", "vicreg"])
+# Known host reads inside strategies (not in the loop), left for their owners:
+KNOWN_SYNCS = {
+    "swav": "strategies/capacity/sinkhorn.py reads int(self.queue_filled) every step",
+    "wmse": "strategies/capacity/wmse.py reads the Cholesky info (int(info)) and .item() every step",
+    "sigreg": "strategies/capacity/sigreg.py seeds its directions with int(self.step) every step",
+}
+METHODS = ["simclr", "moco_v2", "dino", "vicreg", "byol", "barlow_twins", "swav", "nnclr", "wmse", "sigreg", "mmcr"]
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SYNCS[m])) if m in KNOWN_SYNCS else m
+    for m in METHODS
+])
 def test_no_host_sync_inside_a_step(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Between two logs the loop never reads a tensor on the host (on a GPU, each read waits for the device)."""
     trainer = Trainer(tiny(method, "train.epochs=2", "train.max_steps=6", "train.log_every=3"), tmp_path)
