@@ -18,6 +18,48 @@ OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "a
 # model section of the joint-embedding architecture (``model.architecture: joint_embedding``, the default)
 MODEL_KEYS = ("architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe")
 
+# the `train:` and `eval:` sections: every accepted key with its default
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "seed": 0,
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+    "lr_scaling": "none",  # linear | sqrt | none, relative to a global batch of 256
+    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05},
+    "weight_decay_schedule": None,  # e.g. {name: cosine_to, final: 10.0}
+    "grad_clip": None,
+    "mixed_precision": "no",  # no | bf16 | fp16
+    "grad_accumulation": 1,
+    "sync_batchnorm": False,
+    "deterministic": False,
+    "log_every": 20,
+    "checkpoint_every_epochs": 1,
+    "checkpoint_every_steps": None,  # also save every N optimiser steps
+    "checkpoint_every_minutes": None,  # also save every M minutes of wall time (agreed across processes)
+    "keep_checkpoints": 2,  # 0 keeps every checkpoint
+    "max_skipped_steps": 20,  # consecutive non-finite steps (skipped, never applied) before the run stops
+    "channels_last": False,  # NHWC memory format for convolutional backbones (faster with bf16 on GPUs)
+    "compile": False,  # torch.compile the learner: false | true | {mode: max-autotune, fullgraph: false, dynamic: null}
+    "fused_optimizer": "auto",  # auto: fused kernels on CUDA (SGD, Adam, AdamW), foreach elsewhere; false: plain
+    "collective_timeout_minutes": 10,  # a process stuck in a collective (a peer died) gives up after this
+    "freeze_prototypes_epochs": 0,
+    "max_steps": None,  # cap the run's length (schedules then span max_steps): smoke runs
+    "stop_at_step": None,  # stop after this step as if preempted (checkpoint first; schedules unchanged)
+    "progress_bar": True,
+}
+
+EVAL_DEFAULTS: dict[str, Any] = {
+    "knn_k": 200,
+    "knn_temperature": 0.1,
+    "knn_every_epochs": 1,
+    "monitor_samples": 2000,  # train/test images used by the per-epoch kNN monitor
+    "num_train": None,  # images of the train split used by the final evaluation (None: all used for training)
+    "num_test": None,
+    "labels_per_class": 10,
+    "linear_epochs": 100,
+    "baselines": True,  # random-initialised encoder and raw pixels under the same protocol
+    "final": True,
+}
+
 
 def check_keys(section: Mapping[str, Any], accepted: Iterable[str], where: str, source: str) -> None:
     """Refuse unknown keys of ``section`` (a typo would otherwise be ignored), suggesting the closest one.

@@ -72,21 +72,24 @@ def parameter_groups(named_parameters: Iterable[tuple[str, torch.Tensor]], weigh
 
 
 @register_optimizer("sgd")
-def sgd(params: list, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.Optimizer:
+def sgd(params: list, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False,
+        fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """SGD with momentum; biases and norm parameters without weight decay."""
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused, foreach=foreach)
 
 
 @register_optimizer("adamw")
-def adamw(params: list, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+def adamw(params: list, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
+          fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019); biases and norm parameters without weight decay."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, fused=fused, foreach=foreach)
 
 
 @register_optimizer("adam")
-def adam(params: list, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+def adam(params: list, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
+         fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015) with L2 weight decay (MMCR's official optimiser); norm/bias parameters undecayed."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, fused=fused, foreach=foreach)
 
 
 @register_optimizer("lars")
@@ -106,8 +109,21 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int, rule: str | Non
     raise ConfigError(f"train.lr_scaling: unknown rule {rule!r}. Use linear, sqrt or none.")
 
 
-def build_optimizer(spec: Mapping[str, Any], model: nn.Module, global_batch_size: int, lr_scaling: str | None = None, where: str = "train.optimizer") -> torch.optim.Optimizer:
-    """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups."""
+def build_optimizer(
+    spec: Mapping[str, Any],
+    model: nn.Module,
+    global_batch_size: int,
+    lr_scaling: str | None = None,
+    where: str = "train.optimizer",
+    device_type: str = "cpu",
+    fused: bool | str = False,
+) -> torch.optim.Optimizer:
+    """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups.
+
+    ``fused="auto"`` picks torch's fused kernels on CUDA (one kernel for every parameter's update) and
+    the multi-tensor ``foreach`` path elsewhere, for optimisers that offer them; a ``fused:`` or
+    ``foreach:`` key in ``spec`` wins.
+    """
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ConfigError(
             f"{where}: expected a mapping with a `name:` key (one of {', '.join(OPTIMIZERS.names())}), got {spec!r}. "
@@ -120,6 +136,12 @@ def build_optimizer(spec: Mapping[str, Any], model: nn.Module, global_batch_size
     default_wd = inspect.signature(factory).parameters["weight_decay"].default
     weight_decay = float(spec.get("weight_decay", default_wd))
     groups = parameter_groups(model.named_parameters(), weight_decay)
+    accepted = inspect.signature(factory).parameters
+    if fused == "auto" and "fused" in accepted and "fused" not in spec and "foreach" not in spec:
+        if device_type == "cuda":
+            spec["fused"] = True
+        else:
+            spec["foreach"] = True
     if "lr" in spec:
         spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
     optimizer = OPTIMIZERS.build(spec, where=where, params=groups)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,18 +28,26 @@ def default_run_dir(config: Mapping[str, Any]) -> Path:
     return Path("runs") / Path(source).stem
 
 
-def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train ``config`` in ``run_dir`` and evaluate it; returns the report (also written to report.json)."""
+def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume: bool | str | Path = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config`` in ``run_dir`` and evaluate it; returns the report (also written to report.json).
+
+    ``resume``: False; True or ``"auto"`` (the newest valid checkpoint); or a checkpoint path.
+    Raises :class:`~ebmssl.training.preemption.Preempted` after a SIGTERM/SIGINT (checkpoint saved).
+    """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     from accelerate import PartialState
 
-    from ebmssl.training.trainer import cpu_only
+    from ebmssl.training.build import cpu_only
+    from ebmssl.training.validate import validate_config
 
-    state = PartialState(cpu=cpu_only())
+    settings = validate_config(config)  # every section, before a directory is made or a dataset loads
+    # the process group is made here; a process stuck in a collective (a peer died) gives up after the timeout
+    timeout = datetime.timedelta(minutes=float(settings.train["collective_timeout_minutes"]))
+    state = PartialState(cpu=cpu_only(), timeout=timeout)
     if state.is_main_process:
-        prepare_run_dir(run_dir, resume, overwrite)
+        prepare_run_dir(run_dir, bool(resume), overwrite)
     state.wait_for_everyone()
-    trainer = Trainer(config, run_dir, resume=resume)
+    trainer = Trainer(config, run_dir, resume=resume, settings=settings)
     acc = trainer.accelerator
     if acc.is_main_process and not resume:
         save_resolved_config(config, run_dir)

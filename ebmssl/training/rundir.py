@@ -63,22 +63,76 @@ def progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
 
 
+MARKER = ".ebmssl-run"
+
+
+def write_marker(run_dir: Path) -> None:
+    """Mark ``run_dir`` as created by ebmssl: only a marked directory is ever deleted (``--overwrite``)."""
+    import os
+    import time
+
+    (Path(run_dir) / MARKER).write_text(json.dumps({
+        "created_by": "ebmssl tools/train.py", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+        "note": "this file lets --overwrite delete this directory; without it ebmssl never deletes it",
+    }) + "\n")
+
+
+def _protected(run_dir: Path) -> str | None:
+    """Why ``run_dir`` must never be deleted whatever it contains, or None."""
+    resolved = run_dir.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if resolved == Path(resolved.anchor):
+        return "it is the file-system root"
+    if resolved == home or resolved in home.parents:
+        return "it is your home directory (or contains it)"
+    if resolved == cwd or resolved in cwd.parents:
+        return "it is the working directory (or contains it)"
+    for sign in (".git", "pyproject.toml", "setup.py", ".hg"):
+        if (resolved / sign).exists():
+            return f"it holds {sign}, so it looks like a project folder"
+    return None
+
+
+def remove_run_dir(run_dir: Path) -> list[str]:
+    """Delete a directory that ebmssl created (it carries the marker); refuse anything else. Returns what went."""
+    run_dir = Path(run_dir)
+    reason = _protected(run_dir)
+    if reason is None and not (run_dir / MARKER).is_file():
+        reason = (f"it has no {MARKER} marker, so ebmssl did not create it (a run directory made by "
+                  f"tools/train.py always has one)")
+    if reason is not None:
+        raise ConfigError(
+            f"--overwrite refuses to delete {run_dir}: {reason}. Nothing was deleted. Choose a new --output-dir, "
+            f"or delete the directory yourself if you are sure."
+        )
+    removed = sorted(str(p.relative_to(run_dir)) for p in run_dir.iterdir())
+    shutil.rmtree(run_dir)
+    return removed
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Create the run directory; refuse to clobber an existing run unless asked."""
+    """Create the run directory (with its marker); refuse to clobber an existing run unless asked."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pass one of them.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--output-dir {run_dir} is a file, not a directory. Choose another --output-dir.")
     if run_dir.exists() and any(run_dir.iterdir()):
         if overwrite:
-            shutil.rmtree(run_dir)
+            removed = remove_run_dir(run_dir)
+            print(f"--overwrite: removed the previous run {run_dir} ({len(removed)} entries: "
+                  f"{', '.join(removed[:8])}{', ...' if len(removed) > 8 else ''})", file=sys.stderr)
         elif not resume:
             raise ConfigError(
                 f"the run directory {run_dir} already exists and is not empty. Pass --resume to continue that run, "
-                f"--overwrite to replace it, or --output-dir DIR to start a new one elsewhere."
+                f"--overwrite to replace it (only a directory created by ebmssl is ever deleted), or --output-dir "
+                f"DIR to start a new one elsewhere."
             )
     elif resume:
         raise ConfigError(f"--resume: {run_dir} does not exist. Start the run without --resume.")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and not (run_dir / MARKER).exists():
+        write_marker(run_dir)
 
 
 def save_resolved_config(config: Mapping[str, Any], run_dir: Path) -> None:

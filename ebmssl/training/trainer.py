@@ -1,10 +1,18 @@
 """The training loop: plain, top to bottom (nanoGPT style), on Hugging Face Accelerate.
 
+:func:`ebmssl.training.build.build_run` makes the parts (accelerator, data, learner, optimiser,
+schedules, restored checkpoint); :class:`Trainer` runs the steps. One step is: set the schedules, run
+the micro-batches (forward, backward), clip, call the learner's ``before_optimizer_step``, step the
+optimiser, call ``after_optimizer_step``, and let the :class:`~ebmssl.training.guard.StepGuard` keep the
+step only if it is finite (decided on the device). The host reads the device only once per logging
+interval; between two logs the loop never waits for the accelerator.
+
 Reproducibility and exact resume come from construction, not from saved iterator state: the data
 order of epoch ``e`` is a permutation seeded by ``(seed, e)``, the augmentations of step ``s`` draw from
 a generator seeded by ``(seed, s, process)``, and learning rate, weight decay and EMA momentum are pure
 functions of the step. A checkpoint therefore needs only the modules (including queues, EMA targets
-and DINO centers, which are buffers of the objective), the optimiser, the RNG states and the step.
+and DINO centers, which are buffers), the optimiser, the RNG states, the step and the running sums of
+the current logging interval.
 """
 
 from __future__ import annotations
@@ -16,240 +24,185 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ebmssl.data.source import InMemorySource, seed_for
-from ebmssl.objective import build_objective
-from ebmssl.registry import SCHEDULES, ConfigError
-from ebmssl.schema import DATA_KEYS, TOP_LEVEL_KEYS, check_keys
+from ebmssl.data.source import seed_for
 from ebmssl.strategies.base import Progress
-from ebmssl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ebmssl.training.learner import Learner, build_learner
-from ebmssl.training.optim import build_optimizer
+from ebmssl.training.build import RunParts, build_run, cpu_only, release_accelerator_state  # noqa: F401
+from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
+from ebmssl.training.guard import StepGuard
+from ebmssl.training.preemption import Agreement, Preempted, StopRequests
 from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
-from ebmssl.training.settings import EVAL_DEFAULTS, TRAIN_DEFAULTS, resolve_section
+from ebmssl.training.validate import data_section  # noqa: F401  (re-exported for tools/evaluate.py)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """Too many consecutive steps were non-finite (each was skipped; none reached the weights)."""
 
 
 _seed_for = seed_for
 
 
-def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
-    check_keys(config, TOP_LEVEL_KEYS, "", source)
-    data = dict(config.get("data") or {})
-    check_keys(data, DATA_KEYS, "data.", source)
-    if "dataset" not in data:
-        raise ConfigError(
-            f"{source}: no `data.dataset`. Add e.g. `base: [methods/simclr.yaml, data/fashion_mnist.yaml]` or "
-            f"`data: {{dataset: {{name: fashion_mnist}}, views: {{name: simclr}}, batch_size: 256}}`."
-        )
-    views = dict(data.get("views") or {"name": "simclr"})
-    hint = config.get("views")
-    if hint:
-        hint = dict(hint)
-        views = {**views, **hint} if hint.get("name", views.get("name")) == views.get("name") else hint
-    data["views"] = views
-    data.setdefault("batch_size", 256)
-    data.setdefault("num_train", None)
-    return data
-
-
 class Trainer:
-    """Builds everything from a resolved config and trains; see :func:`train`."""
+    """Trains the parts built by :func:`build_run`; ``train()`` runs the loop."""
 
-    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool = False) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
-        from ebmssl.data import build_dataset, build_views
-
-        self.config = dict(config)
-        self.source = str(config.get("_source", "<config>"))
-        self.run_dir = Path(run_dir)
-        self.train_cfg = resolve_section(config, "train", TRAIN_DEFAULTS, self.source)
-        self.eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, self.source)
-        self.data_cfg = data_section(config, self.source)
-        tc = self.train_cfg
-        _release_accelerator_state()
-        self.accelerator = Accelerator(
-            cpu=cpu_only(),
-            mixed_precision=str(tc["mixed_precision"]),
-            gradient_accumulation_steps=int(tc["grad_accumulation"]),
-            step_scheduler_with_optimizer=False,
-        )
-        acc = self.accelerator
-        set_seed(int(tc["seed"]), device_specific=False)
-        if tc["deterministic"]:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-
-        # data -----------------------------------------------------------------------------------
-        dataset_spec = self.data_cfg["dataset"]
-        self.train_set = build_dataset(dataset_spec, train=True)
-        if self.data_cfg.get("num_train"):
-            self.train_set = self.train_set.subset(int(self.data_cfg["num_train"]), seed=int(tc["seed"]))
-        self.test_set = build_dataset(self.data_cfg.get("test_dataset") or dataset_spec, train=False)
-        self.views = build_views(self.data_cfg["views"], self.train_set)
-        global_batch = int(self.data_cfg["batch_size"])
-        per_step = acc.num_processes * int(tc["grad_accumulation"])
-        if global_batch % per_step:
-            raise ConfigError(
-                f"{self.source}: data.batch_size={global_batch} must be divisible by processes x grad_accumulation "
-                f"= {per_step}. Pick a batch size that is a multiple of {per_step}."
-            )
-        self.global_batch = global_batch
-        self.micro_batch = global_batch // per_step
-        self.steps_per_epoch = len(self.train_set) // global_batch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"{self.source}: data.batch_size={global_batch} is larger than the {len(self.train_set)} training "
-                f"images. Lower data.batch_size or raise data.num_train."
-            )
-        self.total_steps = int(tc["epochs"]) * self.steps_per_epoch
-        if tc["max_steps"]:
-            self.total_steps = min(self.total_steps, int(tc["max_steps"]))
-
-        # model ----------------------------------------------------------------------------------
-        self.objective = build_objective(self.config)
-        self.learner: Learner = build_learner(
-            self.config.get("model") or {}, self.objective, self.views.num_global,
-            in_channels=int(self.views.channels), num_classes=self.train_set.num_classes,
-            where=f"{self.source}: model",
-        )
-        self.learner.freeze_prototypes_epochs = float(tc["freeze_prototypes_epochs"])
-        if tc["sync_batchnorm"] and acc.num_processes > 1:
-            self.learner = nn.SyncBatchNorm.convert_sync_batchnorm(self.learner)
-        self.optimizer = build_optimizer(
-            tc["optimizer"], self.learner, global_batch, tc["lr_scaling"], where=f"{self.source}: train.optimizer"
-        )
-        self.lr_schedule = SCHEDULES.build(tc["schedule"], where=f"{self.source}: train.schedule")
-        wd = tc["weight_decay_schedule"]
-        self.wd_schedule = SCHEDULES.build(wd, where=f"{self.source}: train.weight_decay_schedule") if wd else None
-        self.model, self.optimizer = acc.prepare(self.learner, self.optimizer)
-        self.source = InMemorySource(
-            self.train_set, self.views, seed=int(tc["seed"]), global_batch=global_batch, micro_batch=self.micro_batch,
-            num_processes=acc.num_processes, process_index=acc.process_index, device=acc.device,
-        )
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
+    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> None:
+        parts = build_run(dict(config), Path(run_dir), resume, settings)
+        self.parts = parts
+        self.config, self.run_dir, self.accelerator = parts.config, parts.run_dir, parts.accelerator
+        self.train_cfg, self.eval_cfg, self.data_cfg = parts.train_cfg, parts.eval_cfg, parts.data_cfg
+        self.train_set, self.test_set, self.views, self.source = parts.train_set, parts.test_set, parts.views, parts.batches
+        self.global_batch, self.micro_batch = parts.global_batch, parts.micro_batch
+        self.steps_per_epoch, self.total_steps = parts.steps_per_epoch, parts.total_steps
+        self.learner, self.model, self.optimizer = parts.learner, parts.model, parts.optimizer
+        self.step = parts.start_step
         self.diagnostics_history: list[dict[str, Any]] = []
-        if resume:
-            checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
-            if checkpoint is None:
-                raise ConfigError(
-                    f"--resume: no complete checkpoint under {self.run_dir / 'checkpoints'}. Start the run without "
-                    f"--resume (or with --overwrite to replace the directory)."
-                )
-            configured = [(g["base_lr"], g.get("base_weight_decay", g["weight_decay"])) for g in self.optimizer.param_groups]
-            state = load_checkpoint(acc, checkpoint)
-            # the optimiser state carries the old run's base values: the config given now wins, so a
-            # resume with a lower learning rate (after a divergence, say) really uses it
-            for group, (base_lr, base_wd) in zip(self.optimizer.param_groups, configured):
-                group["base_lr"], group["base_weight_decay"] = base_lr, base_wd
-            self.step = int(state["step"])
-            self.history = read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)
-            acc.print(f"resumed from {checkpoint} at step {self.step}")
+        self.guard = StepGuard(self.learner, self.optimizer, self.accelerator.device)
+        self.guard.set_step(self.step)
+        self.running: dict[str, torch.Tensor] = {}
+        self._restore_loop_state(parts.loop_state)
+        if parts.resumed_from is not None and self.accelerator.is_main_process:
+            read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
 
-    # -- helpers ----------------------------------------------------------------------------------
     @property
-    def unwrapped(self) -> Learner:
-        return self.accelerator.unwrap_model(self.model)
+    def unwrapped(self):
+        return self.learner
 
-    def _set_hyperparameters(self, step: int) -> dict[str, float]:
-        lr_factor = self.lr_schedule(step, self.total_steps)
-        wd_factor = self.wd_schedule(step, self.total_steps) if self.wd_schedule else 1.0
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every logged record of the run (read from metrics.jsonl: nothing grows in memory)."""
+        return read_jsonl(self.run_dir / "metrics.jsonl")
+
+    def progress(self, step: int) -> Progress:
+        return Progress(step=step, total_steps=self.total_steps, epoch=step / self.steps_per_epoch,
+                        total_epochs=int(self.train_cfg["epochs"]))
+
+    def _set_hyperparameters(self, step: int) -> float:
+        lr_factor = self.parts.lr_schedule(step, self.total_steps)
+        wd_factor = self.parts.wd_schedule(step, self.total_steps) if self.parts.wd_schedule else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor
             group["weight_decay"] = group.get("base_weight_decay", group["weight_decay"]) * wd_factor
-        epoch = step / self.steps_per_epoch
-        self.unwrapped.objective.set_progress(
-            Progress(step=step, total_steps=self.total_steps, epoch=epoch, total_epochs=int(self.train_cfg["epochs"]))
-        )
-        self.progress = Progress(step=step, total_steps=self.total_steps, epoch=epoch, total_epochs=int(self.train_cfg["epochs"]))
-        return {"lr": self.optimizer.param_groups[0]["lr"], "epoch": epoch}
+        self.learner.objective.set_progress(self.progress(step))
+        return self.optimizer.param_groups[0]["lr"]
+
+    # -- one optimiser step ------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Forward and backward over the micro-batches, then one guarded optimiser step. No host sync."""
+        acc, tc = self.accelerator, self.train_cfg
+        progress = self.progress(step)
+        self.guard.begin()
+        losses: list[torch.Tensor] = []
+        terms: dict[str, list[torch.Tensor]] = {"loss": []}
+        for micro in range(int(tc["grad_accumulation"])):
+            batch = self.source.batch(step, micro)
+            views = batch.views
+            if tc["channels_last"]:
+                views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
+            with acc.accumulate(self.model):
+                with acc.autocast():
+                    out = self.model(views, batch.labels, batch.generator)
+                acc.backward(out.loss)
+                if acc.sync_gradients:
+                    if tc["grad_clip"]:
+                        acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
+                    self.learner.before_optimizer_step(progress)
+                self.optimizer.step()
+            losses.append(out.loss.detach())
+            terms["loss"].append(out.objective.loss.detach())
+            for key, value in out.objective.terms.items():
+                terms.setdefault(f"term/{key}", []).append(value.detach())
+            if out.probe_loss is not None:
+                terms.setdefault("probe/loss", []).append(out.probe_loss.detach())
+                terms.setdefault("probe/accuracy", []).append((out.probe_logits.argmax(1) == batch.labels).float().mean())
+        logged = self.learner.after_optimizer_step(progress)
+        sums = {key: torch.stack([v.float() for v in values]).sum() for key, values in terms.items()}
+        ok = self.guard.finish(torch.stack(losses).sum(), {k.split("/")[-1]: v for k, v in sums.items() if k.startswith("term/")})
+        self.optimizer.zero_grad(set_to_none=True)
+        zero = torch.zeros((), device=ok.device)
+        sums["count"] = torch.full((), float(len(losses)), device=ok.device)
+        for key, value in sums.items():  # running sums on the device; a skipped step adds nothing (no NaN)
+            value = torch.where(ok, value, zero)
+            self.running[key] = self.running[key] + value if key in self.running else value
+        return logged
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         acc, tc = self.accelerator, self.train_cfg
         main = acc.is_main_process
         writer = tensorboard_writer(self.run_dir / "tensorboard") if main else None
-        progress = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
+        bar = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
+        agreement = Agreement(tc["checkpoint_every_minutes"])
+        every_epochs, every_steps = int(tc["checkpoint_every_epochs"]), tc["checkpoint_every_steps"]
+        stop_at = tc["stop_at_step"]
+        started, images_seen, logged = time.perf_counter(), 0, {}
         self.model.train()
-        running: dict[str, torch.Tensor] = {}
-        count = 0
-        started = time.perf_counter()
-        images_seen = 0
-        while self.step < self.total_steps:
-            step = self.step
-            hyper = self._set_hyperparameters(step)
-            for micro in range(int(tc["grad_accumulation"])):
-                batch = self.source.batch(step, micro)
-                views, labels = batch.views, batch.labels
-                with acc.accumulate(self.model):
-                    with acc.autocast():
-                        out = self.model(views, labels, batch.generator)
-                    acc.backward(out.loss)
-                    if acc.sync_gradients:
-                        if tc["grad_clip"]:
-                            acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
-                        self.unwrapped.before_optimizer_step(self.progress)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                images_seen += self.micro_batch * len(views)
-                for key, value in out.objective.terms.items():
-                    running[f"term/{key}"] = running.get(f"term/{key}", 0.0) + value.detach()
-                running["loss"] = running.get("loss", 0.0) + out.objective.loss.detach()
-                if out.probe_loss is not None:
-                    running["probe/loss"] = running.get("probe/loss", 0.0) + out.probe_loss.detach()
-                    running["probe/accuracy"] = running.get("probe/accuracy", 0.0) + (
-                        out.probe_logits.argmax(1) == labels
-                    ).float().mean()
-                count += 1
-            momentum = self.unwrapped.after_optimizer_step(self.progress).get("ema_momentum")
-            self.step += 1
-            progress.update(1)
-            end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
-            if self.step % int(tc["log_every"]) == 0 or end_of_epoch:
-                record = self._log(running, count, hyper, momentum, started, images_seen, writer)
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
-                running, count = {}, 0
-            if end_of_epoch:
-                epoch = math.ceil(self.step / self.steps_per_epoch)
-                self._epoch_end(epoch, writer)
-                every = int(tc["checkpoint_every_epochs"])
-                if self.step == self.total_steps or (every > 0 and epoch % every == 0):
-                    self.save()
-            if tc["stop_at_step"] is not None and self.step >= int(tc["stop_at_step"]) and self.step < self.total_steps:
-                self.save()
-                self.accelerator.print(f"stopped at step {self.step} (train.stop_at_step); continue with --resume")
-                break
-        progress.close()
-        if writer is not None:
-            writer.close()
+        try:
+            with StopRequests(acc.print) as stops:
+                while self.step < self.total_steps:
+                    lr = self._set_hyperparameters(self.step)
+                    logged = self.train_step(self.step)
+                    self.step += 1
+                    images_seen += self.micro_batch * int(tc["grad_accumulation"]) * self.views.num_views
+                    bar.update(1)
+                    signum, clock_due = agreement.decide(stops.signum)
+                    last = self.step == self.total_steps
+                    end_of_epoch = self.step % self.steps_per_epoch == 0 or last
+                    epoch = math.ceil(self.step / self.steps_per_epoch)
+                    if self.step % int(tc["log_every"]) == 0 or end_of_epoch:
+                        record = self._log(lr, logged, started, images_seen, writer)
+                        bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    if end_of_epoch:
+                        self._epoch_end(epoch, writer)
+                    stopping = bool(signum) or (stop_at is not None and self.step >= int(stop_at) and not last)
+                    if (
+                        stopping or clock_due or last
+                        or (end_of_epoch and every_epochs > 0 and epoch % every_epochs == 0)
+                        or (every_steps and self.step % int(every_steps) == 0)
+                    ):
+                        checkpoint = self.save()
+                        agreement.saved()
+                    if signum:
+                        raise Preempted(signum, self.step, str(checkpoint))
+                    if stopping:
+                        acc.print(f"stopped at step {self.step} (train.stop_at_step); continue with --resume")
+                        break
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
         return {"steps": self.step, "seconds": time.perf_counter() - started, "images_seen": images_seen}
 
-    def _log(self, running, count, hyper, momentum, started, images_seen, writer) -> dict[str, Any]:
-        acc = self.accelerator
-        keys = sorted(running)
-        values = torch.stack([torch.as_tensor(running[k], device=acc.device, dtype=torch.float32) for k in keys]) / max(count, 1)
-        values = acc.reduce(values, reduction="mean")  # one host sync per logging interval
-        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": hyper["lr"]}
-        record.update({k: float(v) for k, v in zip(keys, values.tolist())})
-        if momentum is not None:
-            record["ema_momentum"] = momentum
-        record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
-        if not math.isfinite(record["loss"]):
+    # -- the once-per-interval host side ----------------------------------------------------------------
+    def _check_skips(self) -> dict[str, Any]:
+        """Read the guard's counters (one sync); stop the run after too many non-finite steps in a row."""
+        counters = self.guard.read()
+        limit = int(self.train_cfg["max_skipped_steps"])
+        if counters["longest_streak"] >= limit:
             checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+            terms = ", ".join(counters["bad_terms"]) or "the updated weights (overflow)"
             raise TrainingDiverged(
-                f"the loss became {record['loss']} by step {self.step} (terms: "
-                f"{ {k: v for k, v in record.items() if k.startswith('term/')} }). Nothing was saved after the "
-                f"divergence; the last good checkpoint is {checkpoint or 'none yet'}. Lower train.optimizer.lr, add "
+                f"{counters['longest_streak']} steps in a row were non-finite (train.max_skipped_steps={limit}), from "
+                f"step {counters['first_bad_step'] + 1}; non-finite: {terms}. Each was skipped, so no NaN reached "
+                f"the weights; the last good checkpoint is {checkpoint or 'none yet'}. Lower train.optimizer.lr, add "
                 f"train.grad_clip, or use mixed_precision: no, then rerun with --resume to continue from it."
             )
-        self.history.append(record)
+        return counters
+
+    def _log(self, lr: float, logged: Mapping[str, float], started: float, images_seen: int, writer) -> dict[str, Any]:
+        acc = self.accelerator
+        counters = self._check_skips()
+        keys = sorted(self.running)
+        values = torch.stack([self.running[k] for k in keys]) if keys else torch.zeros(0, device=acc.device)
+        values = acc.reduce(values, reduction="sum").tolist()  # the one host sync per logging interval
+        sums = dict(zip(keys, values))
+        count = max(sums.pop("count", 0.0), 1.0)
+        self.running = {}
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": lr}
+        record.update({k: v / count for k, v in sums.items()})
+        record.setdefault("loss", float("nan"))  # every step of the interval was skipped
+        record.update(logged)
+        record["skipped_steps"] = counters["skipped"]
+        record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
         if acc.is_main_process:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
             if writer is not None:
@@ -257,6 +210,12 @@ class Trainer:
                     if key != "step" and isinstance(value, (int, float)):
                         writer.add_scalar(key, value, self.step)
         return record
+
+    def _restore_loop_state(self, state: Mapping[str, Any]) -> None:
+        device = self.accelerator.device
+        if self.accelerator.is_main_process:  # the saved sums are over all processes: held once
+            self.running = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state.get("running", {}).items()}
+        self.guard.skipped.fill_(int(state.get("skipped", 0)))
 
     @torch.no_grad()
     def diagnostic_embeddings(self, rows: int, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,25 +274,13 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def save(self) -> Path:
-        state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps}
+        """Checkpoint the run at ``self.step`` (every process calls this at the same step)."""
+        self._check_skips()
+        keys = sorted(self.running)
+        sums = self.accelerator.reduce(torch.stack([self.running[k] for k in keys]), reduction="sum").tolist() if keys else []
+        loop = {"running": dict(zip(keys, sums)), "skipped": int(self.guard.skipped)}
+        state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps, "loop": loop}
         return save_checkpoint(
-            self.accelerator, self.run_dir / "checkpoints", self.step, state, keep=int(self.train_cfg["keep_checkpoints"])
+            self.accelerator, self.run_dir / "checkpoints", self.step, state, self.learner, self.optimizer,
+            keep=int(self.train_cfg["keep_checkpoints"]),
         )
-
-
-# -- small utilities ---------------------------------------------------------------------------------
-def cpu_only() -> bool:
-    """True without a GPU: Accelerate then treats torchrun's processes as MULTI_CPU (gloo) only if told so."""
-    return not torch.cuda.is_available()
-
-
-def _release_accelerator_state() -> None:
-    """Forget a previous run's AcceleratorState (mixed precision etc.) so several runs can share a process.
-
-    Accelerate keeps its state in a process-wide singleton; the process group (PartialState) is kept.
-    """
-    from accelerate.state import AcceleratorState, GradientState
-
-    if AcceleratorState._shared_state:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()

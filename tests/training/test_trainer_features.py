@@ -113,7 +113,8 @@ def test_divergence_is_reported_and_the_last_checkpoint_survives(tmp_path: Path)
     from ebmssl.training.trainer import TrainingDiverged
 
     before = latest_checkpoint(tmp_path / "run" / "checkpoints")
-    poisoned = apply_overrides(config, ["train.epochs=3", "train.optimizer.lr=1.0e30"], strict=False)
-    with pytest.raises(TrainingDiverged, match="last good checkpoint is .*step-00000008"):
+    # every step now overflows: each is skipped (never applied), and the second in a row stops the run
+    poisoned = apply_overrides(config, ["train.epochs=3", "train.optimizer.lr=1.0e30", "train.max_skipped_steps=2"], strict=False)
+    with pytest.raises(TrainingDiverged, match="(?s)2 steps in a row were non-finite.*last good checkpoint is .*step-00000008"):
         run_training(poisoned, tmp_path / "run", resume=True)
     assert latest_checkpoint(tmp_path / "run" / "checkpoints") == before

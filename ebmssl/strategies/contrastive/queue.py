@@ -14,7 +14,7 @@ def random_unit_rows(size: int, dim: int, generator: torch.Generator | None = No
     return F.normalize(torch.randn(size, dim, generator=generator), dim=1)
 
 
-def ring_indices(pointer: int, count: int, size: int) -> tuple[torch.Tensor, int]:
+def ring_indices(pointer: int | torch.Tensor, count: int, size: int) -> tuple[torch.Tensor, int | torch.Tensor]:
     """Slots written by enqueuing ``count`` rows at ``pointer`` into a ring of ``size`` slots, and the new pointer.
 
     When ``count > size`` only the last ``size`` rows survive, so only their slots are returned (the
@@ -22,7 +22,8 @@ def ring_indices(pointer: int, count: int, size: int) -> tuple[torch.Tensor, int
     """
     kept = min(count, size)
     start = pointer + count - kept
-    return (start + torch.arange(kept)) % size, (pointer + count) % size
+    device = pointer.device if isinstance(pointer, torch.Tensor) else None
+    return (start + torch.arange(kept, device=device)) % size, (pointer + count) % size
 
 
 class EmbeddingQueue(nn.Module):
@@ -83,6 +84,7 @@ class EmbeddingQueue(nn.Module):
         if self.normalize:
             keys = F.normalize(keys, dim=1)
         keys = keys.to(dtype=self.queue.dtype, device=self.queue.device)
-        slots, pointer = ring_indices(int(self.pointer), keys.shape[0], self.size)
+        # the pointer stays a device tensor: reading it on the host would wait for the device every step
+        slots, pointer = ring_indices(self.pointer, keys.shape[0], self.size)
         self.queue[slots.to(self.queue.device)] = keys[keys.shape[0] - slots.shape[0] :]
-        self.pointer.fill_(pointer)
+        self.pointer.copy_(pointer)

@@ -1,0 +1,226 @@
+"""Building a run: everything the training loop needs, from a resolved config, in one place.
+
+:func:`build_run` validates the whole config (:func:`ebmssl.training.validate.validate_config`, before any
+data loads), then makes, in order: the Accelerate state, the seeded RNGs, the data (datasets, views, the
+batch source), the learner, the optimiser and the schedules, and restores a checkpoint when resuming.
+The loop (:mod:`ebmssl.training.trainer`) only reads the :class:`RunParts` it returns.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.registry import SCHEDULES, ConfigError
+from ebmssl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
+from ebmssl.training.optim import build_optimizer
+from ebmssl.training.validate import validate_config
+
+
+@dataclass
+class RunParts:
+    """What a run is made of; built by :func:`build_run`, used by the loop and the report."""
+
+    config: dict[str, Any]
+    source: str  # the config file, for messages
+    run_dir: Path
+    train_cfg: dict[str, Any]
+    eval_cfg: dict[str, Any]
+    data_cfg: dict[str, Any]
+    accelerator: Any
+    train_set: Any
+    test_set: Any
+    views: Any
+    batches: Any  # the batch source: .batch(step, micro) -> Batch
+    global_batch: int
+    micro_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    learner: nn.Module  # the plain learner (its parameters are the prepared model's)
+    model: nn.Module  # the learner wrapped by Accelerate (DDP) and optionally compiled
+    optimizer: Any
+    lr_schedule: Any
+    wd_schedule: Any
+    start_step: int = 0
+    resumed_from: Path | None = None
+    loop_state: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_only() -> bool:
+    """True without a GPU: Accelerate then treats torchrun's processes as MULTI_CPU (gloo) only if told so."""
+    return not torch.cuda.is_available()
+
+
+def release_accelerator_state() -> None:
+    """Forget a previous run's AcceleratorState (mixed precision etc.) so several runs can share a process."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def make_accelerator(train_cfg: dict[str, Any]):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    release_accelerator_state()
+    timeout = datetime.timedelta(minutes=float(train_cfg["collective_timeout_minutes"]))
+    return Accelerator(
+        cpu=cpu_only(),
+        mixed_precision=str(train_cfg["mixed_precision"]),
+        gradient_accumulation_steps=int(train_cfg["grad_accumulation"]),
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+    )
+
+
+def build_data(data_cfg: dict[str, Any], train_cfg: dict[str, Any], accelerator: Any, source: str) -> dict[str, Any]:
+    """Datasets, views and the batch source, with the batch arithmetic checked against the data."""
+    from ebmssl.data import build_dataset, build_views
+    from ebmssl.data.source import InMemorySource
+
+    seed = int(train_cfg["seed"])
+    dataset_spec = data_cfg["dataset"]
+    train_set = build_dataset(dataset_spec, train=True)
+    if data_cfg.get("num_train"):
+        train_set = train_set.subset(int(data_cfg["num_train"]), seed=seed)
+    test_set = build_dataset(data_cfg.get("test_dataset") or dataset_spec, train=False)
+    views = build_views(data_cfg["views"], train_set)
+    global_batch = int(data_cfg["batch_size"])
+    per_step = accelerator.num_processes * int(train_cfg["grad_accumulation"])
+    if global_batch % per_step:
+        raise ConfigError(
+            f"{source}: data.batch_size={global_batch} must be divisible by processes x grad_accumulation "
+            f"= {per_step}. Pick a batch size that is a multiple of {per_step}."
+        )
+    micro_batch = global_batch // per_step
+    steps_per_epoch = len(train_set) // global_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{source}: data.batch_size={global_batch} is larger than the {len(train_set)} training "
+            f"images. Lower data.batch_size or raise data.num_train."
+        )
+    batches = InMemorySource(
+        train_set, views, seed=seed, global_batch=global_batch, micro_batch=micro_batch,
+        num_processes=accelerator.num_processes, process_index=accelerator.process_index, device=accelerator.device,
+    )
+    return {"train_set": train_set, "test_set": test_set, "views": views, "batches": batches,
+            "global_batch": global_batch, "micro_batch": micro_batch, "steps_per_epoch": steps_per_epoch}
+
+
+def compile_options(spec: Any, where: str) -> dict[str, Any] | None:
+    """``train.compile``: false -> None; true -> {}; a mapping -> torch.compile keyword arguments."""
+    if spec in (False, None):
+        return None
+    if spec is True:
+        return {}
+    if isinstance(spec, dict):
+        return dict(spec)
+    raise ConfigError(f"{where}: expected false, true or a mapping such as {{mode: max-autotune}}, got {spec!r}.")
+
+
+def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, train_set: Any, accelerator: Any, source: str):
+    from ebmssl.objective import build_objective
+    from ebmssl.training.learner import build_learner
+
+    objective = build_objective(config)
+    learner = build_learner(
+        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
+        num_classes=train_set.num_classes, where=f"{source}: model",
+    )
+    learner.freeze_prototypes_epochs = float(train_cfg["freeze_prototypes_epochs"])
+    if train_cfg["sync_batchnorm"] and accelerator.num_processes > 1:
+        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    if train_cfg["channels_last"]:
+        learner = learner.to(memory_format=torch.channels_last)
+    return learner
+
+
+def resolve_resume(run_dir: Path, resume: bool | str | Path, announce) -> Path:
+    """The checkpoint to continue from: ``auto``/True -> newest valid one; a path -> that one (verified)."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    if resume is True or str(resume) == "auto":
+        found = latest_checkpoint(checkpoints, report=announce)
+        if found is None:
+            raise ConfigError(
+                f"--resume: no valid checkpoint under {checkpoints}. Start the run without --resume (or with "
+                f"--overwrite to replace the directory)."
+            )
+        return found
+    path = Path(resume)
+    if not path.is_absolute() and not path.exists():
+        path = checkpoints / path
+    try:
+        verify_checkpoint(path)
+    except CheckpointError as error:
+        raise ConfigError(f"--resume {resume}: {error}. Use --resume auto for the newest valid checkpoint.") from None
+    return path
+
+
+def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> RunParts:
+    """Validate ``config`` (unless ``settings`` from :func:`validate_config` are given) and build every part
+    of the run; restore a checkpoint if ``resume``."""
+    from accelerate.utils import set_seed
+
+    config = dict(config)
+    source = str(config.get("_source", "<config>"))
+    settings = settings if settings is not None else validate_config(config)
+    train_cfg, eval_cfg, data_cfg = settings.train, settings.eval, settings.data
+    accelerator = make_accelerator(train_cfg)
+    set_seed(int(train_cfg["seed"]), device_specific=False)
+    if train_cfg["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    data = build_data(data_cfg, train_cfg, accelerator, source)
+    total_steps = int(train_cfg["epochs"]) * data["steps_per_epoch"]
+    if train_cfg["max_steps"]:
+        total_steps = min(total_steps, int(train_cfg["max_steps"]))
+
+    learner = build_model(config, train_cfg, data["views"], data["train_set"], accelerator, source)
+    optimizer = build_optimizer(
+        train_cfg["optimizer"], learner, data["global_batch"], train_cfg["lr_scaling"],
+        where=f"{source}: train.optimizer", device_type=accelerator.device.type,
+        fused=train_cfg["fused_optimizer"],
+    )
+    lr_schedule = SCHEDULES.build(train_cfg["schedule"], where=f"{source}: train.schedule")
+    wd = train_cfg["weight_decay_schedule"]
+    wd_schedule = SCHEDULES.build(wd, where=f"{source}: train.weight_decay_schedule") if wd else None
+    model, optimizer = accelerator.prepare(learner, optimizer)
+    learner = accelerator.unwrap_model(model)
+    options = compile_options(train_cfg["compile"], f"{source}: train.compile")
+    if options is not None:
+        model = torch.compile(model, **options)
+
+    parts = RunParts(
+        config=config, source=source, run_dir=Path(run_dir), train_cfg=train_cfg, eval_cfg=eval_cfg, data_cfg=data_cfg,
+        accelerator=accelerator, total_steps=total_steps, learner=learner, model=model, optimizer=optimizer,
+        lr_schedule=lr_schedule, wd_schedule=wd_schedule, **data,
+    )
+    if resume:
+        restore(parts, resolve_resume(parts.run_dir, resume, accelerator.print))
+    return parts
+
+
+def restore(parts: RunParts, checkpoint: Path) -> None:
+    """Load ``checkpoint`` into the parts; the learning rate and weight decay given now win over the saved ones."""
+    optimizer = parts.optimizer
+    configured = [(g["base_lr"], g.get("base_weight_decay", g["weight_decay"])) for g in optimizer.param_groups]
+    try:
+        state = load_checkpoint(parts.accelerator, checkpoint, parts.learner, optimizer, verify=False)
+    except CheckpointError as error:
+        raise ConfigError(f"--resume: {error}") from None
+    # the optimiser state carries the old run's base values: the config given now wins, so a resume
+    # with a lower learning rate (after a divergence, say) really uses it
+    for group, (base_lr, base_wd) in zip(optimizer.param_groups, configured):
+        group["base_lr"], group["base_weight_decay"] = base_lr, base_wd
+    parts.start_step = int(state["step"])
+    parts.resumed_from = checkpoint
+    parts.loop_state = dict(state.get("loop", {}))
+    parts.accelerator.print(f"resumed from {checkpoint} at step {parts.start_step}")

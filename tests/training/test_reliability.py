@@ -1,0 +1,296 @@
+"""Reliability: --overwrite never deletes what is not ours, verified checkpoints, non-finite steps, preemption.
+
+Each case here is listed in docs/reliability.md with what the user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ebmssl.config import apply_overrides
+from ebmssl.registry import ConfigError
+from ebmssl.training.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    sha256,
+    verify_checkpoint,
+    write_manifest,
+)
+from ebmssl.training.preemption import StopRequests
+from ebmssl.training.run import run_training
+from ebmssl.training.rundir import MARKER, prepare_run_dir
+from ebmssl.training.trainer import Trainer
+from tests.training.test_methods_end_to_end import tiny_run_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(method: str = "simclr", *overrides: str) -> dict:
+    config = tiny_run_config(method)
+    config["eval"].update({"final": False, "baselines": False})
+    config["train"].update({"progress_bar": False, "deterministic": True})
+    return apply_overrides(config, list(overrides), strict=False)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- 1. --overwrite deletes only a directory that ebmssl created ---------------------------------------
+def test_overwrite_replaces_a_marked_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    prepare_run_dir(run_dir, resume=False, overwrite=False)
+    assert (run_dir / MARKER).is_file()
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    prepare_run_dir(run_dir, resume=False, overwrite=True)
+    assert "removed the previous run" in capsys.readouterr().err and "metrics.jsonl" not in os.listdir(run_dir)
+    assert (run_dir / MARKER).is_file()
+
+
+@pytest.mark.parametrize("case", ["unmarked", "project", "cwd", "home", "parent_of_cwd"])
+def test_overwrite_refuses_what_ebmssl_did_not_create(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    if case != "unmarked":
+        (target / MARKER).write_text("{}")  # even a marker does not make these deletable
+    if case == "project":
+        (target / "pyproject.toml").write_text("[project]\n")
+    elif case == "cwd":
+        monkeypatch.chdir(target)
+    elif case == "home":
+        monkeypatch.setenv("HOME", str(target))
+    elif case == "parent_of_cwd":
+        (target / "inner").mkdir()
+        monkeypatch.chdir(target / "inner")
+    with pytest.raises(ConfigError, match="--overwrite refuses to delete .*Nothing was deleted"):
+        prepare_run_dir(Path(".") if case == "cwd" else target, resume=False, overwrite=True)
+    assert (target / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_refusal_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train.py"), "--output-dir", str(tmp_path), "--overwrite"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert completed.returncode == 2 and "refuses to delete" in completed.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# -- 3. verified checkpoints -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ckpt") / "run"
+    run_training(tiny("moco_v2", "train.max_steps=3", "train.checkpoint_every_steps=1", "train.keep_checkpoints=0"), run_dir)
+    return run_dir
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def test_checkpoints_carry_a_manifest_and_hold_no_pickled_code(three_checkpoints: Path) -> None:
+    checkpoints = sorted((three_checkpoints / "checkpoints").glob("step-*"))
+    assert [p.name for p in checkpoints] == ["step-00000001", "step-00000002", "step-00000003"]
+    for path in checkpoints:
+        verify_checkpoint(path)
+        manifest = json.loads((path / MANIFEST).read_text())
+        assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {MANIFEST}
+        assert not list(path.glob("*.pkl")) and not list(path.glob("*.bin"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete_manifest", "delete_file"])
+def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(
+    damage: str, three_checkpoints: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    newest = run_dir / "checkpoints" / "step-00000003"
+    target = newest / "model.safetensors"
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "flip_byte":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "delete_manifest":
+        (newest / MANIFEST).unlink()
+    else:
+        (newest / "optimizer.pt").unlink()
+    with pytest.raises(CheckpointError):
+        verify_checkpoint(newest)
+    reports: list[str] = []
+    assert latest_checkpoint(run_dir / "checkpoints", report=reports.append).name == "step-00000002"
+    assert len(reports) == 1 and "step-00000003" in reports[0]
+    trainer = Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume="auto")
+    assert trainer.step == 2
+
+
+def test_resume_from_an_explicit_damaged_checkpoint_is_refused(three_checkpoints: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    (run_dir / "checkpoints" / "step-00000002" / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="step-00000002.*SHA-256|step-00000002.*bytes"):
+        Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume=str(run_dir / "checkpoints" / "step-00000002"))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('EBMSSL_PWNED', '/tmp/ebmssl-pwned')}",))
+
+
+def test_a_checkpoint_holding_a_malicious_pickle_is_refused(three_checkpoints: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    newest = run_dir / "checkpoints" / "step-00000003"
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("EBMSSL_PWNED", str(pwned))
+    for name in ("optimizer.pt", "rng-0.pt"):
+        with open(newest / name, "wb") as handle:
+            pickle.dump({"state": _Payload()}, handle)
+    write_manifest(newest, 3)  # an attacker can rewrite the manifest too: the loader must still refuse
+    verify_checkpoint(newest)
+    trainer = Trainer(tiny("moco_v2", "train.max_steps=3"), tmp_path / "fresh")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(trainer.accelerator, newest, trainer.learner, trainer.optimizer)
+    with pytest.raises(ConfigError, match="refused to load"):
+        Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume="auto")
+    assert not pwned.exists()
+    assert sha256(newest / "optimizer.pt")  # the file is still there for the user to inspect
+
+
+# -- 4. non-finite steps -----------------------------------------------------------------------------------
+def all_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.learner.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["moco_v2", "dino"])  # a queue + EMA target; a center + EMA teacher
+def test_a_poisoned_batch_is_skipped_counted_and_training_continues(method: str, tmp_path: Path) -> None:
+    trainer = Trainer(tiny(method, "train.epochs=2", "train.max_steps=6", "train.log_every=1"), tmp_path)
+    original = trainer.source.batch
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def batch(step: int, micro: int = 0):
+        snapshots[step] = all_state(trainer)
+        result = original(step, micro)
+        if step == 2:
+            result.views[0][0, 0, 0, 0] = float("nan")  # one pixel of one image is enough
+        return result
+
+    trainer.source.batch = batch
+    trainer.train()
+    after_poison = snapshots[3]
+    for key, before in snapshots[2].items():  # the poisoned step changed nothing: weights, queue, EMA, center
+        torch.testing.assert_close(after_poison[key], before, rtol=0, atol=0, equal_nan=False, msg=key)
+    assert all(torch.isfinite(v).all() for v in all_state(trainer).values() if v.is_floating_point())
+    logged = records(tmp_path)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    assert [r["skipped_steps"] for r in logged] == [0, 0, 1, 1, 1, 1]
+    assert all(r["loss"] == r["loss"] for r in logged if r["step"] != 3)  # finite losses around it
+    assert trainer.step == 6 and any((after_poison[k] != v).any() for k, v in all_state(trainer).items())
+
+
+def test_consecutive_non_finite_steps_stop_the_run_naming_the_term(tmp_path: Path) -> None:
+    config = tiny("vicreg", "train.epochs=2", "train.max_steps=8", "train.log_every=4", "train.max_skipped_steps=3", "train.checkpoint_every_epochs=0")
+    trainer = Trainer(config, tmp_path)
+    original = trainer.source.batch
+
+    def batch(step: int, micro: int = 0):
+        result = original(step, micro)
+        if step >= 1:
+            result.views[1].fill_(float("inf"))
+        return result
+
+    trainer.source.batch = batch
+    from ebmssl.training.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"(?s)3 steps in a row.*from step 2; non-finite: .*loss.*last good checkpoint is none yet"):
+        trainer.train()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# -- 2. preemption ------------------------------------------------------------------------------------------
+def test_second_ctrl_c_exits_at_once() -> None:
+    messages: list[str] = []
+    with StopRequests(messages.append) as stops:
+        stops._handle(signal.SIGINT, None)
+        assert stops.signum == signal.SIGINT and "again" in messages[0]
+        with pytest.raises(KeyboardInterrupt):
+            stops._handle(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def write_config(config: dict, path: Path) -> Path:
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_command(config: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config), "--output-dir", str(run_dir), *extra]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["moco_v2", "dino"])
+def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(method: str, tmp_path: Path) -> None:
+    config = tiny(method, "train.epochs=3", "train.max_steps=null", "train.log_every=3", "data.dataset.num_samples=256", "eval.knn_every_epochs=0")
+    path = write_config(config, tmp_path / "run.yaml")
+    full = subprocess.run(train_command(path, tmp_path / "full"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    process = subprocess.Popen(train_command(path, tmp_path / "split"), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "split" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # past step 6 of 48
+            process.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
+    stopped = latest_checkpoint(tmp_path / "split" / "checkpoints")
+    step = int(stopped.name.split("-")[1])
+    assert 6 <= step < 48 and step % 16, step  # mid-epoch (16 steps per epoch)
+    resumed = subprocess.run(train_command(path, tmp_path / "split", "--resume"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = records(tmp_path / "full"), records(tmp_path / "split")
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    for a, b in zip(expected, got):
+        for key, value in a.items():
+            if key == "loss" or key.startswith(("term/", "probe/", "lr", "ema_")):
+                assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], key)
+
+
+def test_resume_from_an_explicit_checkpoint(three_checkpoints: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    trainer = Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume="step-00000001")
+    assert trainer.step == 1 and trainer.parts.resumed_from.name == "step-00000001"
+
+
+def test_timed_checkpoints_fall_due_and_restart_after_a_save() -> None:
+    from ebmssl.training.preemption import Agreement
+
+    agreement = Agreement(every_minutes=0.5 / 60_000)  # half a millisecond
+    time.sleep(0.01)
+    assert agreement.decide(0) == (0, True)
+    agreement.saved()
+    assert agreement.decide(signal.SIGTERM) == (signal.SIGTERM, False)
+    assert Agreement(every_minutes=None).decide(0) == (0, False)
