@@ -12,6 +12,10 @@ from typing import Any
 
 from ebmssl.registry import ConfigError
 
+# the view pipeline used when a config names none, and the run trained when tools/train.py gets no --config
+DEFAULT_VIEWS = "simclr"
+DEFAULT_RUN_CONFIG = "runs/simclr_fashion_mnist"
+
 TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
 DATA_KEYS = ("dataset", "test_dataset", "views", "batch_size", "num_train")
 OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
@@ -41,7 +45,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "compile": False,  # torch.compile the learner: false | true | {mode: max-autotune, fullgraph: false, dynamic: null}
     "fused_optimizer": "auto",  # auto: fused kernels on CUDA (SGD, Adam, AdamW), foreach elsewhere; false: plain
     "collective_timeout_minutes": 10,  # a process stuck in a collective (a peer died) gives up after this
-    "freeze_prototypes_epochs": 0,
     "max_steps": None,  # cap the run's length (schedules then span max_steps): smoke runs
     "stop_at_step": None,  # stop after this step as if preempted (checkpoint first; schedules unchanged)
     "progress_bar": True,
@@ -61,6 +64,13 @@ EVAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+# keys that existed once: the error says what replaced them
+RETIRED_KEYS = {
+    "train.freeze_prototypes_epochs": "freezes are declared on the head now, e.g. "
+    "`- {name: prototypes, num_prototypes: 3000, freeze_epochs: 1}` under model.projector",
+}
+
+
 def check_keys(section: Mapping[str, Any], accepted: Iterable[str], where: str, source: str) -> None:
     """Refuse unknown keys of ``section`` (a typo would otherwise be ignored), suggesting the closest one.
 
@@ -71,6 +81,9 @@ def check_keys(section: Mapping[str, Any], accepted: Iterable[str], where: str, 
     for key in section:
         if str(key).startswith("_") or key in accepted:
             continue
+        retired = RETIRED_KEYS.get(f"{where}{key}")
+        if retired:
+            raise ConfigError(f"{source}: `{where}{key}` was removed: {retired}.")
         close = difflib.get_close_matches(str(key), accepted, n=1)
         hint = f" Did you mean `{where}{close[0]}`?" if close else ""
         scope = f" under `{where.rstrip('.')}:`" if where else " at the top level"

@@ -134,7 +134,6 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, t
         config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
         num_classes=train_set.num_classes, where=f"{source}: model",
     )
-    learner.freeze_prototypes_epochs = float(train_cfg["freeze_prototypes_epochs"])
     if train_cfg["sync_batchnorm"] and accelerator.num_processes > 1:
         learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
     if train_cfg["channels_last"]:

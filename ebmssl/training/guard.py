@@ -1,7 +1,7 @@
 """Non-finite steps never reach the weights: each optimiser step is a transaction on the device.
 
 Before the forward pass the guard copies the learner's parameters and buffers (queues, EMA targets,
-DINO centers, batch-norm statistics) and the optimiser's state. After the step (backward, clipping,
+centers, batch-norm statistics) and the optimiser's state. After the step (backward, clipping,
 optimiser, target update) it computes one boolean on the device,
 
     ok = isfinite(loss) and isfinite(|g|) for every gradient and isfinite(|w|) for every updated weight,
@@ -60,7 +60,7 @@ class StepGuard:
         self._state_saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _named(self) -> dict[str, torch.Tensor]:
-        """Weights and buffers by name (a buffer a strategy reassigns, like DINO's center, is found again)."""
+        """Weights and buffers by name (a buffer a strategy reassigns, like a center, is found again)."""
         named = {f"p:{k}": p.data for k, p in self.model.named_parameters()}
         named.update({f"b:{k}": b for k, b in self.model.named_buffers() if b.is_floating_point() or not b.is_complex()})
         return named

@@ -1,7 +1,7 @@
 """Optimisers: SGD, AdamW and LARS, with bias and normalisation parameters kept out of weight decay.
 
 LARS (You et al. 2017, "Large Batch Training of Convolutional Networks") scales each parameter's
-update by a trust ratio ``eta * |w| / |g + wd * w|``; following SimCLR/BYOL/Barlow Twins, biases and
+update by a trust ratio ``eta * |w| / |g + wd * w|``; following the reference implementations, biases and
 normalisation parameters are excluded both from weight decay and from the adaptation.
 """
 

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from ebmssl.config import apply_overrides, load_config
+from ebmssl.schema import DEFAULT_RUN_CONFIG
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
 from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
 from ebmssl.training.trainer import Trainer
 
-DEFAULT_CONFIG = "runs/simclr_fashion_mnist"
+DEFAULT_CONFIG = DEFAULT_RUN_CONFIG
 
 
 def resolve_config(config: str | Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class Constant:
 
 @register_schedule("cosine_to")
 class CosineTo:
-    """Cosine from 1 to ``final`` over training (e.g. DINO's weight-decay schedule 0.04 -> 0.4 is final=10)."""
+    """Cosine from 1 to ``final`` over training (e.g. a weight-decay schedule 0.04 -> 0.4 is final=10)."""
 
     def __init__(self, final: float = 1.0) -> None:
         self.final = final

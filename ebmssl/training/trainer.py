@@ -11,7 +11,7 @@ Reproducibility and exact resume come from construction, not from saved iterator
 order of epoch ``e`` is a permutation seeded by ``(seed, e)``, the augmentations of step ``s`` draw from
 a generator seeded by ``(seed, s, process)``, and learning rate, weight decay and EMA momentum are pure
 functions of the step. A checkpoint therefore needs only the modules (including queues, EMA targets
-and DINO centers, which are buffers), the optimiser, the RNG states, the step and the running sums of
+and centers, which are buffers), the optimiser, the RNG states, the step and the running sums of
 the current logging interval.
 """
 

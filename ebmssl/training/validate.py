@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ebmssl.registry import DATASETS, SCHEDULES, ConfigError, check_arguments
-from ebmssl.schema import DATA_KEYS, EVAL_DEFAULTS, TOP_LEVEL_KEYS, TRAIN_DEFAULTS, check_keys
+from ebmssl.schema import DATA_KEYS, DEFAULT_VIEWS, EVAL_DEFAULTS, TOP_LEVEL_KEYS, TRAIN_DEFAULTS, check_keys
 
 
 @dataclass
@@ -42,7 +42,6 @@ TRAIN_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "checkpoint_every_minutes": ("float", 0, None, True),
     "keep_checkpoints": ("int", 0, None, False),
     "max_skipped_steps": ("int", 1, None, False),
-    "freeze_prototypes_epochs": ("float", 0, None, False),
     "max_steps": ("int", 1, None, True),
     "stop_at_step": ("int", 1, None, True),
     "progress_bar": ("bool", None, None, False),
@@ -113,10 +112,10 @@ def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     check_keys(data, DATA_KEYS, "data.", source)
     if "dataset" not in data:
         raise ConfigError(
-            f"{source}: no `data.dataset`. Add e.g. `base: [methods/simclr.yaml, data/fashion_mnist.yaml]` or "
-            f"`data: {{dataset: {{name: fashion_mnist}}, views: {{name: simclr}}, batch_size: 256}}`."
+            f"{source}: no `data.dataset`. Add a data config to `base:` (e.g. `base: [methods/<method>.yaml, data/<dataset>.yaml]`) or "
+            f"write `data: {{dataset: {{name: <dataset>}}, views: {{name: <pipeline>}}, batch_size: 256}}`."
         )
-    views = _mapping(data.get("views"), "data.views", source) or {"name": "simclr"}
+    views = _mapping(data.get("views"), "data.views", source) or {"name": DEFAULT_VIEWS}
     hint = _mapping(config.get("views"), "views", source)
     if hint:
         views = {**views, **hint} if hint.get("name", views.get("name")) == views.get("name") else hint
@@ -156,7 +155,7 @@ def check_sizes(config: Mapping[str, Any], global_batch: int, source: str) -> No
         if key in ("size", "queue_size") and value < global_batch:
             raise ConfigError(
                 f"{source}: `{dotted}` is {value}, smaller than the global batch data.batch_size={global_batch}: "
-                f"each step would overwrite the whole queue. Make it at least {global_batch} (MoCo uses 65536)."
+                f"each step would overwrite the whole queue. Make it at least {global_batch}."
             )
 
 

@@ -148,19 +148,6 @@ class Learner(nn.Module):
             ]
         return []
 
-    # -- the compatibility shim for the trainer's former train.freeze_prototypes_epochs -----------------
-    @property
-    def freeze_prototypes_epochs(self) -> float:
-        return 0.0
-
-    @freeze_prototypes_epochs.setter
-    def freeze_prototypes_epochs(self, value: float) -> None:
-        if value:
-            raise ConfigError(
-                f"train.freeze_prototypes_epochs={value} was removed: declare the freeze on the head instead, "
-                f"e.g. `- {{name: prototypes, num_prototypes: 3000, freeze_epochs: {value:g}}}` under model.projector."
-            )
-
     def forward(
         self,
         views: Sequence[torch.Tensor],

@@ -145,10 +145,10 @@ def test_dino_head_freezes_its_last_layer_for_the_first_epoch_by_default() -> No
 
 
 def test_former_trainer_freeze_key_is_refused_with_the_fix() -> None:
-    learner = build({"target": "none"}, {"energy": {"name": "cosine"}, "strategies": ["infonce"]})
-    learner.freeze_prototypes_epochs = 0.0  # what the trainer sets when the key is absent: accepted
+    from ebmssl.schema import TRAIN_DEFAULTS, check_keys
+
     with pytest.raises(ConfigError, match="freeze_epochs: 1"):
-        learner.freeze_prototypes_epochs = 1.0
+        check_keys({"freeze_prototypes_epochs": 1}, TRAIN_DEFAULTS, "train.", "run.yaml")
 
 
 # -- sizes said once -------------------------------------------------------------------------------------
