@@ -64,6 +64,11 @@ def check_method_collapse(objective: nn.Module, model: nn.Module, where: str, al
     )
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (the objective runs in float32 under mixed precision); else unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 # -- momentum target --------------------------------------------------------------------------------
 TARGET_KEYS = ("momentum", "final_momentum", "schedule")
 SCHEDULES = ("linear", "cosine", "constant")

@@ -45,6 +45,7 @@ from ebmssl.models.architectures._common import (
     MomentumSchedule,
     TransformerStack,
     check_method_collapse,
+    full_precision,
     check_section,
     frozen_copy,
     momentum_step,
@@ -170,8 +171,8 @@ class JEPA(nn.Module):
         masks = self.sample_masks(images, generator)
         target = self.targets(images, masks)
         prediction, context = self.predictions(images, masks)
-        rows_pred = prediction.reshape(-1, prediction.shape[-1]).float()
-        rows_target = target.reshape(-1, target.shape[-1]).float()
+        rows_pred = full_precision(prediction.reshape(-1, prediction.shape[-1]))
+        rows_target = full_precision(target.reshape(-1, target.shape[-1]))
         device_type = images.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             if self.target_encoder is not None:
@@ -182,7 +183,7 @@ class JEPA(nn.Module):
         probe_loss = probe_logits = None
         if self.probe is not None and labels is not None:
             with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(features.float(), labels)
+                probe_loss, probe_logits = self.probe(full_precision(features), labels)
         loss = result.loss if probe_loss is None else result.loss + probe_loss
         return LearnerOutput(
             loss=loss,

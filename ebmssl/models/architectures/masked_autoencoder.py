@@ -33,6 +33,7 @@ from ebmssl.energies.reconstruction import patchify
 from ebmssl.models.architectures._common import (
     TransformerStack,
     check_method_collapse,
+    full_precision,
     check_section,
     sincos_2d,
     sub_mapping,
@@ -69,7 +70,7 @@ class _ReconstructionBase(nn.Module):
         probe_loss = probe_logits = None
         if self.probe is not None and labels is not None:
             with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(features.float(), labels)
+                probe_loss, probe_logits = self.probe(full_precision(features), labels)
         loss = result.loss if probe_loss is None else result.loss + probe_loss
         return LearnerOutput(loss, result, features, [features], probe_loss, probe_logits)
 
@@ -126,7 +127,7 @@ class MaskedAutoencoder(_ReconstructionBase):
         target = gather_tokens(patchify(images, self.vit.patch_size), masked)
         with torch.autocast(device_type=images.device.type, enabled=False):
             result = self.objective(
-                [prediction.reshape(-1, prediction.shape[-1]).float()], [target.reshape(-1, target.shape[-1]).float()]
+                [full_precision(prediction.reshape(-1, prediction.shape[-1]))], [full_precision(target.reshape(-1, target.shape[-1]))]
             )
         return self._output(result, self.vit.pooled(cls, visible), labels, images.device.type)
 
@@ -167,7 +168,7 @@ class DenoisingAutoencoder(_ReconstructionBase):
         features = self.backbone(self.corrupt(images, generator))
         reconstruction = self.decoder(features)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            result = self.objective([reconstruction.float()], [images.flatten(1).float()])
+            result = self.objective([full_precision(reconstruction)], [full_precision(images.flatten(1))])
         return self._output(result, features, labels, images.device.type)
 
 
