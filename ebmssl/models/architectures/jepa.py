@@ -168,7 +168,10 @@ class JEPA(nn.Module):
         self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> LearnerOutput:
         images = views[0]
-        masks = self.sample_masks(images, generator)
+        return self.forward_masked(images, self.sample_masks(images, generator), labels)
+
+    def forward_masked(self, images: torch.Tensor, masks: BlockMasks, labels: torch.Tensor | None = None) -> LearnerOutput:
+        """The loss for given masks (``forward`` draws them from the batch generator first)."""
         target = self.targets(images, masks)
         prediction, context = self.predictions(images, masks)
         rows_pred = full_precision(prediction.reshape(-1, prediction.shape[-1]))
