@@ -24,7 +24,7 @@ TINY_VIT = {"num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2,
 
 def build(method: str) -> torch.nn.Module:
     config = load_config(method, "methods")
-    config = apply_overrides(config, ["model.predictor={width: 16, depth: 1, num_heads: 2}", "model.masks.min_keep=2"])
+    config = apply_overrides(config, ["model.token_predictor={width: 16, depth: 1, num_heads: 2}", "model.masks.min_keep=2"])
     config["model"]["backbone"] = {**config["model"]["backbone"], **TINY_VIT}
     torch.manual_seed(0)
     return build_learner(config["model"], ebmssl.build_objective(config), 1, 3, None, where=f"{method}: model").double()

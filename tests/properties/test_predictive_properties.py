@@ -72,7 +72,7 @@ def _tiny(method: str, **model) -> torch.nn.Module:
     config = load_config(method, "methods")
     model_cfg = dict(config["model"])
     model_cfg["backbone"] = {**model_cfg["backbone"], "num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    model_cfg["predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
+    model_cfg["token_predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
     model_cfg["masks"] = {**model_cfg["masks"], "min_keep": 2}
     model_cfg.update(model)
     return build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, None, where=f"{method}: model")
@@ -82,7 +82,7 @@ def _tiny(method: str, **model) -> torch.nn.Module:
 @given(seed=st.integers(0, 2**16), batch=st.integers(2, 6), momentum=st.floats(0.0, 1.0), fraction=st.floats(0.0, 1.0))
 def test_ijepa_target_gets_no_gradient_and_moves_by_ema(seed: int, batch: int, momentum: float, fraction: float) -> None:
     torch.manual_seed(seed)
-    model = _tiny("ijepa", target={"momentum": momentum, "final_momentum": 1.0, "schedule": "linear"})
+    model = _tiny("ijepa", target_encoder={"momentum": momentum, "final_momentum": 1.0, "schedule": "linear"})
     images = torch.randn(batch, 3, 16, 16)
     out = model([images], generator=_generator(seed))
     out.loss.backward()

@@ -49,7 +49,7 @@ def test_ijepa_objective_equals_official_loss(n: int, grid: int, dim: int, seed:
     objective = ebmssl.build_objective("ijepa").double()
     with torch.no_grad():
         target = torch.cat([torch.gather(F.layer_norm(h_full, (dim,)), 1, b.unsqueeze(-1).expand(-1, -1, dim)) for b in masks.targets])
-    ours = objective([z.reshape(-1, dim)], [target.reshape(-1, dim)]).loss
+    ours = objective([z.reshape(-1, dim), target.reshape(-1, dim)]).loss
     expected = F.smooth_l1_loss(z, official_target(h_full.detach(), list(masks.targets)))
     assert_matches_reference(ours, expected, [z], [h_full])
 
@@ -59,7 +59,7 @@ def test_jepa_targets_and_loss_equal_official_forward_target() -> None:
     config = load_config("ijepa", "methods")
     model_cfg = dict(config["model"])
     model_cfg["backbone"] = {**model_cfg["backbone"], "num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    model_cfg["predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
+    model_cfg["token_predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
     model_cfg["masks"] = {**model_cfg["masks"], "min_keep": 2}
     torch.manual_seed(0)
     model = build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, None, where="ijepa: model").double()

@@ -53,7 +53,7 @@ def test_mae_objective_equals_official_forward_loss(n: int, channels: int, side:
 
     rows_pred = gather_tokens(pred, masks.masked).reshape(-1, pred.shape[-1])
     rows_target = gather_tokens(patchify(imgs, patch), masks.masked).reshape(-1, pred.shape[-1])
-    ours = objective([rows_pred], [rows_target]).loss
+    ours = objective([rows_pred, rows_target]).loss
     expected = official_forward_loss(imgs, pred, mask_from(masks.masked, length), patch)
     assert_matches_reference(ours, expected, [pred, imgs])
 

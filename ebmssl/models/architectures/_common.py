@@ -59,7 +59,7 @@ def check_method_collapse(objective: nn.Module, model: nn.Module, where: str, al
         f"{where}: the method has no collapse prevention: the model contributes none (no input corruption, "
         f"no momentum target) and the objective has no negatives, asymmetry or capacity term, so a constant "
         f"embedding minimises the energy. Add a capacity term under `objective.strategies` (e.g. "
-        f"`{{name: vicreg_variance}}`, `{{name: sigreg}}`), or a momentum target `model.target: {{momentum: 0.996}}`; "
+        f"`{{name: vicreg_variance}}`, `{{name: sigreg}}`), or a momentum target `model.target_encoder: {{momentum: 0.996}}`; "
         f"to run the collapse on purpose set `model.allow_collapse: true`."
     )
 
@@ -71,6 +71,7 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
 
 # -- momentum target --------------------------------------------------------------------------------
 TARGET_KEYS = ("momentum", "final_momentum", "schedule")
+TARGET_KEY = "target_encoder"
 SCHEDULES = ("linear", "cosine", "constant")
 
 
@@ -101,11 +102,11 @@ class MomentumSchedule:
 
     @classmethod
     def from_config(cls, spec: Mapping[str, Any], where: str) -> MomentumSchedule:
-        check_section(spec, TARGET_KEYS, where, "target")
+        check_section(spec, TARGET_KEYS, where, TARGET_KEY)
         try:
             return cls(**dict(spec))
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}.target: {error}. Write e.g. `target: {{momentum: 0.996, final_momentum: 1.0}}`.") from error
+            raise ConfigError(f"{where}.{TARGET_KEY}: {error}. Write e.g. `{TARGET_KEY}: {{momentum: 0.996, final_momentum: 1.0}}`.") from error
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

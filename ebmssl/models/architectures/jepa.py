@@ -10,22 +10,21 @@ Architecture"; official code facebookresearch/ijepa, ``src/train.py`` and ``src/
 * masks: :func:`ebmssl.models.masking.multi_block_masks` (one context block, ``num_targets`` target
   blocks), drawn from the batch's CPU generator;
 * context encoder: the ViT on the context patches only (``ViTBackbone.tokens(x, keep=context)``);
-* target encoder (``model.target: {momentum, final_momentum, schedule}``): a momentum copy of the
+* target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): a momentum copy of the
   context encoder run on the whole image without gradient; its final-layer-normed patch tokens are
   layer-normed again without affine parameters (``F.layer_norm(h, (D,))``), then gathered per target block;
-* predictor (:class:`JEPAPredictor`, ``VisionTransformerPredictor``): the context tokens mapped to the
+* predictor (``model.token_predictor``, :class:`JEPAPredictor`, the official ``VisionTransformerPredictor``): the context tokens mapped to the
   predictor width plus the fixed sine-cosine position of their patch, then one mask token per target
   patch plus that patch's position; pre-norm transformer blocks; the mask tokens' outputs are mapped
   back to the encoder width. Each target block is predicted in its own sequence (the official code
   repeats the context batch once per block);
 * loss: the objective with ``energy: smooth_l1`` on the rows (predicted token, target token) of every
-  block and sample, i.e. ``F.smooth_l1_loss(z, h)`` averaged over all elements, as the official
+  block and sample, handed over as two views compared by ``pairs: [[0, 1]]``, i.e. ``F.smooth_l1_loss(z, h)`` averaged over all elements, as the official
   ``loss_fn``; the EMA momentum rises linearly from 0.996 to 1.0 (official ``momentum_scheduler``).
 
-JEPA with capacity (``model.target: shared``; eb_jepa, LeJEPA style): no momentum copy; the target
+JEPA with capacity (``model.target_encoder: shared``; eb_jepa, LeJEPA style): no momentum copy; the target
 tokens come from the same encoder on the whole image *with* gradient, and the objective's capacity
-strategies (VICReg variance + covariance, SIGReg) see the predictions and the targets as two online
-views (``pairs: [[0, 1]]``), so a constant embedding is penalised instead of being prevented by asymmetry.
+strategies (VICReg variance + covariance, SIGReg) see the predictions and the targets as the two views, so a constant embedding is penalised instead of being prevented by asymmetry.
 
 The evaluated encoder (``.encoder``) is the context encoder (the official I-JEPA evaluates the target
 encoder; with momentum -> 1 they coincide at the end of training); its features are the mean
@@ -57,7 +56,7 @@ from ebmssl.registry import ConfigError, register_architecture
 from ebmssl.strategies.base import Progress
 from ebmssl.training.learner import LearnerOutput
 
-MODEL_KEYS = ("architecture", "backbone", "predictor", "masks", "target", "online_probe", "allow_collapse")
+MODEL_KEYS = ("architecture", "backbone", "token_predictor", "masks", "target_encoder", "online_probe", "allow_collapse")
 PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
 MASK_KEYS = (
     "num_targets", "target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio", "min_keep", "allow_overlap",
@@ -178,10 +177,9 @@ class JEPA(nn.Module):
         rows_target = full_precision(target.reshape(-1, target.shape[-1]))
         device_type = images.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            if self.target_encoder is not None:
-                result = self.objective([rows_pred], [rows_target])
-            else:
-                result = self.objective([rows_pred, rows_target], None)
+            # (prediction, target) as two views compared by pairs [[0, 1]]; the momentum target's rows carry
+            # no gradient, the shared encoder's do (and capacity terms see both views)
+            result = self.objective([rows_pred, rows_target], None)
         features = context.mean(dim=1).detach()
         probe_loss = probe_logits = None
         if self.probe is not None and labels is not None:
@@ -221,33 +219,33 @@ def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: 
 def build_jepa(
     model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
 ) -> JEPA:
-    """I-JEPA (``target: {momentum: ...}``) or JEPA with capacity terms (``target: shared``) on a ViT."""
+    """I-JEPA (``target_encoder: {momentum: ...}``) or JEPA with capacity terms (``target_encoder: shared``) on a ViT."""
     from ebmssl.evaluation import OnlineLinearProbe
 
     model_config = dict(model_config or {})
     check_section(model_config, MODEL_KEYS, where)
     encoder = build_vit_encoder(model_config, in_channels, where)
-    predictor_spec = sub_mapping(model_config, "predictor", where)
-    check_section(predictor_spec, PREDICTOR_KEYS, where, "predictor")
+    predictor_spec = sub_mapping(model_config, "token_predictor", where)
+    check_section(predictor_spec, PREDICTOR_KEYS, where, "token_predictor")
     masks = sub_mapping(model_config, "masks", where)
     check_section(masks, MASK_KEYS, where, "masks")
     for key in ("target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio"):
         if key in masks:
             masks[key] = tuple(float(v) for v in masks[key])
-    target = model_config.get("target", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "linear"})
+    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "linear"})
     if target == "shared":
         momentum = None
     elif isinstance(target, Mapping):
         momentum = MomentumSchedule.from_config(target, where)
     else:
         raise ConfigError(
-            f"{where}.target: expected a momentum target mapping (e.g. `{{momentum: 0.996, final_momentum: 1.0}}`) "
+            f"{where}.target_encoder: expected a momentum target mapping (e.g. `{{momentum: 0.996, final_momentum: 1.0}}`) "
             f"or `shared` (the encoder itself, with gradient: use capacity terms), got {target!r}."
         )
     try:
         predictor = JEPAPredictor(encoder.output_dim, **predictor_spec)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}.predictor: {error}.") from error
+        raise ConfigError(f"{where}.token_predictor: {error}.") from error
     probe = OnlineLinearProbe(encoder.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
     model = JEPA(encoder, predictor, objective, masks, momentum, probe)
     check_method_collapse(objective, model, where, bool(model_config.get("allow_collapse", False)))

@@ -11,9 +11,9 @@ predictor averages the modes of a multimodal target; in between, z names the mod
 targets get low energy. ``tools/latent_demo.py`` measures the three regimes (docs/latent_variable.md).
 
 On images (``model.architecture: latent_variable``) x and y are the first two views; s_x is the
-backbone + projector output; s_y comes from a momentum copy of them (``target: {momentum: ...}``,
+backbone + projector output; s_y comes from a momentum copy of them (``target_encoder: {momentum: ...}``,
 asymmetry against representation collapse, as I-JEPA) and receives no gradient. The objective's energy
-is D on the rows (pred, s_y); the architecture adds ``beta * mean_n R(z_n)`` as the term ``latent``.
+is D on the rows (pred, s_y), handed over as two views (``pairs: [[0, 1]]``); the architecture adds ``beta * mean_n R(z_n)`` as the term ``latent``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class LatentVariableJEPA(nn.Module):
         out = self.predictor(sx, sy, generator)
         device_type = sx.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            result = self.objective([full_precision(out.prediction)], [full_precision(sy)])
+            result = self.objective([full_precision(out.prediction), full_precision(sy)])
             latent_term = self.predictor.beta * full_precision(out.penalty).mean()
         result.terms["latent"] = latent_term
         result.loss = result.loss + latent_term
@@ -190,7 +190,7 @@ def build_latent_variable(model_config: Mapping[str, Any], objective: nn.Module,
     from ebmssl.models import build_backbone, build_heads
 
     model_config = dict(model_config or {})
-    check_section(model_config, ("architecture", "backbone", "projector", "latent", "target", "online_probe", "allow_collapse"), where)
+    check_section(model_config, ("architecture", "backbone", "projector", "latent", "target_encoder", "online_probe", "allow_collapse"), where)
     if "backbone" not in model_config:
         raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: small_resnet}}`.")
     spec = dict(model_config["backbone"])
@@ -198,9 +198,9 @@ def build_latent_variable(model_config: Mapping[str, Any], objective: nn.Module,
     backbone = build_backbone(spec, where=f"{where}.backbone")
     projector = build_heads(model_config.get("projector"), backbone.output_dim, where=f"{where}.projector")
     predictor = build_latent_predictor(sub_mapping(model_config, "latent", where), projector.output_dim, where)
-    target = model_config.get("target", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "cosine"})
+    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "cosine"})
     if not isinstance(target, Mapping):
-        raise ConfigError(f"{where}.target: expected a momentum mapping, e.g. `{{momentum: 0.996, final_momentum: 1.0}}`, got {target!r}.")
+        raise ConfigError(f"{where}.target_encoder: expected a momentum mapping, e.g. `{{momentum: 0.996, final_momentum: 1.0}}`, got {target!r}.")
     momentum = MomentumSchedule.from_config(target, where)
     probe = OnlineLinearProbe(backbone.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
     model = LatentVariableJEPA(backbone, projector, predictor, objective, momentum, probe)

@@ -4,7 +4,8 @@ Energy view (DESIGN.md section 6, middle row): ``E(x~, y) = || dec(enc(x~)) - t(
 ``x~`` a corrupted copy of ``y``. The target is the data itself, so nothing can collapse to a constant,
 and the corruption is the contrastive mechanism: points off the data manifold (masked, noised inputs)
 are mapped back onto it, which pushes their energy up. The energy is the objective's
-``reconstruction_mse`` on rows (patches or images); the corruption lives here, in the model.
+``reconstruction_mse`` on rows (patches or images), prediction and target handed over as two views
+compared by ``pairs: [[0, 1]]``; the corruption lives here, in the model.
 
 MAE (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners"; official code
 facebookresearch/mae ``models_mae.py``): random masking of ``mask_ratio`` of the patches
@@ -127,7 +128,7 @@ class MaskedAutoencoder(_ReconstructionBase):
         target = gather_tokens(patchify(images, self.vit.patch_size), masked)
         with torch.autocast(device_type=images.device.type, enabled=False):
             result = self.objective(
-                [full_precision(prediction.reshape(-1, prediction.shape[-1]))], [full_precision(target.reshape(-1, target.shape[-1]))]
+                [full_precision(prediction.reshape(-1, prediction.shape[-1])), full_precision(target.reshape(-1, target.shape[-1]))]
             )
         return self._output(result, self.vit.pooled(cls, visible), labels, images.device.type)
 
@@ -168,7 +169,7 @@ class DenoisingAutoencoder(_ReconstructionBase):
         features = self.backbone(self.corrupt(images, generator))
         reconstruction = self.decoder(features)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            result = self.objective([full_precision(reconstruction)], [full_precision(images.flatten(1))])
+            result = self.objective([full_precision(reconstruction), full_precision(images.flatten(1))])
         return self._output(result, features, labels, images.device.type)
 
 

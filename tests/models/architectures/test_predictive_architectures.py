@@ -22,8 +22,8 @@ def tiny_config(method: str, *overrides: str) -> dict:
     else:
         model["backbone"] = {"name": "small_cnn", "width": 4}
         model["image_size"] = 16
-    if "predictor" in model:
-        model["predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
+    if "token_predictor" in model:
+        model["token_predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
         model["masks"] = {**model["masks"], "min_keep": 2}
     if "decoder" in model and method == "mae":
         model["decoder"] = {"width": 16, "depth": 1, "num_heads": 2}
@@ -86,10 +86,10 @@ def test_guard_refuses_a_method_without_collapse_prevention() -> None:
 @pytest.mark.parametrize(
     "method, override, message",
     [
-        ("ijepa", "model.predicter={}", "unknown key `model.predicter`.*Did you mean `model.predictor`"),
+        ("ijepa", "model.token_predicter={}", "unknown key `model.token_predicter`.*Did you mean `model.token_predictor`"),
         ("ijepa", "model.masks.num_target=2", "unknown key `model.masks.num_target`"),
-        ("ijepa", "model.target=ema", "expected a momentum target mapping"),
-        ("ijepa", "model.target.momentum=1.5", "momentum must lie in"),
+        ("ijepa", "model.target_encoder=ema", "expected a momentum target mapping"),
+        ("ijepa", "model.target_encoder.momentum=1.5", "momentum must lie in"),
         ("ijepa", "model.backbone={name: small_cnn}", "needs a patch-token backbone"),
         ("mae", "model.mask_ratio=1.0", "mask_ratio must lie in"),
         ("denoising_ae", "model.corruption.name=blur", "unknown corruption 'blur'"),
