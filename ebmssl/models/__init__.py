@@ -8,5 +8,6 @@ chains heads (MLP, prototypes, DINO head, identity), each with an int ``output_d
 from ebmssl.models import backbones, heads  # noqa: F401  (registers the built-in components)
 from ebmssl.models.backbones.resnet import export_torchvision_state_dict
 from ebmssl.models.build import HeadChain, build_backbone, build_head, build_heads
+from ebmssl.models import architectures  # noqa: F401,E402  (registers jepa, masked_autoencoder, ...; after build)
 
 __all__ = ["HeadChain", "build_backbone", "build_head", "build_heads", "export_torchvision_state_dict"]
