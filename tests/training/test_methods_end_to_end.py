@@ -28,7 +28,13 @@ def tiny_run_config(method: str) -> dict[str, Any]:
     config = shrink(load_config(method, "methods"))
     views = config.pop("views", None) or {}
     multicrop = views.get("name") == "multicrop"
-    config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
+    backbone = config["model"].get("backbone") or {}
+    if backbone.get("name") == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
+        config["model"]["backbone"] = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
+    else:
+        config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
+    if "image_size" in config["model"]:  # decoders sized for the image (denoising auto-encoder)
+        config["model"]["image_size"] = 16
     config["data"] = {
         "dataset": {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 3},
         "views": (

@@ -6,6 +6,12 @@
 (1280, 32, 16). ``patch_size`` / ``image_size`` override the variant (e.g. ``vit_tiny`` with patch 4
 on 32x32 images); ``num_layers`` etc. override the depth and widths. The classifier is replaced by
 ``nn.Identity``, so the output is the final-layer-normed class token (N, hidden_dim).
+
+Patch masking (MAE, I-JEPA): :meth:`ViTBackbone.tokens` runs the encoder on a subset of the patches,
+``keep`` (N, K) patch indices in row-major grid order; every kept token carries its own position
+embedding (gathered per token before the blocks), the dropped ones never enter the transformer.
+``pool: mean`` drops the class token altogether (I-JEPA has none) and pools the features as the mean
+of the final-layer-normed patch tokens; ``pool: cls`` (default) returns the class token.
 """
 
 from __future__ import annotations
@@ -66,15 +72,41 @@ class ViTBackbone(VisionTransformer):
         grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, rearrange(grid, "1 d h w -> 1 (h w) d")], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    pool: str = "cls"
+
+    def grid(self, image_height: int, image_width: int) -> tuple[int, int]:
+        """Patch grid (rows, columns) of an image of this size."""
+        return image_height // self.patch_size, image_width // self.patch_size
+
+    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(class token (N, D) or None with ``pool: mean``, patch tokens (N, K, D)), final-layer-normed.
+
+        ``keep``: (N, K) int64 indices of the patches to encode (row-major on the patch grid), or
+        ``None`` for all of them (K = grid_h * grid_w). Position embeddings are added before the
+        gather, so each kept token keeps the embedding of its own grid position.
+        """
         x = self.conv_proj(x)
         grid_h, grid_w = x.shape[-2:]
         x = rearrange(x, "n d h w -> n (h w) d")
-        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.position_embedding(grid_h, grid_w)
+        pos = self.position_embedding(grid_h, grid_w)
+        x = x + pos[:, 1:]
+        if keep is not None:
+            if keep.dim() != 2 or keep.shape[0] != x.shape[0]:
+                raise ValueError(f"keep must be (N, K) patch indices for N = {x.shape[0]}, got shape {tuple(keep.shape)}")
+            x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        has_cls = self.class_token is not None
+        if has_cls:
+            x = torch.cat([(self.class_token + pos[:, :1]).expand(x.shape[0], -1, -1), x], dim=1)
         encoder = self.encoder
         x = encoder.ln(encoder.layers(encoder.dropout(x)))
-        return x[:, 0]
+        return (x[:, 0], x[:, 1:]) if has_cls else (None, x)
+
+    def pooled(self, cls: torch.Tensor | None, patches: torch.Tensor) -> torch.Tensor:
+        """The feature vector of :meth:`tokens`' output: the class token, or the mean patch token."""
+        return patches.mean(dim=1) if cls is None else cls
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pooled(*self.tokens(x, keep))
 
 
 @register_backbone("vit")
@@ -89,6 +121,7 @@ def vit(
     mlp_dim: int | None = None,
     dropout: float = 0.0,
     attention_dropout: float = 0.0,
+    pool: str = "cls",
 ) -> ViTBackbone:
     """torchvision ViT returning the class token; variant vit_tiny/small/base/large/huge[_patch], overrides allowed."""
     hidden, layers, heads, mlp, patch = parse_variant(variant)
@@ -107,6 +140,12 @@ def vit(
         attention_dropout=attention_dropout,
     )
     model.heads = nn.Identity()
+    if pool not in ("cls", "mean"):
+        raise ValueError(f"pool must be 'cls' (class token) or 'mean' (mean patch token), got {pool!r}")
+    model.pool = pool
+    if pool == "mean":  # no class token at all (I-JEPA's ViT has none): no unused parameter
+        del model.class_token
+        model.class_token = None
     if in_channels != 3:
         model.conv_proj = nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch)
         fan_in = in_channels * patch * patch

@@ -1,0 +1,135 @@
+"""Pieces shared by the predictive architectures: config checks, the momentum target, fixed 2-D sine-cosine positions and a pre-norm transformer stack."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.registry import ConfigError
+from ebmssl.schema import check_keys
+from ebmssl.strategies.base import Progress
+
+
+def split_where(where: str) -> tuple[str, str]:
+    """``"file.yaml: model"`` -> (``"file.yaml"``, ``"model."``) for :func:`ebmssl.schema.check_keys`."""
+    source, _, section = where.rpartition(": ")
+    return (source or where), (section or "model") + "."
+
+
+def check_section(section: Mapping[str, Any], accepted: Iterable[str], where: str, name: str | None = None) -> None:
+    """Unknown-key check of the ``model:`` section (or of its sub-mapping ``name``)."""
+    source, prefix = split_where(where)
+    check_keys(section, tuple(accepted), prefix + (f"{name}." if name else ""), source)
+
+
+def sub_mapping(config: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.{key} must be a mapping, got {value!r}.")
+    return dict(value)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (the objective runs in float32 under mixed precision); else unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+# -- momentum target --------------------------------------------------------------------------------
+TARGET_KEYS = ("momentum", "final_momentum", "schedule")
+TARGET_KEY = "target_encoder"
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+class MomentumSchedule:
+    """EMA momentum as a pure function of training progress.
+
+    ``linear`` (I-JEPA's ``momentum_scheduler``): m = m0 + (m1 - m0) k / K; ``cosine`` (BYOL):
+    m = m1 - (m1 - m0) (cos(pi k / K) + 1) / 2; ``constant``: m0.
+    """
+
+    def __init__(self, momentum: float = 0.996, final_momentum: float | None = 1.0, schedule: str = "linear") -> None:
+        for label, value in (("momentum", momentum), ("final_momentum", final_momentum)):
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{label} must lie in [0, 1], got {value}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown momentum schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+        self.momentum = float(momentum)
+        self.final_momentum = None if final_momentum is None else float(final_momentum)
+        self.schedule = schedule
+
+    def __call__(self, fraction: float) -> float:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if self.schedule == "constant" or self.final_momentum is None:
+            return self.momentum
+        if self.schedule == "linear":
+            return self.momentum + (self.final_momentum - self.momentum) * fraction
+        return self.final_momentum - (self.final_momentum - self.momentum) * (math.cos(math.pi * fraction) + 1.0) / 2.0
+
+    @classmethod
+    def from_config(cls, spec: Mapping[str, Any], where: str) -> MomentumSchedule:
+        check_section(spec, TARGET_KEYS, where, TARGET_KEY)
+        try:
+            return cls(**dict(spec))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}.{TARGET_KEY}: {error}. Write e.g. `{TARGET_KEY}: {{momentum: 0.996, final_momentum: 1.0}}`.") from error
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy whose parameters take no gradient (a momentum target's initial state)."""
+    target = copy.deepcopy(module)
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def momentum_step(online: nn.Module, target: nn.Module, schedule: MomentumSchedule, progress: Progress) -> dict[str, float]:
+    """EMA update of ``target`` towards ``online`` with this step's momentum; returns it for the log."""
+    from ebmssl.models.target import ema_update
+
+    momentum = schedule(progress.fraction)
+    ema_update(online, target, momentum)
+    return {"ema_momentum": momentum}
+
+
+# -- positions and transformer blocks ---------------------------------------------------------------
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """MAE / I-JEPA ``get_1d_sincos_pos_embed_from_grid``: [sin(p w_k), cos(p w_k)], w_k = 10000^(-2k/dim)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    angles = positions.double().reshape(-1, 1) * omega[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """(grid_h * grid_w, dim) fixed 2-D sine-cosine positions, row-major (half the channels per axis;
+    MAE's ``get_2d_sincos_pos_embed``: the first half encodes the column, the second the row)."""
+    if dim % 4:
+        raise ValueError(f"sine-cosine positions need a width divisible by 4, got {dim}")
+    rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    return torch.cat([sincos_1d(dim // 2, cols.flatten()), sincos_1d(dim // 2, rows.flatten())], dim=1).float()
+
+
+class TransformerStack(nn.Module):
+    """``depth`` pre-norm transformer blocks (GELU MLP of ``mlp_ratio`` x width) and a final LayerNorm."""
+
+    def __init__(self, width: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                width, num_heads, int(width * mlp_ratio), dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

@@ -1,0 +1,250 @@
+"""Joint-embedding predictive architecture on patch tokens: I-JEPA, and JEPA with capacity instead of EMA.
+
+Energy view (DESIGN.md section 6, last row): ``E(x, y) = D(pred(enc(x), z), enc'(y))`` where x is the
+context block, y the target blocks of the same image and the latent z the targets' positions (the
+predictor's mask tokens carry them).
+
+I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-Embedding Predictive
+Architecture"; official code facebookresearch/ijepa, ``src/train.py`` and ``src/models/vision_transformer.py``):
+
+* masks: :func:`ebmssl.models.masking.multi_block_masks` (one context block, ``num_targets`` target
+  blocks), drawn from the batch's CPU generator;
+* context encoder: the ViT on the context patches only (``ViTBackbone.tokens(x, keep=context)``);
+* target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): a momentum copy of the
+  context encoder run on the whole image without gradient; its final-layer-normed patch tokens are
+  layer-normed again without affine parameters (``F.layer_norm(h, (D,))``), then gathered per target block;
+* predictor (``model.token_predictor``, :class:`JEPAPredictor`, the official ``VisionTransformerPredictor``): the context tokens mapped to the
+  predictor width plus the fixed sine-cosine position of their patch, then one mask token per target
+  patch plus that patch's position; pre-norm transformer blocks; the mask tokens' outputs are mapped
+  back to the encoder width. Each target block is predicted in its own sequence (the official code
+  repeats the context batch once per block);
+* loss: the objective with ``energy: smooth_l1`` on the rows (predicted token, target token) of every
+  block and sample, handed over as two views compared by ``pairs: [[0, 1]]``, i.e. ``F.smooth_l1_loss(z, h)`` averaged over all elements, as the official
+  ``loss_fn``; the EMA momentum rises linearly from 0.996 to 1.0 (official ``momentum_scheduler``).
+
+JEPA with capacity (``model.target_encoder: shared``; eb_jepa, LeJEPA style): no momentum copy; the target
+tokens come from the same encoder on the whole image *with* gradient, and the objective's capacity
+strategies (VICReg variance + covariance, SIGReg) see the predictions and the targets as the two views, so a constant embedding is penalised instead of being prevented by asymmetry.
+
+The evaluated encoder (``.encoder``) is the context encoder (the official I-JEPA evaluates the target
+encoder; with momentum -> 1 they coincide at the end of training); its features are the mean
+final-layer-normed patch token with ``pool: mean``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ebmssl.models.architectures._common import (
+    MomentumSchedule,
+    TransformerStack,
+    full_precision,
+    check_section,
+    frozen_copy,
+    momentum_step,
+    sincos_2d,
+    sub_mapping,
+)
+from ebmssl.models.masking import BlockMasks, gather_tokens, multi_block_masks
+from ebmssl.registry import ConfigError, register_architecture
+from ebmssl.strategies.base import Progress
+from ebmssl.models.architectures.joint_embedding import LearnerOutput
+
+MODEL_KEYS = ("architecture", "backbone", "token_predictor", "masks", "target_encoder", "online_probe")
+PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
+MASK_KEYS = (
+    "num_targets", "target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio", "min_keep", "allow_overlap",
+)  # fmt: skip
+
+
+class JEPAPredictor(nn.Module):
+    """Narrow transformer predicting target-patch embeddings from context tokens and target positions."""
+
+    def __init__(self, embed_dim: int, width: int = 384, depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.width = width
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
+        self.project = nn.Linear(width, embed_dim)
+        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+
+    def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        if grid not in self._positions:
+            self._positions[grid] = sincos_2d(self.width, *grid)
+        return self._positions[grid].to(device=like.device, dtype=like.dtype)
+
+    def forward(
+        self, context: torch.Tensor, context_index: torch.Tensor, target_index: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """context (B, Kc, D) at patches context_index (B, Kc); predictions (B, Kt, D) at target_index (B, Kt)."""
+        x = self.embed(context)
+        pos = self.positions(grid, x).unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = x + gather_tokens(pos, context_index)
+        queries = self.mask_token.to(x.dtype) + gather_tokens(pos, target_index)
+        x = self.transformer(torch.cat([x, queries], dim=1))
+        return self.project(x[:, context.shape[1] :])
+
+
+class JEPA(nn.Module):
+    """Context encoder, predictor, and a momentum (I-JEPA) or shared (capacity) target encoder."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        predictor: JEPAPredictor,
+        objective: nn.Module,
+        masks: Mapping[str, Any],
+        momentum: MomentumSchedule | None,
+        probe: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.context_encoder = encoder
+        self.predictor = predictor
+        self.objective = objective
+        self.mask_config = dict(masks)
+        self.momentum = momentum
+        self.target_encoder = frozen_copy(encoder) if momentum is not None else None
+        self.probe = probe
+
+    # -- the architecture contract ------------------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        return self.context_encoder
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        if self.momentum is not None:
+            return [("asymmetry", "EMA target encoder")]
+        return []
+
+    def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.context_encoder(view) for view in views]
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        return None
+
+    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
+        if self.target_encoder is None or self.momentum is None:
+            return {}
+        return momentum_step(self.context_encoder, self.target_encoder, self.momentum, progress)
+
+    # -- forward ------------------------------------------------------------------------------------
+    def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        grid = self.context_encoder.grid(*images.shape[-2:])
+        masks = multi_block_masks(generator, images.shape[0], *grid, **self.mask_config)
+        return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))
+
+    def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:
+        """(M * N, Kt, D) layer-normed target tokens, block-major (official ``repeat_interleave_batch`` order)."""
+        if self.target_encoder is not None:
+            with torch.no_grad():
+                _, tokens = self.target_encoder.tokens(images)
+        else:
+            _, tokens = self.context_encoder.tokens(images)
+        tokens = F.layer_norm(tokens, (tokens.shape[-1],))
+        return torch.cat([gather_tokens(tokens, block) for block in masks.targets], dim=0)
+
+    def predictions(self, images: torch.Tensor, masks: BlockMasks) -> tuple[torch.Tensor, torch.Tensor]:
+        """((M * N, Kt, D) predictions, (N, Kc, D) context tokens)."""
+        grid = self.context_encoder.grid(*images.shape[-2:])
+        _, context = self.context_encoder.tokens(images, masks.context)
+        num_blocks = masks.targets.shape[0]
+        repeated = context.repeat(num_blocks, 1, 1)
+        context_index = masks.context.repeat(num_blocks, 1)
+        target_index = masks.targets.reshape(-1, masks.targets.shape[-1])
+        return self.predictor(repeated, context_index, target_index, grid), context
+
+    def forward(
+        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LearnerOutput:
+        images = views[0]
+        return self.forward_masked(images, self.sample_masks(images, generator), labels)
+
+    def forward_masked(self, images: torch.Tensor, masks: BlockMasks, labels: torch.Tensor | None = None) -> LearnerOutput:
+        """The loss for given masks (``forward`` draws them from the batch generator first)."""
+        target = self.targets(images, masks)
+        prediction, context = self.predictions(images, masks)
+        rows_pred = full_precision(prediction.reshape(-1, prediction.shape[-1]))
+        rows_target = full_precision(target.reshape(-1, target.shape[-1]))
+        device_type = images.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            # (prediction, target) as two views compared by pairs [[0, 1]]; the momentum target's rows carry
+            # no gradient, the shared encoder's do (and capacity terms see both views)
+            result = self.objective([rows_pred, rows_target], None)
+        features = context.mean(dim=1).detach()
+        probe_loss = probe_logits = None
+        if self.probe is not None and labels is not None:
+            with torch.autocast(device_type=device_type, enabled=False):
+                probe_loss, probe_logits = self.probe(full_precision(features), labels)
+        loss = result.loss if probe_loss is None else result.loss + probe_loss
+        return LearnerOutput(
+            loss=loss,
+            objective=result,
+            features=features,
+            embeddings=[rows_pred.detach(), rows_target.detach()],
+            probe_loss=probe_loss,
+            probe_logits=probe_logits,
+        )
+
+
+def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: str) -> nn.Module:
+    from ebmssl.models import build_backbone
+
+    if "backbone" not in model_config:
+        raise ConfigError(
+            f"{where}: no `backbone:`. Add a ViT, e.g. `backbone: {{name: vit, variant: vit_tiny, image_size: 28, "
+            f"patch_size: 4, pool: mean}}`."
+        )
+    spec = dict(model_config["backbone"])
+    spec.setdefault("in_channels", in_channels)
+    encoder = build_backbone(spec, where=f"{where}.backbone")
+    if not hasattr(encoder, "tokens") or not hasattr(encoder, "grid"):
+        raise ConfigError(
+            f"{where}.backbone: {spec.get('name')!r} cannot encode a subset of patches; this architecture needs "
+            f"a patch-token backbone: `{{name: vit, ...}}`."
+        )
+    return encoder
+
+
+@register_architecture("jepa")
+def build_jepa(
+    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+) -> JEPA:
+    """I-JEPA (``target_encoder: {momentum: ...}``) or JEPA with capacity terms (``target_encoder: shared``) on a ViT."""
+    from ebmssl.evaluation import OnlineLinearProbe
+
+    model_config = dict(model_config or {})
+    check_section(model_config, MODEL_KEYS, where)
+    encoder = build_vit_encoder(model_config, in_channels, where)
+    predictor_spec = sub_mapping(model_config, "token_predictor", where)
+    check_section(predictor_spec, PREDICTOR_KEYS, where, "token_predictor")
+    masks = sub_mapping(model_config, "masks", where)
+    check_section(masks, MASK_KEYS, where, "masks")
+    for key in ("target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio"):
+        if key in masks:
+            masks[key] = tuple(float(v) for v in masks[key])
+    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "linear"})
+    if target == "shared":
+        momentum = None
+    elif isinstance(target, Mapping):
+        momentum = MomentumSchedule.from_config(target, where)
+    else:
+        raise ConfigError(
+            f"{where}.target_encoder: expected a momentum target mapping (e.g. `{{momentum: 0.996, final_momentum: 1.0}}`) "
+            f"or `shared` (the encoder itself, with gradient: use capacity terms), got {target!r}."
+        )
+    try:
+        predictor = JEPAPredictor(encoder.output_dim, **predictor_spec)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.token_predictor: {error}.") from error
+    probe = OnlineLinearProbe(encoder.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
+    model = JEPA(encoder, predictor, objective, masks, momentum, probe)
+    return model

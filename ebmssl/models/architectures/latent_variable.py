@@ -1,0 +1,206 @@
+"""A latent-variable predictive architecture whose latent has limited capacity (DESIGN.md section 6).
+
+    E(x, y) = min_z  D(pred(s_x, z), s_y) + beta R(z),      s_x = enc(x), s_y = enc'(y)
+
+The minimisation over z is amortised: an inference network reads (s_x, s_y) and outputs the statistics
+of q(z | x, y); the registered latent regulariser (``ebmssl.strategies.capacity.latent``: ``gaussian_kl``,
+``l1_sparsity``, ``noisy_bottleneck``) turns them into z (sampled with the batch generator in training,
+the mean when scoring) and a per-sample cost R. ``beta`` is the capacity knob: at 0 a wide z copies s_y
+and every target gets low energy (the latent form of collapse); very large, z carries nothing and the
+predictor averages the modes of a multimodal target; in between, z names the mode and only plausible
+targets get low energy. ``tools/latent_demo.py`` measures the three regimes (docs/latent_variable.md).
+
+On images (``model.architecture: latent_variable``) x and y are the first two views; s_x is the
+backbone + projector output; s_y comes from a momentum copy of them (``target_encoder: {momentum: ...}``,
+asymmetry against representation collapse, as I-JEPA) and receives no gradient. The objective's energy
+is D on the rows (pred, s_y), handed over as two views (``pairs: [[0, 1]]``); the architecture adds ``beta * mean_n R(z_n)`` as the term ``latent``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.models.architectures._common import (
+    MomentumSchedule,
+    check_section,
+    frozen_copy,
+    full_precision,
+    momentum_step,
+    sub_mapping,
+)
+from ebmssl.registry import ConfigError, register_architecture
+from ebmssl.strategies.base import Progress
+from ebmssl.strategies.capacity.latent import LATENT_REGULARISERS, LatentRegulariser
+from ebmssl.models.architectures.joint_embedding import LearnerOutput
+
+
+def _mlp(inputs: int, hidden: int, outputs: int, layers: int = 2) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    width = inputs
+    for _ in range(layers - 1):
+        modules += [nn.Linear(width, hidden), nn.GELU()]
+        width = hidden
+    modules.append(nn.Linear(width, outputs))
+    return nn.Sequential(*modules)
+
+
+@dataclass
+class LatentPrediction:
+    prediction: torch.Tensor  # (N, D)
+    latent: torch.Tensor  # (N, latent_dim)
+    penalty: torch.Tensor  # (N,) the regulariser's cost R(z)
+
+
+class LatentVariablePredictor(nn.Module):
+    """pred(s_x, z) with z inferred from (s_x, s_y) by an amortised network and limited by a regulariser.
+
+    ``latent_dim = 0`` is the deterministic predictor pred(s_x) (no latent, nothing to infer).
+    """
+
+    def __init__(self, dim: int, latent_dim: int, regulariser: LatentRegulariser, beta: float = 1.0, hidden_dim: int = 128, num_layers: int = 3) -> None:
+        super().__init__()
+        if latent_dim < 0 or beta < 0:
+            raise ValueError(f"latent_dim and beta must be non-negative, got {latent_dim} and {beta}")
+        self.latent_dim = latent_dim
+        self.regulariser = regulariser
+        self.beta = float(beta)
+        self.decoder = _mlp(dim + latent_dim, hidden_dim, dim, num_layers)
+        self.inference = _mlp(2 * dim, hidden_dim, regulariser.stats_dim(latent_dim), num_layers) if latent_dim else None
+
+    def forward(self, sx: torch.Tensor, sy: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> LatentPrediction:
+        if self.inference is None:
+            empty = sx.new_zeros(sx.shape[0], 0)
+            return LatentPrediction(self.decoder(sx), empty, sx.new_zeros(sx.shape[0]))
+        stats = self.inference(torch.cat([sx, sy], dim=-1))
+        z = self.regulariser.sample(stats, generator) if sample else self.regulariser.infer(stats)
+        return LatentPrediction(self.decoder(torch.cat([sx, z], dim=-1)), z, self.regulariser.penalty(stats))
+
+    def energy(self, sx: torch.Tensor, sy: torch.Tensor, distance: nn.Module, refine_steps: int = 0, refine_lr: float = 0.05) -> torch.Tensor:
+        """(N,) the energy of the pairs (s_x, s_y).
+
+        ``refine_steps = 0``: the amortised energy D(pred(s_x, z*), s_y) + beta R(q), z* the inferred mean.
+        Otherwise E(x, y) = min_z D(pred(s_x, z), s_y) + beta R_point(z), minimised by ``refine_steps``
+        Adam steps on z started at z* (the regulariser's point cost: |z|^2 / 2 for gaussian_kl, |z|_1 for
+        l1_sparsity, a box for noisy_bottleneck). Parameters receive no gradient.
+        """
+        if self.inference is None or refine_steps == 0:
+            with torch.no_grad():
+                out = self(sx, sy, sample=False)
+                return distance.aligned(out.prediction, sy) + self.beta * out.penalty
+        with torch.no_grad():
+            z0 = self.regulariser.infer(self.inference(torch.cat([sx, sy], dim=-1)))
+        z = z0.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([z], lr=refine_lr)
+
+        def cost(latent: torch.Tensor) -> torch.Tensor:
+            prediction = self.decoder(torch.cat([sx, latent], dim=-1))
+            return distance.aligned(prediction, sy) + self.beta * self.regulariser.point_penalty(latent)
+
+        for _ in range(refine_steps):
+            optimiser.zero_grad(set_to_none=True)
+            grad = torch.autograd.grad(cost(z).sum(), z)[0]
+            z.grad = grad
+            optimiser.step()
+            with torch.no_grad():
+                z.copy_(self.regulariser.project(z))
+        with torch.no_grad():
+            return cost(z)
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        if self.inference is not None and (self.beta > 0 or _noisy(self.regulariser)):
+            name = getattr(self.regulariser, "registered_name", type(self.regulariser).__name__)
+            return [("capacity", f"latent capacity limited by {name} (beta {self.beta:g})")]
+        return []
+
+
+def _noisy(regulariser: LatentRegulariser) -> bool:
+    return getattr(regulariser, "noise_std", 0.0) > 0
+
+
+class LatentVariableJEPA(nn.Module):
+    """Encoder + projector (online and momentum target) and a capacity-limited latent predictor, on view pairs."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: LatentVariablePredictor, objective: nn.Module, momentum: MomentumSchedule, probe: nn.Module | None) -> None:
+        super().__init__()
+        self.online = nn.ModuleDict({"backbone": backbone, "projector": projector})
+        self.target = frozen_copy(self.online)
+        self.predictor = predictor
+        self.objective = objective
+        self.momentum = momentum
+        self.probe = probe
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.online["backbone"]
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        return [("asymmetry", "EMA target encoder"), *self.predictor.collapse_mechanisms()]
+
+    def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.online["projector"](self.online["backbone"](v)) for v in views]
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        return None
+
+    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
+        return momentum_step(self.online, self.target, self.momentum, progress)
+
+    def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LearnerOutput:
+        if len(views) < 2:
+            raise ValueError("the latent_variable architecture predicts view 2 from view 1: give it two views")
+        features = self.online["backbone"](views[0])
+        sx = self.online["projector"](features)
+        with torch.no_grad():
+            sy = self.target["projector"](self.target["backbone"](views[1]))
+        out = self.predictor(sx, sy, generator)
+        device_type = sx.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            result = self.objective([full_precision(out.prediction), full_precision(sy)])
+            latent_term = self.predictor.beta * full_precision(out.penalty).mean()
+        result.terms["latent"] = latent_term
+        result.loss = result.loss + latent_term
+        probe_loss = probe_logits = None
+        if self.probe is not None and labels is not None:
+            with torch.autocast(device_type=device_type, enabled=False):
+                probe_loss, probe_logits = self.probe(full_precision(features.detach()), labels)
+        loss = result.loss if probe_loss is None else result.loss + probe_loss
+        return LearnerOutput(loss, result, features.detach(), [sx.detach(), sy], probe_loss, probe_logits)
+
+
+def build_latent_predictor(spec: Mapping[str, Any], dim: int, where: str) -> LatentVariablePredictor:
+    spec = dict(spec)
+    check_section(spec, ("latent_dim", "regulariser", "beta", "hidden_dim", "num_layers"), where, "latent")
+    regulariser = LATENT_REGULARISERS.build(spec.pop("regulariser", {"name": "gaussian_kl"}), where=f"{where}.latent.regulariser")
+    try:
+        return LatentVariablePredictor(dim, regulariser=regulariser, **{"latent_dim": 4, **spec})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.latent: {error}.") from error
+
+
+@register_architecture("latent_variable")
+def build_latent_variable(model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model") -> LatentVariableJEPA:
+    """Latent-variable JEPA on view pairs: momentum target, capacity-limited amortised latent."""
+    from ebmssl.evaluation import OnlineLinearProbe
+    from ebmssl.models import build_backbone, build_heads
+
+    model_config = dict(model_config or {})
+    check_section(model_config, ("architecture", "backbone", "projector", "latent", "target_encoder", "online_probe"), where)
+    if "backbone" not in model_config:
+        raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: small_resnet}}`.")
+    spec = dict(model_config["backbone"])
+    spec.setdefault("in_channels", in_channels)
+    backbone = build_backbone(spec, where=f"{where}.backbone")
+    projector = build_heads(model_config.get("projector"), backbone.output_dim, where=f"{where}.projector")
+    predictor = build_latent_predictor(sub_mapping(model_config, "latent", where), projector.output_dim, where)
+    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "cosine"})
+    if not isinstance(target, Mapping):
+        raise ConfigError(f"{where}.target_encoder: expected a momentum mapping, e.g. `{{momentum: 0.996, final_momentum: 1.0}}`, got {target!r}.")
+    momentum = MomentumSchedule.from_config(target, where)
+    probe = OnlineLinearProbe(backbone.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
+    model = LatentVariableJEPA(backbone, projector, predictor, objective, momentum, probe)
+    return model

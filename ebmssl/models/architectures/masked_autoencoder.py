@@ -1,0 +1,240 @@
+"""Predictive (reconstruction) architectures: the masked auto-encoder and the denoising auto-encoder.
+
+Energy view (DESIGN.md section 6, middle row): ``E(x~, y) = || dec(enc(x~)) - t(y) ||^2`` in input space,
+``x~`` a corrupted copy of ``y``. The target is the data itself, so nothing can collapse to a constant,
+and the corruption is the contrastive mechanism: points off the data manifold (masked, noised inputs)
+are mapped back onto it, which pushes their energy up. The energy is the objective's
+``reconstruction_mse`` on rows (patches or images), prediction and target handed over as two views
+compared by ``pairs: [[0, 1]]``; the corruption lives here, in the model.
+
+MAE (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners"; official code
+facebookresearch/mae ``models_mae.py``): random masking of ``mask_ratio`` of the patches
+(:func:`ebmssl.models.masking.random_masking`, from the batch's generator); the ViT encodes the visible
+patches only; a light decoder maps them to ``decoder.width``, puts a shared mask token at every hidden
+position, adds fixed 2-D sine-cosine positions, runs ``decoder.depth`` pre-norm blocks and predicts the
+``p * p * C`` pixels of every patch; the loss is the mean over the masked patches of the per-patch
+mean squared error against per-patch normalised pixels (``norm_pix_loss``).
+
+Denoising auto-encoder (Vincent et al. 2008, "Extracting and Composing Robust Features with Denoising
+Autoencoders"): any registered backbone (a conv net) encodes the corrupted image to a vector, an MLP
+decodes the whole image; corruption ``gaussian`` (x + sigma eps) or ``pixel_mask`` (each pixel zeroed
+with probability ``ratio``), drawn from the batch's generator; loss: the mean squared error over the
+pixels of the clean image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ebmssl.energies.reconstruction import patchify
+from ebmssl.models.architectures._common import (
+    TransformerStack,
+    full_precision,
+    check_section,
+    sincos_2d,
+    sub_mapping,
+)
+from ebmssl.models.architectures.jepa import build_vit_encoder
+from ebmssl.models.masking import gather_tokens, random_masking
+from ebmssl.registry import ConfigError, register_architecture
+from ebmssl.strategies.base import Progress
+from ebmssl.models.architectures.joint_embedding import LearnerOutput
+
+CORRUPTION_REASON = "input corruption: masked/noised inputs are mapped back to the data, pushing energy up off the manifold"
+
+
+class _ReconstructionBase(nn.Module):
+    """The contract pieces shared by both auto-encoders (no target branch, nothing to update)."""
+
+    objective: nn.Module
+    probe: nn.Module | None
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        return [("contrastive", CORRUPTION_REASON)]
+
+    def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.encoder(view) for view in views]
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        return None
+
+    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
+        return {}
+
+    def _output(self, result, features: torch.Tensor, labels: torch.Tensor | None, device_type: str) -> LearnerOutput:
+        features = features.detach()
+        probe_loss = probe_logits = None
+        if self.probe is not None and labels is not None:
+            with torch.autocast(device_type=device_type, enabled=False):
+                probe_loss, probe_logits = self.probe(full_precision(features), labels)
+        loss = result.loss if probe_loss is None else result.loss + probe_loss
+        return LearnerOutput(loss, result, features, [features], probe_loss, probe_logits)
+
+
+class MAEDecoder(nn.Module):
+    """MAE's light decoder: embed, mask tokens at the hidden positions, sin-cos positions, blocks, pixels."""
+
+    def __init__(self, embed_dim: int, patch_pixels: int, width: int = 128, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.width = width
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
+        self.predict = nn.Linear(width, patch_pixels)
+        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+
+    def forward(self, visible: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """visible (N, K, D) tokens at patches ``keep`` (N, K) -> (N, L, patch_pixels) for every patch."""
+        n, length = visible.shape[0], grid[0] * grid[1]
+        x = self.embed(visible)
+        full = self.mask_token.to(x.dtype).expand(n, length, -1).clone()
+        full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, self.width), x)
+        if grid not in self._positions:
+            self._positions[grid] = sincos_2d(self.width, *grid)
+        full = full + self._positions[grid].to(device=x.device, dtype=x.dtype)
+        return self.predict(self.transformer(full))
+
+
+class MaskedAutoencoder(_ReconstructionBase):
+    def __init__(self, encoder: nn.Module, decoder: MAEDecoder, objective: nn.Module, mask_ratio: float, probe: nn.Module | None) -> None:
+        super().__init__()
+        self.vit = encoder
+        self.decoder = decoder
+        self.objective = objective
+        self.mask_ratio = float(mask_ratio)
+        self.probe = probe
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.vit
+
+    def forward(
+        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LearnerOutput:
+        images = views[0]
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        grid = self.vit.grid(*images.shape[-2:])
+        masks = random_masking(generator, images.shape[0], grid[0] * grid[1], self.mask_ratio)
+        keep, masked = masks.keep.to(images.device), masks.masked.to(images.device)
+        cls, visible = self.vit.tokens(images, keep)
+        prediction = gather_tokens(self.decoder(visible, keep, grid), masked)
+        target = gather_tokens(patchify(images, self.vit.patch_size), masked)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            result = self.objective(
+                [full_precision(prediction.reshape(-1, prediction.shape[-1])), full_precision(target.reshape(-1, target.shape[-1]))]
+            )
+        return self._output(result, self.vit.pooled(cls, visible), labels, images.device.type)
+
+
+class DenoisingAutoencoder(_ReconstructionBase):
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, objective: nn.Module, corruption: str, amount: float, probe: nn.Module | None
+    ) -> None:
+        super().__init__()
+        self.backbone = encoder
+        self.decoder = decoder
+        self.objective = objective
+        self.corruption = corruption
+        self.amount = float(amount)
+        self.probe = probe
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.backbone
+
+    def collapse_mechanisms(self) -> list[tuple[str, str]]:
+        return [("contrastive", CORRUPTION_REASON)] if self.amount > 0 else []  # no corruption: a plain auto-encoder
+
+    def corrupt(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``gaussian``: x + sigma eps; ``pixel_mask``: each pixel (all channels) zeroed with probability ``amount``."""
+        if self.corruption == "gaussian":
+            noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+            return images + self.amount * noise
+        drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator) < self.amount
+        return images * (~drop).to(images.device, images.dtype)
+
+    def forward(
+        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LearnerOutput:
+        images = views[0]
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        features = self.backbone(self.corrupt(images, generator))
+        reconstruction = self.decoder(features)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            result = self.objective([full_precision(reconstruction), full_precision(images.flatten(1))])
+        return self._output(result, features, labels, images.device.type)
+
+
+def _probe(model_config: Mapping[str, Any], dim: int, num_classes: int | None) -> nn.Module | None:
+    from ebmssl.evaluation import OnlineLinearProbe
+
+    return OnlineLinearProbe(dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
+
+
+@register_architecture("masked_autoencoder")
+def build_masked_autoencoder(
+    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+) -> MaskedAutoencoder:
+    """MAE: ViT on the visible patches, light transformer decoder, loss on the masked patches."""
+    model_config = dict(model_config or {})
+    check_section(model_config, ("architecture", "backbone", "decoder", "mask_ratio", "online_probe"), where)
+    encoder = build_vit_encoder(model_config, in_channels, where)
+    decoder_spec = sub_mapping(model_config, "decoder", where)
+    check_section(decoder_spec, ("width", "depth", "num_heads", "mlp_ratio"), where, "decoder")
+    patch_pixels = encoder.patch_size**2 * in_channels
+    ratio = float(model_config.get("mask_ratio", 0.75))
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"{where}.mask_ratio must lie in (0, 1) (MAE: 0.75), got {ratio}.")
+    try:
+        decoder = MAEDecoder(encoder.output_dim, patch_pixels, **decoder_spec)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.decoder: {error}.") from error
+    model = MaskedAutoencoder(encoder, decoder, objective, ratio, _probe(model_config, encoder.output_dim, num_classes))
+    return model
+
+
+CORRUPTIONS = ("gaussian", "pixel_mask")
+
+
+@register_architecture("denoising_autoencoder")
+def build_denoising_autoencoder(
+    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+) -> DenoisingAutoencoder:
+    """Denoising auto-encoder: any backbone on the corrupted image, an MLP decoder of the clean image."""
+    from ebmssl.models import build_backbone
+
+    model_config = dict(model_config or {})
+    check_section(
+        model_config, ("architecture", "backbone", "decoder", "corruption", "image_size", "online_probe"), where
+    )
+    if "backbone" not in model_config:
+        raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: small_cnn, width: 32}}`.")
+    spec = dict(model_config["backbone"])
+    spec.setdefault("in_channels", in_channels)
+    encoder = build_backbone(spec, where=f"{where}.backbone")
+    corruption = sub_mapping(model_config, "corruption", where)
+    check_section(corruption, ("name", "std", "ratio"), where, "corruption")
+    kind = str(corruption.get("name", "gaussian"))
+    if kind not in CORRUPTIONS:
+        raise ConfigError(f"{where}.corruption.name: unknown corruption {kind!r}; use one of {', '.join(CORRUPTIONS)}.")
+    amount = float(corruption.get("std", 0.5) if kind == "gaussian" else corruption.get("ratio", 0.5))
+    if amount < 0 or (kind == "pixel_mask" and amount >= 1):
+        raise ConfigError(f"{where}.corruption: the {'std' if kind == 'gaussian' else 'ratio'} {amount} is out of range.")
+    if "image_size" not in model_config:
+        raise ConfigError(f"{where}: the decoder needs `image_size:` (the side of the training images, e.g. 28).")
+    side = int(model_config["image_size"])
+    decoder_spec = sub_mapping(model_config, "decoder", where)
+    check_section(decoder_spec, ("hidden_dim",), where, "decoder")
+    hidden = int(decoder_spec.get("hidden_dim", 1024))
+    decoder = nn.Sequential(
+        nn.Linear(encoder.output_dim, hidden), nn.GELU(), nn.Linear(hidden, in_channels * side * side)
+    )
+    model = DenoisingAutoencoder(encoder, decoder, objective, kind, amount, _probe(model_config, encoder.output_dim, num_classes))
+    return model
