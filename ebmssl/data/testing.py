@@ -149,3 +149,28 @@ def write_bad_files(folder: str | Path, size: int = 48) -> dict[str, Path]:
 
 DECODABLE = ("cmyk", "rgba", "palette", "palette_transparent", "gray16", "gray", "bilevel", "tiny")
 UNDECODABLE = ("truncated", "corrupt", "not_image", "empty", "directory")
+
+
+def write_fake_stl10(root: str | Path, train: int = 20, test: int = 20, unlabeled: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
+    """``root/stl10_binary/`` in the STL-10 binary format (uint8 records of 3 x 96 x 96, each channel
+    column-major; labels 1-10 as bytes; class_names.txt; fold_indices.txt), filled with random images whose
+    mean brightness depends on the label. Returns the images (N, 3, 96, 96) as a reader should see them.
+    The files' MD5 sums differ from the real ones: tests patch ``STL10._check_integrity``."""
+    folder = Path(root) / "stl10_binary"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for split, count in (("train", train), ("test", test), ("unlabeled", unlabeled)):
+        labels = rng.integers(0, 10, count)
+        images = (rng.random((count, 3, 96, 96)) * 100 + 15 * labels[:, None, None, None]).astype(np.uint8)
+        images[:, 0, :10, :] = 255  # a bright top band: row/column order is visible in tests
+        arrays[split] = images
+        np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tofile(folder / f"{split}_X.bin")
+        if split != "unlabeled":
+            (labels + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
+            arrays[f"{split}_labels"] = labels
+    (folder / "class_names.txt").write_text("\n".join(
+        ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n")
+    folds = [" ".join(str(i) for i in range(k, train, 10)) for k in range(10)]
+    (folder / "fold_indices.txt").write_text("\n".join(folds) + "\n")
+    return arrays

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ebmssl.data.source import InMemorySource, seed_for
+from ebmssl.data.evalsets import eval_datasets
+from ebmssl.data.source import build_source, seed_for
 from ebmssl.objective import build_objective
 from ebmssl.registry import SCHEDULES, ConfigError
 from ebmssl.schema import DATA_KEYS, TOP_LEVEL_KEYS, check_keys
@@ -91,7 +92,11 @@ class Trainer:
         self.train_set = build_dataset(dataset_spec, train=True)
         if self.data_cfg.get("num_train"):
             self.train_set = self.train_set.subset(int(self.data_cfg["num_train"]), seed=int(tc["seed"]))
-        self.test_set = build_dataset(self.data_cfg.get("test_dataset") or dataset_spec, train=False)
+        self.eval_train_set, self.test_set, self.eval_skipped = eval_datasets(
+            self.data_cfg, self.eval_cfg, self.train_set, self.source
+        )
+        if self.eval_skipped:
+            acc.print(f"NOTE: {self.eval_skipped}")
         self.views = build_views(self.data_cfg["views"], self.train_set)
         global_batch = int(self.data_cfg["batch_size"])
         per_step = acc.num_processes * int(tc["grad_accumulation"])
@@ -129,7 +134,7 @@ class Trainer:
         wd = tc["weight_decay_schedule"]
         self.wd_schedule = SCHEDULES.build(wd, where=f"{self.source}: train.weight_decay_schedule") if wd else None
         self.model, self.optimizer = acc.prepare(self.learner, self.optimizer)
-        self.source = InMemorySource(
+        self.source = build_source(
             self.train_set, self.views, seed=int(tc["seed"]), global_batch=global_batch, micro_batch=self.micro_batch,
             num_processes=acc.num_processes, process_index=acc.process_index, device=acc.device,
         )
@@ -281,20 +286,20 @@ class Trainer:
 
         learner = self.unwrapped
         learner.eval()
-        n = min(int(self.eval_cfg["monitor_samples"]), len(self.train_set))
-        images = self.train_set.images[:n].to(self.accelerator.device)
-        z1, z2 = self.diagnostic_embeddings(min(n, 512), salt=0)
+        z1, z2 = self.diagnostic_embeddings(min(int(self.eval_cfg["monitor_samples"]), len(self.train_set), 512), salt=0)
         diagnostics = collect_diagnostics(z1, z2, learner.objective.energy)
         record = {"step": self.step, "epoch": epoch, **{f"diag/{k}": v for k, v in diagnostics.items()}}
         every = int(self.eval_cfg["knn_every_epochs"])
-        if every > 0 and epoch % every == 0:
+        if every > 0 and epoch % every == 0 and self.test_set is not None:
+            n = min(int(self.eval_cfg["monitor_samples"]), len(self.eval_train_set))
+            images = self.eval_train_set.images[:n].to(self.accelerator.device)
             test_n = min(int(self.eval_cfg["monitor_samples"]), len(self.test_set))
             transform = self.views.eval_transform
             train_features = extract_features(learner.encoder, images, transform)
             test_features = extract_features(learner.encoder, self.test_set.images[:test_n], transform)
             record["knn_monitor"] = knn_accuracy(
-                train_features, self.train_set.targets[:n], test_features, self.test_set.targets[:test_n],
-                num_classes=self.train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
+                train_features, self.eval_train_set.targets[:n], test_features, self.test_set.targets[:test_n],
+                num_classes=self.eval_train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
                 temperature=float(self.eval_cfg["knn_temperature"]),
             )
         reasons = detect_collapse(diagnostics, dim=int(z1.shape[1]))
