@@ -1,11 +1,17 @@
-"""Decode image files at full resolution and cut resized crops from them, uint8 all the way (PIL).
+"""Decode image files at full resolution and cut resized crops from them, uint8 all the way.
 
 Every view's crop box is given in full-resolution pixels (as torchvision's ``RandomResizedCrop`` draws
-it). Before decoding, a JPEG is put in *draft* mode at the largest DCT scale (1/2, 1/4, 1/8) that still
-leaves every crop at least as many pixels as its output view, so a 224 px view of a 12-megapixel photo
-never pays for the full decode; the crop is then cut and resized in one antialiased step
-(``Image.resize(size, box=...)``, continuous box coordinates). Measured in docs/benchmarks.md: PIL with
-draft is faster than ``torchvision.io.decode_jpeg`` (which always decodes every pixel) for crops.
+it). The decoder is chosen per file from what the crops allow (measured in docs/benchmarks.md, ``decode``):
+
+* a JPEG whose crops are all at least twice their view size is decoded by PIL in *draft* mode at the
+  largest DCT scale (1/2, 1/4, 1/8) that still leaves every crop at least as many pixels as its view, so
+  a 224 px view of a 12-megapixel photo never pays for the full decode;
+* any other RGB or grayscale JPEG is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo), faster
+  than PIL at full scale;
+* everything else (PNG, CMYK, palette, 16-bit...) by PIL, converted to RGB or L (:func:`to_mode`).
+
+Each crop (rounded to whole pixels, like torchvision's) is then cut from the uint8 tensor and resized with
+``torch.nn.functional.interpolate`` (bilinear, antialiased, on uint8: torch's vectorised fast path).
 
 Modes: CMYK, RGBA/LA (alpha dropped, as torchvision's loader), palette (with or without transparency),
 1-bit, 16-bit and 32-bit integer and float grayscale are converted to RGB (or L for one channel); 16-bit
@@ -19,7 +25,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+
+try:  # deprecated in torchvision 0.29 (moving to torchcodec); PIL decodes everything when it is gone
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)  # fmt: skip
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+except ImportError:  # pragma: no cover
+    decode_jpeg = None
 
 BoxF = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels of the full-resolution image
 
@@ -87,12 +103,27 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def resized_crops(image: Image.Image, boxes: Sequence[BoxF], sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Cut each box (in ``image``'s pixels) and resize it to size x size (bilinear, antialiased)."""
-    return [
-        to_tensor(image.resize((size, size), Image.Resampling.BILINEAR, box=tuple(float(v) for v in box)))
-        for box, size in zip(boxes, sizes)
-    ]
+def pixel_box(box: BoxF, width: int, height: int) -> tuple[int, int, int, int]:
+    """A continuous box rounded to whole pixels inside the image, at least one pixel wide and high."""
+    left = min(max(int(round(box[0])), 0), width - 1)
+    top = min(max(int(round(box[1])), 0), height - 1)
+    right = min(max(int(round(box[2])), left + 1), width)
+    bottom = min(max(int(round(box[3])), top + 1), height)
+    return left, top, right, bottom
+
+
+def resized_crops(image: torch.Tensor, boxes: Sequence[BoxF], sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Cut each box (in ``image``'s pixels) of a uint8 (C, H, W) tensor and resize it to size x size
+    (bilinear, antialiased when shrinking)."""
+    height, width = image.shape[-2:]
+    crops = []
+    for box, size in zip(boxes, sizes):
+        left, top, right, bottom = pixel_box(box, width, height)
+        crop = image[:, top:bottom, left:right].unsqueeze(0)
+        if crop.shape[-2:] != (size, size):
+            crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        crops.append(crop[0].contiguous())
+    return crops
 
 
 def centre_box(width: int, height: int) -> BoxF:
@@ -107,19 +138,28 @@ Plan = Callable[[int, int], tuple[Sequence[BoxF], Sequence[int]]]
 
 def load_crops(path: str, channels: int, plan: Plan) -> list[torch.Tensor]:
     """Open ``path``, ask ``plan(width, height)`` for the crop boxes (full-resolution pixels) and view
-    sizes, decode at the coarsest scale they allow, and return the resized crops (uint8 (C, s, s) each).
-
-    Raises :class:`UnusableImage` (with the reason) for any file that cannot be decoded.
+    sizes, decode with the cheapest decoder they allow (module docstring) and return the resized crops
+    (uint8 (C, s, s) each). Raises :class:`UnusableImage` (with the reason) for a file that cannot be decoded.
     """
     image = open_image(path)
     with image:
-        boxes, sizes = plan(*image.size)
-        decoded, sx, sy = decode(image, channels, draft_scale(*image.size, boxes, sizes))
-        scaled = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in boxes]
+        width, height = image.size
+        boxes, sizes = plan(width, height)
+        reduce = draft_scale(width, height, boxes, sizes)
         try:
-            return resized_crops(decoded, scaled, sizes)
-        except Exception as error:  # noqa: BLE001
+            if decode_jpeg is not None and image.format == "JPEG" and image.mode in ("RGB", "L") and reduce < 2:
+                mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+                pixels = decode_jpeg(read_file(path), mode=mode)
+            else:
+                decoded, _, _ = decode(image, channels, reduce)
+                pixels = to_tensor(decoded)
+        except UnusableImage:
+            raise
+        except Exception as error:  # noqa: BLE001  (libjpeg errors arrive as RuntimeError)
             raise UnusableImage(f"{type(error).__name__}: {error}") from error
+        sx, sy = pixels.shape[-1] / width, pixels.shape[-2] / height
+        scaled = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in boxes]
+        return resized_crops(pixels, scaled, sizes)
 
 
 def load_eval_image(path: str, channels: int, size: int) -> torch.Tensor:
