@@ -9,6 +9,11 @@ to the training device (pinned memory and non-blocking copies on CUDA) and appli
 and solarisation there with the pipeline's generator for ``(seed, step, micro, process)``
 (:meth:`ViewPipeline.augment_crops`). Loading overlaps compute: the workers prefetch
 ``prefetch_factor`` micro-batches each while the model trains; memory is bounded by those batches.
+
+When the training device is the CPU (and there are workers), the workers also run that second stage
+(``augment="auto"``): the main process's CPU is the model's, and the batched colour ops then run in
+parallel across workers, single-threaded, instead of contending with the training step. The generator
+is the same CPU generator either way, so the views are identical wherever the stage runs.
 """
 
 from __future__ import annotations
@@ -47,10 +52,12 @@ def crop_plan(recipes: Sequence[ViewRecipe], seed: int):
 class MicroBatches(Dataset):
     """Map-style dataset over keys ``(step, micro)``: item = the uint8 crops of that micro-batch."""
 
-    def __init__(self, dataset: StreamedImageDataset, recipes: Sequence[ViewRecipe], order: EpochOrder) -> None:
+    def __init__(self, dataset: StreamedImageDataset, views, order: EpochOrder, augment: bool = False) -> None:
         self.dataset = dataset
-        self.recipes = list(recipes)
+        self.views = views
+        self.recipes = list(views.recipes)
         self.order = order
+        self.augment = augment  # also run the photometric stage (CPU training: views leave the worker final)
 
     def __len__(self) -> int:  # unused by the step sampler; DataLoader only needs __getitem__
         return 2**62
@@ -71,7 +78,11 @@ class MicroBatches(Dataset):
                 crops[k][position] = image
             labels[position] = label
             skipped.extend(bad)
-        return {"key": (step, micro), "crops": crops, "labels": labels, "skipped": skipped}
+        payload = {"key": (step, micro), "crops": crops, "labels": labels, "skipped": skipped}
+        if self.augment:
+            generator = torch.Generator().manual_seed(seed_for(order.seed, step, micro, order.process_index))
+            payload["views"], payload["crops"] = self.views.augment_crops(crops, generator), None
+        return payload
 
 
 class StepSampler(Sampler):
@@ -106,6 +117,7 @@ class StreamedSource:
         process_index: int,
         device: torch.device,
         num_workers: int | None = None,
+        augment: str = "auto",
     ) -> None:
         self.dataset = dataset
         self.views = views
@@ -122,8 +134,13 @@ class StreamedSource:
         self.num_workers = options.num_workers if num_workers is None else int(num_workers)
         self.sampler = StepSampler(0, self.accumulation)
         workers = self.num_workers > 0
+        if augment not in ("auto", "workers", "device"):
+            raise ValueError(f"augment must be auto, workers or device, got {augment!r}")
+        if augment == "workers" and self.device.type != "cpu":
+            raise ValueError("augment='workers' needs a CPU training device (worker views are CPU tensors)")
+        self.augment_in_workers = augment == "workers" or (augment == "auto" and self.device.type == "cpu" and workers)
         self.loader = DataLoader(
-            MicroBatches(dataset, views.recipes, self.order),
+            MicroBatches(dataset, views, self.order, self.augment_in_workers),
             batch_size=None,
             sampler=self.sampler,
             num_workers=self.num_workers,
@@ -165,11 +182,13 @@ class StreamedSource:
 
     def batch(self, step: int, micro: int = 0) -> Batch:
         payload = self.crops(step, micro)
-        crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]
         labels = payload["labels"].to(self.device, non_blocking=True)
         coordinates = (self.seed, step, micro, self.process_index)
-        generator = torch.Generator(device=self.device).manual_seed(seed_for(*coordinates))
         model_generator = torch.Generator().manual_seed(seed_for(*coordinates, MODEL_SALT))
+        if payload["crops"] is None:  # the worker ran the photometric stage (CPU training)
+            return Batch(views=payload["views"], labels=labels, generator=model_generator)
+        crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]
+        generator = torch.Generator(device=self.device).manual_seed(seed_for(*coordinates))
         return Batch(views=self.views.augment_crops(crops, generator), labels=labels, generator=model_generator)
 
     def close(self) -> None:

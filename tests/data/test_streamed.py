@@ -34,10 +34,10 @@ def folder(tmp_path_factory):
     return root / "tree"
 
 
-def _source(dataset, views, workers: int, global_batch: int = 8, micro_batch: int = 4) -> StreamedSource:
+def _source(dataset, views, workers: int, global_batch: int = 8, micro_batch: int = 4, augment: str = "auto") -> StreamedSource:
     return StreamedSource(
         dataset, views, seed=3, global_batch=global_batch, micro_batch=micro_batch, num_processes=1, process_index=0,
-        device=CPU, num_workers=workers,
+        device=CPU, num_workers=workers, augment=augment,
     )  # fmt: skip
 
 
@@ -74,11 +74,13 @@ def test_views_identical_for_0_1_2_workers(folder, spec):
     views = build_views(spec, dataset)
     keys = [(0, 0), (0, 1), (1, 0), (1, 1), (4, 1), (5, 0)]  # crosses the epoch boundary (4 steps/epoch)
     results = {}
-    for workers in (0, 1, 2):
-        source = _source(dataset, views, workers)
-        results[workers] = [source.batch(step, micro) for step, micro in keys]
+    for workers, augment in ((0, "auto"), (1, "auto"), (2, "auto"), (2, "device")):
+        source = _source(dataset, views, workers, augment=augment)
+        assert source.augment_in_workers == (workers > 0 and augment == "auto")
+        results[(workers, augment)] = [source.batch(step, micro) for step, micro in keys]
         source.close()
-    for workers in (1, 2):
+    results = {0: results[(0, "auto")], 1: results[(1, "auto")], 2: results[(2, "auto")], 3: results[(2, "device")]}
+    for workers in (1, 2, 3):  # 3: two workers, photometric stage in the main process
         for a, b in zip(results[0], results[workers]):
             assert torch.equal(a.labels, b.labels)
             assert all(torch.equal(x, y) for x, y in zip(a.views, b.views))
