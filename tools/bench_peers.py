@@ -82,7 +82,7 @@ def bench_objectives_vs_lightly(args: argparse.Namespace, device: torch.device) 
     from ebmssl.config import load_config
 
     sys.path.insert(0, str(ROOT / "tools"))
-    from benchmark import objective_inputs, shrink_to
+    from benchmark import objective_inputs, shrink_to  # noqa: E402
 
     if not lightly_available():
         return [{"method": "all", "note": SKIPPED}]
@@ -253,6 +253,7 @@ def bench_training_vs_lightly(args: argparse.Namespace, device: torch.device) ->
         elif not have_lightly:
             row["note"] = SKIPPED
         rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)  # progress: this suite takes minutes
     return rows
 
 

@@ -154,12 +154,22 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
             state["step"] += 1
 
         times = timed(step, args.steps, 3, device)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()  # model forward + backward (+ the objective) of one step
     median = statistics.median(times)
-    return [{
+    row = {
         "config": str(config.get("_source")), "batch": trainer.micro_batch, "views": trainer.views.num_views,
         "median_step_ms": 1e3 * median, "images_per_s": trainer.micro_batch / median,
+        "seconds_per_epoch_50k": 50_000 / (trainer.micro_batch / median), "achieved_tflops": flops / median / 1e12,
         "peak_memory_mib": peak_memory_mib(device),
-    }]
+    }  # fmt: skip
+    if args.peak_tflops:
+        row["mfu"] = flops / median / 1e12 / args.peak_tflops  # model FLOPs utilisation
+    return [row]
 
 
 def photo_folder(args: argparse.Namespace) -> str:
@@ -251,7 +261,13 @@ def torchvision_simclr(size: int) -> Callable[[Any], Any]:
 
 
 def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """Images/s of both loaders, rounds interleaved (ours, theirs, ours, ...), median over rounds."""
+    """Steady-state images/s of both loaders, median over rounds.
+
+    Each round builds one loader (ours or torchvision's, alternating), drains the batches its workers
+    prefetched during start-up (workers x prefetch_factor, untimed), then times ``--loader-batches``
+    batches, and shuts the loader down before the other one runs: no loader's workers fill a queue while
+    the other is timed. Both use ``--workers`` workers and prefetch_factor 2.
+    """
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
@@ -260,50 +276,56 @@ def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[st
 
     folder = photo_folder(args)
     batch, workers, batches = args.loader_batch, args.workers, args.loader_batches
+    prefetch = 2
+    drain = max(1, workers * prefetch)
     rows = []
     for size in (96, 224):
-        dataset = build_dataset({"name": "unlabeled_folder", "path": folder, "image_size": size, "num_workers": workers},
-                                train=True)  # fmt: skip
+        spec = {"name": "unlabeled_folder", "path": folder, "image_size": size, "num_workers": workers,
+                "prefetch_factor": prefetch}  # fmt: skip
+        dataset = build_dataset(spec, train=True)
         views = build_views({"name": "simclr", "image_size": size, "jitter_strength": 1.0, "blur_prob": 0.5}, dataset)
-        ours = StreamedSource(dataset, views, seed=0, global_batch=batch, micro_batch=batch, num_processes=1,
-                              process_index=0, device=device)  # fmt: skip
-        theirs = DataLoader(
-            ImageFolder(folder, transform=TwoViews(torchvision_simclr(size))), batch_size=batch, shuffle=True,
-            num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-            drop_last=True, pin_memory=device.type == "cuda",
-        )  # fmt: skip
-        state = {"step": 0, "iterator": iter(theirs)}
 
-        def next_theirs() -> list[torch.Tensor]:
-            try:
-                return next(state["iterator"])[0]
-            except StopIteration:
-                state["iterator"] = iter(theirs)
-                return next(state["iterator"])[0]
+        def ours() -> Callable[[], list[torch.Tensor]]:
+            source = StreamedSource(dataset, views, seed=0, global_batch=batch, micro_batch=batch, num_processes=1,
+                                    process_index=0, device=device)  # fmt: skip
+            state = {"step": 0}
 
-        def run_ours() -> None:
-            for _ in range(batches):
-                out = ours.batch(state["step"])
+            def next_batch() -> list[torch.Tensor]:
                 state["step"] += 1
-                [v.to(device, non_blocking=True) for v in out.views]
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+                return source.batch(state["step"] - 1).views
 
-        def run_theirs() -> None:
-            for _ in range(batches):
-                [v.to(device, non_blocking=True) for v in next_theirs()]
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            return next_batch
 
-        run_ours(), run_theirs()  # start the workers, fill the prefetch queues
+        def theirs() -> Callable[[], list[torch.Tensor]]:
+            loader = DataLoader(
+                ImageFolder(folder, transform=TwoViews(torchvision_simclr(size))), batch_size=batch, shuffle=True,
+                num_workers=workers, persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
+                drop_last=True, pin_memory=device.type == "cuda",
+            )  # fmt: skip
+            state = {"iterator": iter(loader)}
+
+            def next_batch() -> list[torch.Tensor]:
+                try:
+                    return next(state["iterator"])[0]
+                except StopIteration:
+                    state["iterator"] = iter(loader)
+                    return next(state["iterator"])[0]
+
+            return next_batch
+
         rates: dict[str, list[float]] = {"ours": [], "torchvision": []}
         for _ in range(args.loader_rounds):
-            for name, fn in (("ours", run_ours), ("torchvision", run_theirs)):
+            for name, make in (("ours", ours), ("torchvision", theirs)):
+                next_batch = make()
+                for _ in range(drain + 1):
+                    next_batch()
                 start = time.perf_counter()
-                fn()
+                for _ in range(batches):
+                    [v.to(device, non_blocking=True) for v in next_batch()]
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 rates[name].append(batches * batch / (time.perf_counter() - start))
-        ours.close()
-        del theirs
+                del next_batch  # shuts the loader's workers down before the other loader runs
         median = {k: statistics.median(v) for k, v in rates.items()}
         rows.append({
             "size": size, "workers": workers, "batch": batch, "ours_images_per_s": median["ours"],
@@ -325,12 +347,14 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["objectives", "views", "train", "decode", "loader", "peers", "all"], default="all")
+    parser.add_argument("--suite", choices=["objectives", "views", "train", "decode", "loader", "peers", "peer-objectives", "peer-training", "all"], default="all")
     parser.add_argument("--folder", default=None, help="folder of JPEGs for decode/loader (default: built from the sample photos + Fashion-MNIST)")
     parser.add_argument("--images", type=int, default=300, help="JPEGs in the generated benchmark folder")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of both loaders")
     parser.add_argument("--loader-batch", type=int, default=32)
     parser.add_argument("--loader-batches", type=int, default=10, help="batches per timed round")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak dense TFLOP/s in the run's precision (H100 SXM bf16: 989), for MFU")
     parser.add_argument("--train-steps", type=int, default=6, help="steps per training run of the peers suite")
     parser.add_argument("--loader-rounds", type=int, default=3, help="timed rounds per loader (interleaved)")
     parser.add_argument("--batch", type=int, default=256)
@@ -351,10 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     out = [header]
     suites = ["objectives", "views", "train", "decode", "loader", "peers"] if args.suite == "all" else [args.suite]
     for suite in suites:
-        if suite == "peers":
-            from tools.bench_peers import bench_peers
+        if suite.startswith("peer"):
+            import bench_peers
 
-            rows = bench_peers(args, device)
+            rows = {"peers": bench_peers.bench_peers, "peer-objectives": bench_peers.bench_objectives_vs_lightly,
+                    "peer-training": bench_peers.bench_training_vs_lightly}[suite](args, device)  # fmt: skip
         else:
             suite_fn = {"objectives": bench_objectives, "views": bench_views, "train": bench_train,
                         "decode": bench_decode, "loader": bench_loader}[suite]  # fmt: skip

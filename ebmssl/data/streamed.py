@@ -13,6 +13,7 @@ and every skipped file is reported once as a warning on the ``ebmssl.data`` logg
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -226,8 +227,8 @@ class LazyImages:
 
     def __getitem__(self, key) -> torch.Tensor:
         n = len(self.dataset)
-        if isinstance(key, int):
-            return self[[key]][0]
+        if isinstance(key, numbers.Integral) or (isinstance(key, torch.Tensor) and key.dim() == 0 and not key.is_floating_point()):
+            return self[[int(key)]][0]
         if isinstance(key, slice):
             indices = list(range(n))[key]
         else:
