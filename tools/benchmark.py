@@ -216,7 +216,7 @@ def bench_decode(args: argparse.Namespace, device: torch.device) -> list[dict[st
                 (x0, y0, x1, y1), = crop_plan([recipe], k)(x.shape[-1], x.shape[-2])[0]
                 TF.resized_crop(x, int(y0), int(x0), int(y1 - y0), int(x1 - x0), [size, size], antialias=True)
 
-        candidates = {"PIL full decode": lambda: pil(False), "PIL draft (ours)": lambda: pil(True), "torchvision.io": tv}
+        candidates = {"PIL full decode": lambda: pil(False), "ours (draft or decode_jpeg)": lambda: pil(True), "torchvision.io": tv}
         times: dict[str, list[float]] = {name: [] for name in candidates}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one decoder per worker process: compare single-thread costs

@@ -341,3 +341,37 @@ def test_sample_crop_boxes_is_the_streamed_rule():
     generator = torch.Generator().manual_seed(11)
     direct = A.sample_crop_boxes(1, 200, 300, recipe.scale, recipe.ratio, generator)[0].tolist()
     assert list(boxes[0]) == direct
+
+
+MODES = ["L", "RGB", "RGBA", "LA", "P", "PA", "CMYK", "1", "I;16", "I", "F"]
+
+
+@settings(max_examples=40)
+@given(mode=st.sampled_from(MODES), width=st.integers(1, 40), height=st.integers(1, 40), channels=st.sampled_from([1, 3]),
+       seed=st.integers(0, 1000))  # fmt: skip
+def test_every_pil_mode_converts_to_the_dataset_channels(mode, width, height, channels, seed):
+    from ebmssl.data.decode import to_mode, to_tensor
+
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode in ("I;16", "I"):
+        image = Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32))
+    elif mode == "F":
+        image = Image.fromarray(rng.uniform(0, 255, (height, width)).astype(np.float32))
+    else:
+        image = base.convert(mode)
+    tensor = to_tensor(to_mode(image, channels))
+    assert tensor.shape == (channels, height, width) and tensor.dtype == torch.uint8
+
+
+@settings(max_examples=60)
+@given(
+    box=st.tuples(*[st.floats(-5, 300, allow_nan=False)] * 4),
+    width=st.integers(1, 200),
+    height=st.integers(1, 200),
+)
+def test_pixel_box_is_inside_and_not_empty(box, width, height):
+    from ebmssl.data.decode import pixel_box
+
+    left, top, right, bottom = pixel_box(box, width, height)
+    assert 0 <= left < right <= width and 0 <= top < bottom <= height
