@@ -61,6 +61,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "linear_epochs": 100,
     "baselines": True,  # random-initialised encoder and raw pixels under the same protocol
     "final": True,
+    "dataset": None,  # labelled dataset spec for kNN / linear evaluation (train and test splits); default: the training data
 }
 
 

@@ -10,7 +10,16 @@ Suites:
 * ``objectives``: forward + backward time of every method's objective on the same embeddings;
 * ``views``: batched augmentation throughput (images/s) of each registered view pipeline;
 * ``train``: optimisation steps per second and images/s of a run config (model + views + objective),
-  with peak memory (CUDA allocator peak on a GPU, resident set size on a CPU).
+  with peak memory (CUDA allocator peak on a GPU, resident set size on a CPU);
+* ``decode``: ms per image to decode a JPEG and cut one view (PIL full decode, PIL draft mode,
+  torchvision.io.decode_jpeg + v2 resized_crop), at 96 and 224 px;
+* ``loader``: images/s (two SimCLR views each) from a folder of full-resolution JPEGs at 96 and 224 px:
+  our streamed source (workers crop, batched colour ops in the main process / on the device) against
+  torchvision ImageFolder + per-image v2 transforms of the same recipe, same DataLoader worker count;
+* ``peers``: against lightly (optional extra ``bench``): each objective's forward + backward against
+  lightly's loss on identical tensors, and SimCLR / BYOL / VICReg training throughput and peak memory
+  (ResNet-18, small-image stem, 32 px, batch 128, CPU) against a plain loop with lightly's losses,
+  heads and transforms (see tools/bench_peers.py). Without lightly the peer columns are skipped.
 """
 
 from __future__ import annotations
@@ -137,20 +146,192 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
         state = {"step": 0}
 
         def step() -> None:
-            views, labels = trainer._views(state["step"], 0, trainer._indices(state["step"], 0))
-            out = model(views, labels)
+            batch = trainer.source.batch(state["step"], 0)
+            out = model(batch.views, batch.labels, batch.generator)
             trainer.accelerator.backward(out.loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
 
         times = timed(step, args.steps, 3, device)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()  # model forward + backward (+ the objective) of one step
     median = statistics.median(times)
-    return [{
+    row = {
         "config": str(config.get("_source")), "batch": trainer.micro_batch, "views": trainer.views.num_views,
         "median_step_ms": 1e3 * median, "images_per_s": trainer.micro_batch / median,
+        "seconds_per_epoch_50k": 50_000 / (trainer.micro_batch / median), "achieved_tflops": flops / median / 1e12,
         "peak_memory_mib": peak_memory_mib(device),
-    }]
+    }  # fmt: skip
+    if args.peak_tflops:
+        row["mfu"] = flops / median / 1e12 / args.peak_tflops  # model FLOPs utilisation
+    return [row]
+
+
+def photo_folder(args: argparse.Namespace) -> str:
+    """The benchmark folder: ``--folder`` or (built once under /tmp) the sample photos at 300-1000 px and
+    Fashion-MNIST upscaled to 256-512 px, ``--images`` JPEGs in all."""
+    if args.folder:
+        return args.folder
+    from ebmssl.data.testing import write_photo_folder
+
+    folder = Path(f"/tmp/ebmssl-bench-photos-{args.images}")
+    if not (folder / "photos").is_dir():
+        write_photo_folder(folder, count=args.images)
+    return str(folder)
+
+
+def bench_decode(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    import glob
+
+    from PIL import Image
+    from torchvision.io import decode_jpeg, read_file
+    from torchvision.transforms.v2 import functional as TF
+
+    from ebmssl.data.decode import load_crops
+    from ebmssl.data.streamed_source import crop_plan
+    from ebmssl.data.views.base import ViewRecipe
+
+    files = sorted(glob.glob(f"{photo_folder(args)}/**/*.jpg", recursive=True))[:: max(1, args.images // 100)]
+    rows = []
+    for size in (96, 224):
+        recipe = ViewRecipe(size=size)
+
+        def pil(draft: bool) -> None:
+            for k, path in enumerate(files):
+                if draft:
+                    load_crops(path, 3, crop_plan([recipe], k))
+                else:
+                    with Image.open(path) as image:
+                        boxes, _ = crop_plan([recipe], k)(*image.size)
+                        image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, box=boxes[0])
+
+        def tv() -> None:
+            for k, path in enumerate(files):
+                x = decode_jpeg(read_file(path))
+                (x0, y0, x1, y1), = crop_plan([recipe], k)(x.shape[-1], x.shape[-2])[0]
+                TF.resized_crop(x, int(y0), int(x0), int(y1 - y0), int(x1 - x0), [size, size], antialias=True)
+
+        candidates = {"PIL full decode": lambda: pil(False), "ours (draft or decode_jpeg)": lambda: pil(True), "torchvision.io": tv}
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one decoder per worker process: compare single-thread costs
+        for _ in range(max(3, args.repeats // 2)):  # interleaved rounds; CPU time of this process (robust to load)
+            for name, fn in candidates.items():
+                start = time.process_time()
+                fn()
+                times[name].append(time.process_time() - start)
+        torch.set_num_threads(threads)
+        base = statistics.median(times["PIL full decode"])
+        for name, values in times.items():
+            rows.append({"size": size, "decoder": name, "cpu_ms_per_image": 1e3 * statistics.median(values) / len(files),
+                         "vs_full_decode": statistics.median(values) / base})  # fmt: skip
+    return rows
+
+
+class TwoViews:
+    """Two independent draws of a per-image transform (what the peers' SimCLR transforms do)."""
+
+    def __init__(self, transform: Callable[[Any], Any]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> list[Any]:
+        return [self.transform(image), self.transform(image)]
+
+
+def torchvision_simclr(size: int) -> Callable[[Any], Any]:
+    """SimCLR's ImageNet recipe as per-image torchvision v2 transforms on PIL images (as lightly/solo-learn)."""
+    from torchvision.transforms import v2
+
+    kernel = max(3, int(0.1 * size) | 1)
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+
+
+def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Steady-state images/s of both loaders, median over rounds.
+
+    Each round builds one loader (ours or torchvision's, alternating), drains the batches its workers
+    prefetched during start-up (workers x prefetch_factor, untimed), then times ``--loader-batches``
+    batches, and shuts the loader down before the other one runs: no loader's workers fill a queue while
+    the other is timed. Both use ``--workers`` workers and prefetch_factor 2.
+    """
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from ebmssl.data import build_dataset, build_views
+    from ebmssl.data.streamed_source import StreamedSource
+
+    folder = photo_folder(args)
+    batch, workers, batches = args.loader_batch, args.workers, args.loader_batches
+    prefetch = 2
+    drain = max(1, workers * prefetch)
+    rows = []
+    for size in (96, 224):
+        spec = {"name": "unlabeled_folder", "path": folder, "image_size": size, "num_workers": workers,
+                "prefetch_factor": prefetch}  # fmt: skip
+        dataset = build_dataset(spec, train=True)
+        views = build_views({"name": "simclr", "image_size": size, "jitter_strength": 1.0, "blur_prob": 0.5}, dataset)
+
+        def ours() -> Callable[[], list[torch.Tensor]]:
+            source = StreamedSource(dataset, views, seed=0, global_batch=batch, micro_batch=batch, num_processes=1,
+                                    process_index=0, device=device)  # fmt: skip
+            state = {"step": 0}
+
+            def next_batch() -> list[torch.Tensor]:
+                state["step"] += 1
+                return source.batch(state["step"] - 1).views
+
+            return next_batch
+
+        def theirs() -> Callable[[], list[torch.Tensor]]:
+            loader = DataLoader(
+                ImageFolder(folder, transform=TwoViews(torchvision_simclr(size))), batch_size=batch, shuffle=True,
+                num_workers=workers, persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
+                drop_last=True, pin_memory=device.type == "cuda",
+            )  # fmt: skip
+            state = {"iterator": iter(loader)}
+
+            def next_batch() -> list[torch.Tensor]:
+                try:
+                    return next(state["iterator"])[0]
+                except StopIteration:
+                    state["iterator"] = iter(loader)
+                    return next(state["iterator"])[0]
+
+            return next_batch
+
+        rates: dict[str, list[float]] = {"ours": [], "torchvision": []}
+        for _ in range(args.loader_rounds):
+            for name, make in (("ours", ours), ("torchvision", theirs)):
+                next_batch = make()
+                for _ in range(drain + 1):
+                    next_batch()
+                start = time.perf_counter()
+                for _ in range(batches):
+                    [v.to(device, non_blocking=True) for v in next_batch()]
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                rates[name].append(batches * batch / (time.perf_counter() - start))
+                del next_batch  # shuts the loader's workers down before the other loader runs
+        median = {k: statistics.median(v) for k, v in rates.items()}
+        rows.append({
+            "size": size, "workers": workers, "batch": batch, "ours_images_per_s": median["ours"],
+            "torchvision_images_per_s": median["torchvision"], "ratio": median["ours"] / median["torchvision"],
+        })  # fmt: skip
+    return rows
 
 
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:
@@ -166,7 +347,16 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["objectives", "views", "train", "all"], default="all")
+    parser.add_argument("--suite", choices=["objectives", "views", "train", "decode", "loader", "peers", "peer-objectives", "peer-training", "all"], default="all")
+    parser.add_argument("--folder", default=None, help="folder of JPEGs for decode/loader (default: built from the sample photos + Fashion-MNIST)")
+    parser.add_argument("--images", type=int, default=300, help="JPEGs in the generated benchmark folder")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of both loaders")
+    parser.add_argument("--loader-batch", type=int, default=32)
+    parser.add_argument("--loader-batches", type=int, default=10, help="batches per timed round")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak dense TFLOP/s in the run's precision (H100 SXM bf16: 989), for MFU")
+    parser.add_argument("--train-steps", type=int, default=6, help="steps per training run of the peers suite")
+    parser.add_argument("--loader-rounds", type=int, default=3, help="timed rounds per loader (interleaved)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=64, help="embedding width (64: W-MSE needs w_size=128 >= 2 x dim)")
     parser.add_argument("--repeats", type=int, default=10)
@@ -183,9 +373,17 @@ def main(argv: list[str] | None = None) -> int:
         f"batch {args.batch}, dim {args.dim}, {args.repeats} repeats (medians)\n"
     )
     out = [header]
-    suites = ["objectives", "views", "train"] if args.suite == "all" else [args.suite]
+    suites = ["objectives", "views", "train", "decode", "loader", "peers"] if args.suite == "all" else [args.suite]
     for suite in suites:
-        rows = {"objectives": bench_objectives, "views": bench_views, "train": bench_train}[suite](args, device)
+        if suite.startswith("peer"):
+            import bench_peers
+
+            rows = {"peers": bench_peers.bench_peers, "peer-objectives": bench_peers.bench_objectives_vs_lightly,
+                    "peer-training": bench_peers.bench_training_vs_lightly}[suite](args, device)  # fmt: skip
+        else:
+            suite_fn = {"objectives": bench_objectives, "views": bench_views, "train": bench_train,
+                        "decode": bench_decode, "loader": bench_loader}[suite]  # fmt: skip
+            rows = suite_fn(args, device)
         table = markdown(suite, rows)
         print(table, flush=True)
         out.append(table)

@@ -33,7 +33,7 @@ def build_dataset(spec: Mapping[str, Any] | str, train: bool, where: str = "data
     if isinstance(spec, Mapping) and "train" in spec:
         spec = {k: v for k, v in spec.items() if k != "train"}
     dataset = DATASETS.build(spec, where, train=bool(train))
-    if not isinstance(dataset, ImageDataset):
+    if not isinstance(dataset, ImageDataset) and not getattr(dataset, "streamed", False):
         raise ConfigError(f"{where}: dataset {spec!r} built {type(dataset).__name__}, expected an ImageDataset.")
     return dataset
 

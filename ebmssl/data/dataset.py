@@ -48,7 +48,8 @@ class ImageDataset(Dataset):
     """Images as one uint8 tensor (N, C, H, W) with int64 labels (-1 = unlabelled) and channel statistics.
 
     ``mean`` / ``std`` are per-channel, on the [0, 1] scale, used by the view pipelines' normalisation.
-    ``dataset[i]`` returns ``(image uint8 (C, H, W), label int)``.
+    ``dataset[i]`` returns ``(image uint8 (C, H, W), label int)``; ``eval_images(indices)`` the images
+    at ``indices`` (the same call reads a streamed dataset's files at evaluation resolution).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class ImageDataset(Dataset):
         std: Sequence[float] | None = None,
         name: str = "dataset",
         classes: Sequence[str] | None = None,
+        contiguous: bool = True,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
@@ -68,7 +70,8 @@ class ImageDataset(Dataset):
         targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
         if targets.numel() != images.shape[0]:
             raise ValueError(f"{name}: {images.shape[0]} images but {targets.numel()} targets")
-        self.images = images.contiguous()
+        # contiguous=False keeps a strided view as it is (a memory-mapped file: a copy would read it all)
+        self.images = images.contiguous() if contiguous else images
         self.targets = targets
         self.num_classes = int(num_classes)
         if mean is None or std is None:
@@ -94,6 +97,10 @@ class ImageDataset(Dataset):
 
     def info(self) -> DatasetInfo:
         return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes, self.name)
+
+    def eval_images(self, indices: torch.Tensor | Sequence[int] | slice) -> torch.Tensor:
+        """uint8 images at ``indices`` (already at evaluation resolution)."""
+        return self.images[indices]
 
     # -- Dataset ----------------------------------------------------------------------------------
     def __len__(self) -> int:

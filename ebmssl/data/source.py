@@ -33,11 +33,51 @@ class Batch:
     generator: torch.Generator  # CPU generator for model-side randomness, seeded by (seed, step, micro, process)
 
 
+class EpochOrder:
+    """Which dataset indices micro-batch ``(step, micro)`` of process ``process_index`` takes.
+
+    The order of epoch ``e`` is a permutation of ``range(size)`` seeded by ``(seed, e)``; each step takes
+    the next ``global_batch`` entries, split into micro-batches by (micro, process). Shared by the
+    in-memory and the streamed sources, so both see the same images at the same step.
+    """
+
+    def __init__(
+        self, size: int, seed: int, global_batch: int, micro_batch: int, num_processes: int, process_index: int
+    ) -> None:
+        self.size = int(size)
+        self.seed = int(seed)
+        self.global_batch = int(global_batch)
+        self.micro_batch = int(micro_batch)
+        self.num_processes = int(num_processes)
+        self.process_index = int(process_index)
+        self.steps_per_epoch = self.size // self.global_batch
+        self._epoch: int | None = None
+        self._order: torch.Tensor | None = None
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        if self._epoch != epoch:
+            generator = torch.Generator().manual_seed(seed_for(self.seed, epoch))
+            self._order = torch.randperm(self.size, generator=generator)
+            self._epoch = epoch
+        assert self._order is not None
+        return self._order
+
+    def indices(self, step: int, micro: int) -> torch.Tensor:
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"global batch {self.global_batch} is larger than the {self.size} images")
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = self.epoch_order(epoch)
+        start = position * self.global_batch
+        offset = (micro * self.num_processes + self.process_index) * self.micro_batch
+        return order[start + offset : start + offset + self.micro_batch]
+
+
 class InMemorySource:
     """Batches from a dataset held as one uint8 tensor (``dataset.images``, ``dataset.targets``).
 
     The data order of epoch ``e`` is a permutation seeded by ``(seed, e)``; the views of step ``s``
-    draw from a generator seeded by ``(seed, s, micro, process)``.
+    draw from a generator seeded by ``(seed, s, micro, process)``. With ``on_device`` the images are
+    copied to ``device`` once (a small dataset on a GPU: no loader, no host-device copy per step).
     """
 
     def __init__(
@@ -51,6 +91,7 @@ class InMemorySource:
         num_processes: int,
         process_index: int,
         device: torch.device,
+        on_device: bool = False,
     ) -> None:
         self.dataset = dataset
         self.views = views
@@ -60,31 +101,44 @@ class InMemorySource:
         self.num_processes = int(num_processes)
         self.process_index = int(process_index)
         self.device = device
-        self.steps_per_epoch = len(dataset) // self.global_batch
-        self._order_epoch: int | None = None
-        self._order: torch.Tensor | None = None
+        self.order = EpochOrder(len(dataset), seed, global_batch, micro_batch, num_processes, process_index)
+        self.steps_per_epoch = self.order.steps_per_epoch
+        self.images, self.targets = dataset.images, dataset.targets
+        if on_device:
+            self.images, self.targets = self.images.to(device), self.targets.to(device)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        if self._order_epoch != epoch:
-            generator = torch.Generator().manual_seed(seed_for(self.seed, epoch))
-            self._order = torch.randperm(len(self.dataset), generator=generator)
-            self._order_epoch = epoch
-        assert self._order is not None
-        return self._order
+        return self.order.epoch_order(epoch)
 
     def indices(self, step: int, micro: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = self.epoch_order(epoch)
-        start = position * self.global_batch
-        offset = (micro * self.num_processes + self.process_index) * self.micro_batch
-        return order[start + offset : start + offset + self.micro_batch]
+        return self.order.indices(step, micro)
 
     def batch(self, step: int, micro: int = 0) -> Batch:
-        indices = self.indices(step, micro)
-        images = self.dataset.images[indices].to(self.device, non_blocking=True)
-        labels = self.dataset.targets[indices].to(self.device, non_blocking=True)
+        indices = self.indices(step, micro).to(self.images.device)
+        images = self.images[indices].to(self.device, non_blocking=True)
+        labels = self.targets[indices].to(self.device, non_blocking=True)
         generator = torch.Generator(device=self.device).manual_seed(
             seed_for(self.seed, step, micro, self.process_index)
         )
         model_generator = torch.Generator().manual_seed(seed_for(self.seed, step, micro, self.process_index, MODEL_SALT))
         return Batch(views=self.views(images, generator), labels=labels, generator=model_generator)
+
+
+ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU
+
+
+def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
+                 process_index: int, device: torch.device):
+    """The batch source for ``dataset``: a :class:`~ebmssl.data.streamed_source.StreamedSource` (loader
+    workers crop files at full resolution) for a streamed dataset, else an :class:`InMemorySource`,
+    whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
+    common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
+                  process_index=process_index, device=device)  # fmt: skip
+    if getattr(dataset, "streamed", False):
+        from ebmssl.data.streamed_source import StreamedSource
+
+        return StreamedSource(dataset, views, **common)
+    device = torch.device(device)
+    images = dataset.images
+    on_device = device.type != "cpu" and images.numel() * images.element_size() <= ON_DEVICE_LIMIT
+    return InMemorySource(dataset, views, on_device=on_device, **common)

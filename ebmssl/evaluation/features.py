@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,14 +17,16 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def extract_features(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Any,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Features ``f(transform(x))`` of every image, (N, F) float32 on the CPU, in eval mode and without grad.
 
-    ``images`` is an (N, C, H, W) uint8 or float tensor. Each batch of ``batch_size`` rows is moved to
+    ``images`` is an (N, C, H, W) uint8 or float tensor, or anything with ``shape``/``ndim`` whose slices are
+    such tensors (the lazy ``images`` of a streamed dataset, which decodes only the slice asked for, so
+    memory stays bounded by ``batch_size`` rows). Each batch of ``batch_size`` rows is moved to
     ``device`` (default: the device of the model's parameters), passed through ``transform`` when one is
     given (a batched evaluation transform, e.g. resize + normalise), converted to float in [0, 1] if it
     is still an integer tensor, and fed to ``model``. Outputs are flattened to (batch, F); a tuple or list

@@ -34,7 +34,9 @@ class RunParts:
     data_cfg: dict[str, Any]
     accelerator: Any
     train_set: Any
-    test_set: Any
+    eval_train_set: Any  # labelled images the kNN / linear evaluation trains on (eval.dataset, or the training set)
+    test_set: Any  # None when evaluation is skipped (an unlabeled training set and no eval.dataset)
+    eval_skipped: str | None  # why evaluation is skipped, when it is
     views: Any
     batches: Any  # the batch source: .batch(step, micro) -> Batch
     global_batch: int
@@ -80,17 +82,22 @@ def make_accelerator(train_cfg: dict[str, Any]):
     )
 
 
-def build_data(data_cfg: dict[str, Any], train_cfg: dict[str, Any], accelerator: Any, source: str) -> dict[str, Any]:
+def build_data(
+    data_cfg: dict[str, Any], train_cfg: dict[str, Any], eval_cfg: dict[str, Any], accelerator: Any, source: str
+) -> dict[str, Any]:
     """Datasets, views and the batch source, with the batch arithmetic checked against the data."""
     from ebmssl.data import build_dataset, build_views
-    from ebmssl.data.source import InMemorySource
+    from ebmssl.data.evalsets import eval_datasets
+    from ebmssl.data.source import build_source
 
     seed = int(train_cfg["seed"])
     dataset_spec = data_cfg["dataset"]
     train_set = build_dataset(dataset_spec, train=True)
     if data_cfg.get("num_train"):
         train_set = train_set.subset(int(data_cfg["num_train"]), seed=seed)
-    test_set = build_dataset(data_cfg.get("test_dataset") or dataset_spec, train=False)
+    eval_train_set, test_set, eval_skipped = eval_datasets(data_cfg, eval_cfg, train_set, source)
+    if eval_skipped:
+        accelerator.print(f"NOTE: {eval_skipped}")
     views = build_views(data_cfg["views"], train_set)
     global_batch = int(data_cfg["batch_size"])
     per_step = accelerator.num_processes * int(train_cfg["grad_accumulation"])
@@ -106,11 +113,12 @@ def build_data(data_cfg: dict[str, Any], train_cfg: dict[str, Any], accelerator:
             f"{source}: data.batch_size={global_batch} is larger than the {len(train_set)} training "
             f"images. Lower data.batch_size or raise data.num_train."
         )
-    batches = InMemorySource(
+    batches = build_source(
         train_set, views, seed=seed, global_batch=global_batch, micro_batch=micro_batch,
         num_processes=accelerator.num_processes, process_index=accelerator.process_index, device=accelerator.device,
     )
-    return {"train_set": train_set, "test_set": test_set, "views": views, "batches": batches,
+    return {"train_set": train_set, "eval_train_set": eval_train_set, "test_set": test_set,
+            "eval_skipped": eval_skipped, "views": views, "batches": batches,
             "global_batch": global_batch, "micro_batch": micro_batch, "steps_per_epoch": steps_per_epoch}
 
 
@@ -177,7 +185,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-    data = build_data(data_cfg, train_cfg, accelerator, source)
+    data = build_data(data_cfg, train_cfg, eval_cfg, accelerator, source)
     total_steps = int(train_cfg["epochs"]) * data["steps_per_epoch"]
     if train_cfg["max_steps"]:
         total_steps = min(total_steps, int(train_cfg["max_steps"]))

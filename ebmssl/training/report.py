@@ -24,6 +24,21 @@ def export_backbone(backbone: nn.Module, path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
 
+RAW_PIXELS_MAX_SIDE = 32  # raw-pixel baseline of a streamed dataset: pixels average-pooled to at most this side
+
+
+def pixel_features(images: Any) -> torch.Tensor:
+    """Raw-pixel baseline features: the flattened pixels in [0, 1] of an in-memory tensor; for the lazy
+    images of a streamed dataset (decoded a chunk at a time), pixels average-pooled to at most
+    ``RAW_PIXELS_MAX_SIDE`` per side first, so memory stays bounded for large images."""
+    from ebmssl.evaluation import extract_features, raw_pixel_features
+
+    if isinstance(images, torch.Tensor):
+        return raw_pixel_features(images)
+    side = min(int(images.shape[-1]), RAW_PIXELS_MAX_SIDE)
+    return extract_features(nn.Sequential(nn.AdaptiveAvgPool2d(side), nn.Flatten()), images, device="cpu")
+
+
 @torch.no_grad()
 def evaluate_encoders(
     encoders: Mapping[str, nn.Module | None],
@@ -34,8 +49,12 @@ def evaluate_encoders(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate each encoder (None means raw pixels) with the same kNN / linear / few-label protocol."""
-    from ebmssl.evaluation import evaluate_features, extract_features, raw_pixel_features
+    """Evaluate each encoder (None means raw pixels) with the same kNN / linear / few-label protocol.
+
+    ``train_set`` / ``test_set``: in-memory datasets (``images`` a uint8 tensor) or streamed ones (``images``
+    decodes evaluation-resolution rows on demand); features are extracted a batch at a time either way.
+    """
+    from ebmssl.evaluation import evaluate_features, extract_features
 
     train_images, train_labels = train_set.images, train_set.targets
     if eval_cfg.get("num_train"):
@@ -48,7 +67,7 @@ def evaluate_encoders(
     results: dict[str, dict[str, float]] = {}
     for name, encoder in encoders.items():
         if encoder is None:
-            train_features, test_features = raw_pixel_features(train_images), raw_pixel_features(test_images)
+            train_features, test_features = pixel_features(train_images), pixel_features(test_images)
         else:
             train_features = extract_features(encoder, train_images, transform, device=device)
             test_features = extract_features(encoder, test_images, transform, device=device)

@@ -65,14 +65,17 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
         final_diag = final_diagnostics(trainer)
         report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
         report["collapse"] = final_diag.get("collapse", [])
-        if trainer.eval_cfg["final"]:
+        if trainer.eval_cfg["final"] and trainer.test_set is None:
+            report["evaluation_skipped"] = trainer.eval_skipped
+            acc.print(f"final evaluation skipped: {trainer.eval_skipped}")
+        elif trainer.eval_cfg["final"]:
             started = time.perf_counter()
             encoders: dict[str, Any] = {"trained": learner.encoder}
             if trainer.eval_cfg["baselines"]:
                 encoders["random_init"] = random_encoder(trainer)
                 encoders["raw_pixels"] = None
             results = evaluate_encoders(
-                encoders, trainer.train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
+                encoders, trainer.eval_train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
                 device=acc.device, seed=int(trainer.train_cfg["seed"]),
             )
             report["evaluation"] = results

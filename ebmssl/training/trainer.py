@@ -51,6 +51,7 @@ class Trainer:
         self.config, self.run_dir, self.accelerator = parts.config, parts.run_dir, parts.accelerator
         self.train_cfg, self.eval_cfg, self.data_cfg = parts.train_cfg, parts.eval_cfg, parts.data_cfg
         self.train_set, self.test_set, self.views, self.source = parts.train_set, parts.test_set, parts.views, parts.batches
+        self.eval_train_set, self.eval_skipped = parts.eval_train_set, parts.eval_skipped
         self.global_batch, self.micro_batch = parts.global_batch, parts.micro_batch
         self.steps_per_epoch, self.total_steps = parts.steps_per_epoch, parts.total_steps
         self.learner, self.model, self.optimizer = parts.learner, parts.model, parts.optimizer
@@ -240,20 +241,20 @@ class Trainer:
 
         learner = self.unwrapped
         learner.eval()
-        n = min(int(self.eval_cfg["monitor_samples"]), len(self.train_set))
-        images = self.train_set.images[:n].to(self.accelerator.device)
-        z1, z2 = self.diagnostic_embeddings(min(n, 512), salt=0)
+        z1, z2 = self.diagnostic_embeddings(min(int(self.eval_cfg["monitor_samples"]), len(self.train_set), 512), salt=0)
         diagnostics = collect_diagnostics(z1, z2, learner.objective.energy)
         record = {"step": self.step, "epoch": epoch, **{f"diag/{k}": v for k, v in diagnostics.items()}}
         every = int(self.eval_cfg["knn_every_epochs"])
-        if every > 0 and epoch % every == 0:
+        if every > 0 and epoch % every == 0 and self.test_set is not None:
+            n = min(int(self.eval_cfg["monitor_samples"]), len(self.eval_train_set))
+            images = self.eval_train_set.images[:n].to(self.accelerator.device)
             test_n = min(int(self.eval_cfg["monitor_samples"]), len(self.test_set))
             transform = self.views.eval_transform
             train_features = extract_features(learner.encoder, images, transform)
             test_features = extract_features(learner.encoder, self.test_set.images[:test_n], transform)
             record["knn_monitor"] = knn_accuracy(
-                train_features, self.train_set.targets[:n], test_features, self.test_set.targets[:test_n],
-                num_classes=self.train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
+                train_features, self.eval_train_set.targets[:n], test_features, self.test_set.targets[:test_n],
+                num_classes=self.eval_train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
                 temperature=float(self.eval_cfg["knn_temperature"]),
             )
         reasons = detect_collapse(diagnostics, dim=int(z1.shape[1]))

@@ -221,17 +221,17 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
         if not isinstance(train[key], Mapping) or "name" not in train[key]:
             raise ConfigError(f"{source}: `train.{key}` must be a mapping with a `name:` key, got {train[key]!r}.")
     check_sizes(config, int(data["batch_size"]), source)
-    for key in ("dataset", "test_dataset"):
-        spec = data.get(key)
-        if spec is None and key == "test_dataset":
+    specs = [(f"data.{key}", data.get(key)) for key in ("dataset", "test_dataset")] + [("eval.dataset", evaluation["dataset"])]
+    for dotted, spec in specs:
+        if spec is None and dotted != "data.dataset":
             continue
         spec = {"name": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"{source}: `data.{key}` must be a mapping with a `name:` key, got {spec!r}.")
-        factory = DATASETS.get(spec["name"], f"{source}: data.{key}")
+            raise ConfigError(f"{source}: `{dotted}` must be a mapping with a `name:` key, got {spec!r}.")
+        factory = DATASETS.get(spec["name"], f"{source}: {dotted}")
         kwargs = {k: v for k, v in spec.items() if k not in ("name", "train")}
-        _guarded(f"data.{key}", source, lambda: check_arguments(
-            factory, {**kwargs, "train": True}, f"dataset {spec['name']!r}", f"{source}: data.{key}"))
+        _guarded(dotted, source, lambda: check_arguments(
+            factory, {**kwargs, "train": True}, f"dataset {spec['name']!r}", f"{source}: {dotted}"))
     if not build:
         return Settings(train, evaluation, data)
 

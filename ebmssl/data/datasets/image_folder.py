@@ -1,34 +1,21 @@
-"""A folder of images, one sub-folder per class (torchvision ``ImageFolder`` layout), loaded into memory.
+"""A folder of images, one sub-folder per class (torchvision ``ImageFolder`` layout), streamed from disk.
 
-Every image is decoded once, converted to RGB (or grayscale), its shorter side resized to
-``image_size`` and centre-cropped, and stored as one uint8 tensor: fine for small trees (N x C x S x S
-bytes, e.g. 10,000 RGB images at 64 px take 123 MB), not for ImageNet-sized ones. If the folder has
-``train/`` and ``val/`` (or ``test/``) sub-folders, ``train`` picks between them. Normalisation
-statistics are computed from the loaded images.
+Files are decoded on demand at full resolution by the loader workers (see
+:mod:`ebmssl.data.streamed_source`); ``image_size`` is the default view size and the evaluation
+resolution. ``in_memory: true`` instead decodes every image once (shorter side resized to
+``image_size``, centre crop) into one uint8 tensor, for small trees. If the folder has ``train/`` and
+``val/`` (or ``test/``) sub-folders, ``train`` picks between them. Classes are the sorted sub-folder names
+(an empty class folder keeps its label and is reported); files anywhere below a class folder count.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-import numpy as np
-import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder, default_loader
-
-from ebmssl.data.dataset import ImageDataset, not_found, resize_uint8
-from ebmssl.registry import register_dataset
-
-
-def _resolve(path: str, root: str, train: bool) -> tuple[str, list[str]]:
-    candidates = [path] if os.path.isabs(path) else [os.path.join(root, path), path]
-    for base in candidates:
-        if os.path.isdir(base):
-            names = ["train"] if train else ["val", "test"]
-            for name in names:
-                if os.path.isdir(os.path.join(base, name)):
-                    return os.path.join(base, name), candidates
-            return base, candidates
-    return "", candidates
+from ebmssl.data.datasets._files import finish, resolve_folder, walk_images
+from ebmssl.data.streamed import LOG
+from ebmssl.registry import ConfigError, register_dataset
 
 
 @register_dataset("image_folder")
@@ -37,28 +24,38 @@ def image_folder(
     root: str = "data",
     train: bool = True,
     download: bool = True,
-    image_size: int = 64,
+    image_size: int = 224,
     channels: int = 3,
-) -> ImageDataset:
-    """Class-per-folder images (ImageFolder layout) resized + centre-cropped to image_size, held in memory."""
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_workers: int = 2,
+    prefetch_factor: int = 4,
+    timeout: float = 300.0,
+    in_memory: bool = False,
+):
+    """Class-per-folder images (ImageFolder layout), streamed (or, with in_memory, held as one tensor)."""
     del download  # nothing to download: the folder is the dataset
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    folder, tried = _resolve(path, root, train)
-    if not folder:
-        raise not_found(
-            "image_folder", [os.path.abspath(c) for c in tried],
-            ["set `path:` to a directory with one sub-folder of images per class (absolute, or relative to `root:`)"],
-        )  # fmt: skip
-    listing = ImageFolder(folder, loader=lambda p: p, is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS))
-    mode = "RGB" if channels == 3 else "L"
-    images = []
-    for file_path, _ in listing.samples:
-        image = default_loader(file_path).convert(mode)
-        array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-        array = array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1)
-        images.append(resize_uint8(array.unsqueeze(0), image_size, center_crop=True))
-    stacked = torch.cat(images) if images else torch.zeros(0, channels, image_size, image_size, dtype=torch.uint8)
-    targets = torch.tensor([label for _, label in listing.samples], dtype=torch.int64)
-    name = f"image_folder:{os.path.basename(os.path.normpath(folder))}"
-    return ImageDataset(stacked, targets, len(listing.classes), None, None, name, listing.classes)
+    hint = "set `path:` to a directory with one sub-folder of images per class (absolute, or relative to `root:`)"
+    folder = resolve_folder("image_folder", path, root, train, hint)
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise ConfigError(
+            f"image_folder: {folder} has no class sub-folders. Put each class's images in its own sub-folder, "
+            f"or use `name: unlabeled_folder` for a folder of images without classes."
+        )
+    paths: list[str] = []
+    targets: list[int] = []
+    for label, name in enumerate(classes):
+        files = walk_images(os.path.join(folder, name))
+        if not files:
+            LOG.warning("image_folder: class folder %s has no images (label %d kept, no samples)",
+                        os.path.join(folder, name), label)
+        paths.extend(files)
+        targets.extend([label] * len(files))
+    if not paths:
+        raise ConfigError(f"image_folder: no image files in any class folder of {folder} (classes: {classes}).")
+    return finish(
+        paths, targets, len(classes), folder=folder, name=f"image_folder:{os.path.basename(os.path.normpath(folder))}",
+        image_size=image_size, channels=channels, mean=mean, std=std, classes=classes, num_workers=num_workers,
+        prefetch_factor=prefetch_factor, timeout=timeout, in_memory=in_memory,
+    )  # fmt: skip

@@ -71,11 +71,26 @@ def apply_recipe(images: torch.Tensor, recipe: ViewRecipe, generator: torch.Gene
 
     Draws the same number of random numbers for every batch of a given size (independent of the
     probabilities' outcomes and of the channel count), so the stream stays aligned across runs.
+    The geometry (random resized crop, or a plain resize) comes first, then :func:`apply_photometric`.
     """
-    n, channels, height, width = images.shape
-    device = images.device
-    # -- all random parameters, drawn in a fixed order on the generator's device --------------------
+    n, _, height, width = images.shape
     boxes = A.sample_crop_boxes(n, height, width, recipe.scale, recipe.ratio, generator)
+    if recipe.crop:
+        x = A.resized_crop(images, boxes, recipe.size)
+    else:
+        x = A.resize(images, recipe.size).clone()
+    return apply_photometric(x, recipe, generator)
+
+
+def apply_photometric(x: torch.Tensor, recipe: ViewRecipe, generator: torch.Generator) -> torch.Tensor:
+    """Everything of a recipe after the geometry: flip, colour jitter, grayscale, blur, solarisation.
+
+    ``x``: float views (B, C, size, size) in [0, 1] (the flip makes a copy, so ``x`` is left as it is). The streamed pipeline cuts and
+    resizes the crops in its loader workers and calls this on the training device.
+    """
+    n, channels = x.shape[:2]
+    device = x.device
+    # -- all random parameters, drawn in a fixed order on the generator's device --------------------
     flip = A.draw(generator, n) < recipe.flip_prob
     jitter = A.draw(generator, n) < recipe.jitter_prob
     factors = [
@@ -90,12 +105,7 @@ def apply_recipe(images: torch.Tensor, recipe: ViewRecipe, generator: torch.Gene
     sigma = A.uniform(generator, n, recipe.blur_sigma[0], recipe.blur_sigma[1])
     solar = A.draw(generator, n) < recipe.solarize_prob
     flip, jitter, grayscale, blur, solar = (m.to(device) for m in (flip, jitter, grayscale, blur, solar))
-    factors = [f.to(device=device, dtype=images.dtype) for f in factors]
-    # -- geometry ------------------------------------------------------------------------------------
-    if recipe.crop:
-        x = A.resized_crop(images, boxes, recipe.size)
-    else:
-        x = A.resize(images, recipe.size).clone()
+    factors = [f.to(device=device, dtype=x.dtype) for f in factors]
     x = A.hflip(x, flip)
     # -- colour --------------------------------------------------------------------------------------
     ops = [A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue]
@@ -186,6 +196,23 @@ class ViewPipeline:
     def eval_transform(self, images: torch.Tensor) -> torch.Tensor:
         """The images resized to the global view size and normalised, without augmentation."""
         return self._normalize(A.resize(self._prepare(images), self.global_size))
+
+    @torch.no_grad()
+    def augment_crops(self, crops: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """The views from crops already cut and resized elsewhere (the streamed loader's workers).
+
+        ``crops[k]``: uint8 (or [0, 1] float) images (B, C, size_k, size_k) of recipe ``k``; every recipe
+        then applies its flip, colour, grayscale, blur and solarisation (:func:`apply_photometric`) and
+        the result is normalised, exactly as :meth:`__call__` does after its own crops.
+        """
+        if len(crops) != self.num_views:
+            raise ValueError(f"{self.name}: expected {self.num_views} cropped views, got {len(crops)}")
+        views = []
+        for crop, recipe in zip(crops, self.recipes):
+            if crop.shape[-1] != recipe.size or crop.shape[-2] != recipe.size:
+                raise ValueError(f"{self.name}: crop of shape {tuple(crop.shape)} for a view of size {recipe.size}")
+            views.append(self._normalize(apply_photometric(self._prepare(crop), recipe, generator)))
+        return views
 
     def view_sizes(self) -> list[int]:
         return [recipe.size for recipe in self.recipes]
