@@ -6,7 +6,7 @@ Experiment config (``experiment: training``)::
     probes: {instance_rows: 2048}                      # per-epoch probes (ebmssl.experiments.probing)
     reuse: [batch_size]                                # other experiments whose identical runs may be reused
     runs:
-      simclr_b64: {config: runs/simclr_fashion_mnist, overrides: [data.batch_size=64]}
+      simclr_b64: {config: runs/simclr_fashion_mnist, overrides: [data.batch_size=64], probes: {every_epochs: 2}}
 
 Each run trains in ``<output>/runs/<name>`` with :class:`~ebmssl.experiments.probing.ProbedTrainer` and the
 library's own final diagnostics and evaluation (``ebmssl.training.run``), so its directory is an ordinary
@@ -28,7 +28,7 @@ import yaml
 from ebmssl.registry import ConfigError
 from ebmssl.training.run import resolve_config
 
-RUN_KEYS = ("config", "overrides", "label")
+RUN_KEYS = ("config", "overrides", "label", "probes")
 
 
 def resolve_runs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -45,8 +45,15 @@ def resolve_runs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{source}: run {name!r} has unknown keys {sorted(unknown)}; accepted: {', '.join(RUN_KEYS)}.")
         if "config" not in spec:
             raise ConfigError(f"{source}: run {name!r} needs `config:` (a run config, e.g. runs/simclr_fashion_mnist).")
-        resolved[name] = resolve_config(spec["config"], common + list(spec.get("overrides") or []))
+        resolved[name] = resolve_config(_run_config_path(spec["config"], source), common + list(spec.get("overrides") or []))
     return resolved
+
+
+def _run_config_path(spec: str, source: str) -> str:
+    """A run config named relative to the experiment file when such a file exists, else as given
+    (a path, or a name under configs/runs/ such as ``runs/simclr_fashion_mnist``)."""
+    local = Path(str(source)).parent / spec
+    return str(local) if local.is_file() else spec
 
 
 def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,7 +125,8 @@ def run_grid(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = 
         else:
             started = time.perf_counter()
             log(f"{name}: training -> {run_dir}")
-            train_probed(run_config, run_dir, config.get("probes"))
+            probes = {**dict(config.get("probes") or {}), **dict(config["runs"][name].get("probes") or {})}
+            train_probed(run_config, run_dir, probes)
             log(f"{name}: done in {time.perf_counter() - started:.0f} s")
         directories[name] = str(run_dir)
     return directories

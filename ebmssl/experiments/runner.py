@@ -65,10 +65,11 @@ def run_experiment(
         data["seconds"] = time.perf_counter() - started
         files = write_mi_outputs(data, out, int(config.get("trace_batch_size", 64)))
     else:
-        from ebmssl.experiments.analysis import analyse
         from ebmssl.experiments.grid import run_grid
 
         runs = run_grid(config, out, log=log)
+        from ebmssl.experiments.analysis import analyse  # after training: a broken analysis never costs a run
+
         data = {"runs": runs}
         data["analysis"], files = analyse(config, runs, out)
         data["seconds"] = time.perf_counter() - started
