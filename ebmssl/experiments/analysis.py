@@ -154,18 +154,23 @@ def flagged_from_step(run: RunData) -> int | None:
     return step
 
 
-def knn_shows_step(run: RunData, reference: RunData, drop: float) -> int | None:
-    """First step at which the run's kNN monitor is ``drop`` below the reference run's at the same step."""
-    ref = {int(r["step"]): r["knn_monitor"] for r in reference.diagnostics if "knn_monitor" in r}
+def knn_shows_step(run: RunData, references: Sequence[RunData], drop: float) -> int | None:
+    """The step from which the run's kNN monitor stays at least ``drop`` below every reference (healthy)
+    run's kNN monitor at the same step, to the end of the run; None if it never does."""
+    tables = [{int(r["step"]): r["knn_monitor"] for r in ref.diagnostics if "knn_monitor" in r} for ref in references]
+    step = None
     for record in run.diagnostics:
-        step = int(record["step"])
-        if "knn_monitor" in record and step in ref and record["knn_monitor"] <= ref[step] - drop:
-            return step
-    return None
+        at = int(record["step"])
+        if "knn_monitor" not in record or not all(at in table for table in tables):
+            continue
+        below = bool(tables) and all(record["knn_monitor"] <= table[at] - drop for table in tables)
+        step = (at if step is None else step) if below else None
+    return step
 
 
 def _collapse(config, data, out):
-    reference = data[config.get("reference", next(iter(data)))]
+    collapsing = set(config.get("collapsing") or [])
+    references = [run for name, run in data.items() if name not in collapsing]
     drop = float(config.get("knn_drop", 0.05))
     files = [
         plot_energy_over_training(data, out / "energy_over_training.png").name,
@@ -178,25 +183,26 @@ def _collapse(config, data, out):
     for name, run in data.items():
         first, reasons = first_flagged_step(run)
         persistent = flagged_from_step(run)
-        shows = knn_shows_step(run, reference, drop) if run is not reference else None
+        shows = knn_shows_step(run, references, drop) if name in collapsing else None
         lead = (shows - persistent) if (shows is not None and persistent is not None) else None
         knn = [r["knn_monitor"] for r in run.diagnostics if "knn_monitor" in r]
         numbers[name] = {
-            "first_flagged_step": first, "flagged_from_step": persistent, "knn_shows_step": shows,
-            "steps_before_knn": lead, "final_reasons": run.report.get("collapse", []),
-            "knn_final": run.accuracy("trained", "knn_accuracy"), "linear_final": run.accuracy(),
-            "knn_monitor": knn,
+            "collapsing": name in collapsing, "first_flagged_step": first, "first_reasons": reasons,
+            "flagged_from_step": persistent, "knn_shows_step": shows, "steps_before_knn": lead,
+            "final_reasons": run.report.get("collapse", []), "knn_final": run.accuracy("trained", "knn_accuracy"),
+            "linear_final": run.accuracy(), "knn_monitor": knn, "steps": [r["step"] for r in run.diagnostics],
         }
         rows.append([
-            run.name, _fmt(first), _fmt(persistent), _fmt(shows), _fmt(lead),
+            run.name, _fmt(first), "; ".join(reasons) or "–", _fmt(persistent),
+            _fmt(shows) if name in collapsing else "(healthy)", _fmt(lead) if name in collapsing else "",
             _pct(knn[0]) if knn else "–", _pct(knn[-1]) if knn else "–",
             _pct(run.accuracy("trained", "knn_accuracy")), _pct(run.accuracy()),
             "; ".join(run.report.get("collapse", [])) or "none",
         ])
     header = [
-        "run", "first flagged step", "flagged from step (to the end)", f"kNN {100 * drop:.0f} pts below {reference.name[:12]} at step",
-        "steps flagged before kNN shows it", "kNN monitor first epoch", "kNN monitor last epoch", "final kNN", "final linear",
-        "final collapse check",
+        "run", "first flagged step", "first reasons", "flagged from step (to the end)",
+        f"kNN {100 * drop:.0f}+ pts below every healthy run from step", "steps flagged before kNN shows it",
+        "kNN monitor, first check", "kNN monitor, last check", "final kNN", "final linear", "final collapse check",
     ]
     return numbers, _table(header, rows), files
 

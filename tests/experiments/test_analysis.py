@@ -57,8 +57,13 @@ def test_collapse_timing_against_the_reference_knn():
     ])
     assert first_flagged_step(run) == (8, ["dimensional collapse"])
     assert flagged_from_step(run) == 24  # the transient flag at step 8 does not count as persistent
-    assert knn_shows_step(run, reference, drop=0.05) == 32
-    assert knn_shows_step(run, reference, drop=0.2) is None
+    assert knn_shows_step(run, [reference], drop=0.05) == 32
+    assert knn_shows_step(run, [reference], drop=0.2) is None
+    slow_healthy = _run([{"step": s, "knn_monitor": k} for s, k in ((8, 0.6), (16, 0.64), (24, 0.7), (32, 0.7))])
+    # below every healthy run from step 32 on; a dip below only some of them does not count
+    assert knn_shows_step(run, [reference, slow_healthy], drop=0.05) == 32
+    recovering = _run([{"step": 8, "knn_monitor": 0.5}, {"step": 16, "knn_monitor": 0.7}])
+    assert knn_shows_step(recovering, [reference], drop=0.05) is None  # a transient dip is not "shown"
 
 
 def test_every_experiment_config_resolves():
