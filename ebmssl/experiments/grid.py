@@ -109,8 +109,11 @@ def train_probed(config: Mapping[str, Any], run_dir: Path, probes: Mapping[str, 
     return report
 
 
-def run_grid(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Train (or reuse) every run of the experiment; returns run name -> run directory."""
+def run_grid(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = print, train: bool = True) -> dict[str, str]:
+    """Train (or reuse) every run of the experiment; returns run name -> run directory.
+
+    With ``train=False`` nothing is trained: finished runs are collected and the others are skipped (and
+    logged), so the analysis can be redrawn from whatever has finished."""
     resolved = resolve_runs(config)
     reuse_roots = [Path(out).parent / str(name) / "runs" for name in config.get("reuse") or []]
     directories: dict[str, str] = {}
@@ -122,6 +125,9 @@ def run_grid(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = 
         elif reusable:
             run_dir = reusable[0]
             log(f"{name}: identical run finished in {run_dir}, reused")
+        elif not train:
+            log(f"{name}: not finished, skipped (train=False)")
+            continue
         else:
             started = time.perf_counter()
             log(f"{name}: training -> {run_dir}")

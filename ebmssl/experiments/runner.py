@@ -40,10 +40,12 @@ def run_experiment(
     output_dir: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Run the experiment at ``path``; writes ``results.json``, PNG plots and ``summary.md`` to ``output_dir``.
 
     ``overrides`` (top-level keys of the experiment config) shrink an experiment, e.g. for tests.
+    ``train=False`` analyses the finished runs of a training experiment without training the others.
     """
     config = load_experiment(path)
     config.update(dict(overrides or {}))
@@ -67,10 +69,10 @@ def run_experiment(
     else:
         from ebmssl.experiments.grid import run_grid
 
-        runs = run_grid(config, out, log=log)
+        runs = run_grid(config, out, log=log, train=train)
         from ebmssl.experiments.analysis import analyse  # after training: a broken analysis never costs a run
 
-        data = {"runs": runs}
+        data = {"runs": runs, "not_run": [name for name in config["runs"] if name not in runs]}
         data["analysis"], files = analyse(config, runs, out)
         data["seconds"] = time.perf_counter() - started
     data["experiment"] = str(path)
