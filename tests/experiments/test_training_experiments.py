@@ -49,6 +49,12 @@ def test_collapse_experiment_flags_the_collapsing_run_and_the_report_renders(tmp
     run_experiment(CONFIGS / "energy_collapse.yaml", out, overrides=config, log=logged.append)
     assert sum("reused" in line for line in logged) == 2
 
+    # train=False analyses what has finished and lists the runs it did not train
+    extra = {**config, "runs": {**config["runs"], "byol": {"config": "runs/byol_fashion_mnist"}}}
+    partial = run_experiment(CONFIGS / "energy_collapse.yaml", out, overrides=extra, log=lambda _: None, train=False)
+    assert partial["not_run"] == ["byol"] and set(partial["runs"]) == {"simclr", "vicreg_invariance_only"}
+    assert not (out / "runs" / "byol").exists()
+
     report = render_report([Path(p) for p in data["runs"].values()], tmp_path / "report")
     text = report.read_text()
     assert "vicreg_invariance_only" in text and "collapse" in text
