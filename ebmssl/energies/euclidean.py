@@ -9,6 +9,9 @@ from ebmssl.energies.base import Energy
 from ebmssl.registry import register_energy
 
 
+DIRECT_PAIRWISE_LIMIT = 2**22  # N * M * D elements up to which pairwise distances use exact differences
+
+
 @register_energy("squared_euclidean")
 class SquaredEuclideanEnergy(Energy):
     """Squared distance, E(a, b) = |a - b|^2 (optionally on l2-normalised inputs, optionally per dimension).
@@ -39,9 +42,16 @@ class SquaredEuclideanEnergy(Energy):
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = self._prepare(a), self._prepare(b)
-        # expanded form keeps memory at O(N M); clamp guards tiny negative values from cancellation
-        squared = a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1)[None, :] - 2 * a @ b.T
-        return self._scale(squared.clamp_min(0.0), a.shape[-1])
+        if a.shape[0] * b.shape[0] * a.shape[1] <= DIRECT_PAIRWISE_LIMIT:
+            # exact differences: no cancellation, so the diagonal equals ``aligned`` to rounding
+            squared = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+        else:
+            # expanded form keeps memory at O(N M) (large queues); centring both sides on a shared mean
+            # shrinks the norms the expansion cancels, and the clamp guards tiny negative values
+            shift = torch.cat([a, b]).mean(0, keepdim=True).detach()
+            a, b = a - shift, b - shift
+            squared = (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1)[None, :] - 2 * a @ b.T).clamp_min(0.0)
+        return self._scale(squared, a.shape[-1])
 
 
 @register_energy("euclidean_power")

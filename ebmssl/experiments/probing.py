@@ -42,7 +42,8 @@ PROBE_DEFAULTS: dict[str, Any] = {
 def instance_identification(z1: torch.Tensor, z2: torch.Tensor, chunk: int = 1024) -> float:
     """Fraction of rows i whose cosine nearest neighbour among all rows of ``z2`` is z2_i (ties count as
     misses), computed in row chunks so that N x N similarities are never held at once."""
-    a, b = F.normalize(z1.float().flatten(1), dim=1), F.normalize(z2.float().flatten(1), dim=1)
+    dtype = torch.promote_types(z1.dtype, torch.float32)  # half inputs compare in float32; doubles stay doubles
+    a, b = F.normalize(z1.flatten(1).to(dtype), dim=1), F.normalize(z2.flatten(1).to(dtype), dim=1)
     n = a.shape[0]
     if n == 0:
         return 0.0

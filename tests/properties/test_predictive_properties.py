@@ -115,9 +115,12 @@ def test_collapsed_predictions_are_worse_under_each_capacity_term(method: str, s
     """
     objective = ebmssl.build_objective(method)
     generator = _generator(seed)
-    spread = [torch.randn(rows, dim, generator=generator) for _ in range(2)]
+    def standardised(x: torch.Tensor) -> torch.Tensor:  # exactly unit variance per column: no sampling luck
+        return (x - x.mean(0)) / x.std(0)
+
+    spread = [standardised(torch.randn(rows, dim, generator=generator)) for _ in range(2)]
     point = torch.randn(1, dim, generator=generator).expand(rows, dim)
-    line = torch.randn(rows, 1, generator=generator).expand(rows, dim)
+    line = standardised(torch.randn(rows, 1, generator=generator)).expand(rows, dim)
     terms = {kind: objective([x.clone(), x.clone()], None).terms for kind, x in (("point", point), ("line", line))}
     terms["spread"] = objective(spread, None).terms
     capacity = [(n, s) for n, s in zip(objective.term_names, objective.strategies) if s.family == "capacity"]
