@@ -4,7 +4,7 @@
 own diagnostics, the measurements the experiments need over training:
 
 * ``instance_id``: instance-identification accuracy over the first ``instance_rows`` training images
-  (DESIGN.md section 3): two fixed augmented views of each image are embedded (projector output, the
+  (docs/experiments.md): two fixed augmented views of each image are embedded (projector output, the
   space the objective shapes) and view 1 of image i counts as identified when its cosine nearest
   neighbour among the view-2 embeddings of *all* those images is its own view. Unlike the trainer's
   ``diag/instance_id_accuracy`` (512 rows), the number of candidates grows with the dataset;

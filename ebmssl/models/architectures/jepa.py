@@ -1,6 +1,6 @@
 """Joint-embedding predictive architecture on patch tokens: I-JEPA, and JEPA with capacity instead of EMA.
 
-Energy view (DESIGN.md section 6, last row): ``E(x, y) = D(pred(enc(x), z), enc'(y))`` where x is the
+Energy view (docs/design.md, "Beyond joint embedding", last row): ``E(x, y) = D(pred(enc(x), z), enc'(y))`` where x is the
 context block, y the target blocks of the same image and the latent z the targets' positions (the
 predictor's mask tokens carry them).
 

@@ -1,4 +1,4 @@
-"""A latent-variable predictive architecture whose latent has limited capacity (DESIGN.md section 6).
+"""A latent-variable predictive architecture whose latent has limited capacity (docs/design.md, "Beyond joint embedding").
 
     E(x, y) = min_z  D(pred(s_x, z), s_y) + beta R(z),      s_x = enc(x), s_y = enc'(y)
 

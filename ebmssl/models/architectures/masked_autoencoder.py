@@ -1,6 +1,6 @@
 """Predictive (reconstruction) architectures: the masked auto-encoder and the denoising auto-encoder.
 
-Energy view (DESIGN.md section 6, middle row): ``E(x~, y) = || dec(enc(x~)) - t(y) ||^2`` in input space,
+Energy view (docs/design.md, "Beyond joint embedding", middle row): ``E(x~, y) = || dec(enc(x~)) - t(y) ||^2`` in input space,
 ``x~`` a corrupted copy of ``y``. The target is the data itself, so nothing can collapse to a constant,
 and the corruption is the contrastive mechanism: points off the data manifold (masked, noised inputs)
 are mapped back onto it, which pushes their energy up. The energy is the objective's

@@ -4,7 +4,7 @@ A latent-variable predictor scores ``E(x, y) = min_z D(pred(s_x, z), s_y) + beta
 anything (``beta = 0``, a wide noiseless z) it copies y and every target gets low energy: the latent form
 of collapse. Limiting what z can carry bounds the volume of low-energy targets to the set the predictor
 can reach from s_x with an affordable z (LeCun 2022, "A Path Towards Autonomous Machine Intelligence",
-section 4.5; DESIGN.md section 6).
+section 4.5; docs/design.md, "Beyond joint embedding").
 
 A regulariser turns the inference network's statistics into a latent (``sample``; the mean in ``infer``
 for a deterministic energy) and a per-sample cost ``penalty`` (N,), in nats where it is a KL:
