@@ -56,7 +56,7 @@ EVAL_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "monitor_samples": ("int", 1, None, False),
     "num_train": ("int", 1, None, True),
     "num_test": ("int", 1, None, True),
-    "labels_per_class": ("int", 1, None, False),
+    "labels_per_class": ("int", 1, None, True),  # null skips the few-label probe
     "linear_epochs": ("int", 1, None, False),
     "baselines": ("bool", None, None, False),
     "final": ("bool", None, None, False),

@@ -108,7 +108,11 @@ def test_every_shipped_method_builds_with_a_collapse_mechanism(method: str) -> N
     config = load_config(method, "methods")
     objective = ebmssl.build_objective(config)
     views = config.get("views") or {}
-    model = {**config["model"], "backbone": BACKBONE}
+    backbone = config["model"].get("backbone") or {}
+    tiny_vit = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
+    model = {**config["model"], "backbone": tiny_vit if backbone.get("name") == "vit" else BACKBONE}
+    if "image_size" in model:  # decoders sized for the image (denoising auto-encoder)
+        model["image_size"] = 16
     if isinstance(model.get("projector"), dict) and model["projector"].get("name") == "truncate":
         model["projector"] = {**model["projector"], "dim": 4}  # DirectCLR keeps 360 of ResNet's 512; the test CNN has 8
     learner = build_learner(model, objective, int(views.get("num_global", 2)), 3, None)
