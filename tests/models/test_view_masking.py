@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebmssl.models.backbones.small import SmallCNN  # noqa: F401  (registers small_cnn)
+import ebmssl  # noqa: F401  (registers the backbones)
 from ebmssl.models.backbones.vit import vit
 from ebmssl.models.build import build_backbone
 from ebmssl.models.masking import random_masking

@@ -175,3 +175,27 @@ def test_msn_with_a_masked_vit_trains_end_to_end(tmp_path: Path) -> None:
     assert report["training"]["steps"] == 3 and [r["step"] for r in records] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) for r in records)
     assert (tmp_path / "msn" / "backbone.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_resumed_masked_msn_run_logs_the_uninterrupted_runs_losses(tmp_path: Path) -> None:
+    """The anchors' masks of step s come from the batch generator of step s: resume is exact."""
+    from tests.training.test_predictive_resume import losses
+
+    from ebmssl.config import apply_overrides, load_config
+    from ebmssl.training.run import run_training
+    from tests.training.test_methods_end_to_end import tiny_run_config
+
+    config = tiny_run_config("msn")
+    assert config["model"]["mask_views"]["ratio"] == 0.15
+    config["train"].update({"epochs": 2, "max_steps": None, "deterministic": True})
+    config["eval"]["final"] = False
+    run_training(config, tmp_path / "full")
+    run_training(apply_overrides(config, ["train.stop_at_step=3"]), tmp_path / "split")
+    saved = load_config(tmp_path / "split" / "config.yaml")
+    run_training(apply_overrides(saved, ["train.stop_at_step=null"]), tmp_path / "split", resume=True)
+    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    assert sorted(split) == sorted(full) == list(range(1, 9))
+    for step in full:
+        for key, value in full[step].items():
+            assert split[step][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (step, key)
