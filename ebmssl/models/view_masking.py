@@ -80,7 +80,10 @@ class ViewMasking:
         elif self.views == "local":
             chosen = range(num_global, num_views)
         else:
-            chosen = [i for i in self.views if i < num_views]  # type: ignore[union-attr]
+            missing = [i for i in self.views if i >= num_views]  # type: ignore[union-attr]
+            if missing:
+                raise ValueError(f"mask_views.views names view(s) {missing}, but the step has {num_views} views (0-{num_views - 1})")
+            chosen = list(self.views)  # type: ignore[arg-type]
         return sorted(set(chosen) - set(self.skip))
 
     def kept(self, num_patches: int) -> int:

@@ -29,7 +29,7 @@ def views(batch: int = 5, num_global: int = 2, num_local: int = 3) -> list[torch
 # -- which views --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("chosen", "skip", "expected"),
-    [("all", (), [0, 1, 2, 3, 4]), ("global", (0,), [1]), ("local", (), [2, 3, 4]), ((1, 3, 9), (3,), [1]), ("all", (0, 2), [1, 3, 4])],
+    [("all", (), [0, 1, 2, 3, 4]), ("global", (0,), [1]), ("local", (), [2, 3, 4]), ((1, 3, 4), (3,), [1, 4]), ("all", (0, 2), [1, 3, 4])],
 )
 def test_masked_views_follow_views_and_skip(chosen, skip, expected) -> None:
     assert ViewMasking(0.15, chosen, skip).masked_views(5, 2) == expected
@@ -42,6 +42,11 @@ def test_masked_views_are_the_chosen_set_minus_skip(num_views, num_global, skip,
     every = set(range(num_views))
     base = {"all": every, "global": set(range(min(num_global, num_views))), "local": every - set(range(num_global))}[chosen]
     assert masked == sorted(base - set(skip))
+
+
+def test_a_listed_view_the_step_does_not_have_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"names view\(s\) \[9\], but the step has 5 views"):
+        ViewMasking(0.15, (1, 9)).masked_views(5, 2)
 
 
 # -- how many tokens, and from what ---------------------------------------------------------------------------
