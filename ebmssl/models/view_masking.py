@@ -17,11 +17,11 @@ written for any joint-embedding method::
   view shared by all its samples (the official MSN draws one ``randperm`` per forward).
 
 Masks are drawn as :func:`ebmssl.models.masking.random_masking` draws them (uniform noise per patch,
-argsort, the first K) from the batch's CPU generator (seeded
-by seed, step, micro-batch and process), view by view in index order, so a resumed or multi-process run
-draws the masks an uninterrupted single run draws. Only the online branch is masked: an EMA target
-encodes full views, and a target taken from the online branch (``online``, ``stop_gradient``) is
-re-encoded from the full global views. The backbone must encode a subset of patch tokens: it offers
+argsort, the first K) from the batch's CPU generator (seeded by seed, step, micro-batch and process),
+view by view in index order, so a resumed or multi-process run draws the masks an uninterrupted single
+run draws. Only the online branch is masked: an EMA target encodes full views, and a target taken from
+the online branch (``online``, ``stop_gradient``) is re-encoded from the full global views when one of
+them is masked (one more online pass of the global views). The backbone must encode a subset of patch tokens: it offers
 ``grid(height, width)`` (its patch grid) and ``forward(x, keep)`` with ``keep`` (N, K) patch indices
 (:class:`ebmssl.models.backbones.vit.ViTBackbone`).
 """
