@@ -20,7 +20,7 @@ TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "ev
 DATA_KEYS = ("dataset", "test_dataset", "views", "batch_size", "num_train")
 OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
 # model section of the joint-embedding architecture (``model.architecture: joint_embedding``, the default)
-MODEL_KEYS = ("architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe")
+MODEL_KEYS = ("architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe", "mask_views")
 
 # the `train:` and `eval:` sections: every accepted key with its default
 TRAIN_DEFAULTS: dict[str, Any] = {

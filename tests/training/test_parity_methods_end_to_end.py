@@ -38,7 +38,11 @@ def tiny_views(views: dict[str, Any]) -> dict[str, Any]:
 def tiny_run_config(method: str) -> dict[str, Any]:
     config = shrink(load_config(method, "methods"))
     views = tiny_views(config.pop("views", None) or {})
-    config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
+    backbone = config["model"].get("backbone") or {}
+    if backbone.get("name") == "vit":  # MSN masks patch tokens of its anchors: a tiny ViT
+        config["model"]["backbone"] = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
+    else:
+        config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
     config["data"] = {
         "dataset": {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 3},
         "views": views,

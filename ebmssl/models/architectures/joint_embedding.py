@@ -9,11 +9,14 @@ The method config's ``model:`` section says what to build::
       predictor: null                                            # or a head spec (BYOL, SimSiam, NNCLR, MoCo v3)
       target: none                                               # none | online | stop_gradient | {name: ema, ...}
       forward_views: together                                    # BN statistics over all views, or `separate`
+      mask_views: null                                           # or {ratio: 0.15, views: global, skip: [0]}
 
 A step: the backbone and projector encode every view (``embeddings``); the predictor, if any, maps
 them to the online views; the target branch (:mod:`ebmssl.models.target`) gives the target views of
 the global crops (none, the projector outputs with or without gradient, or a momentum copy's); the
-objective compares them. Any head accepts ``freeze_epochs`` (:mod:`ebmssl.models.freeze`). Sizes are
+objective compares them. ``mask_views`` (:mod:`ebmssl.models.view_masking`) has the online backbone
+encode chosen views with a random subset of their patch tokens (masks from the batch's generator); the
+target branch sees the full views. Any head accepts ``freeze_epochs`` (:mod:`ebmssl.models.freeze`). Sizes are
 said once: the builder hands the objective the heads' widths and the number of global views.
 """
 
@@ -29,6 +32,7 @@ from torch import nn
 from ebmssl.models.build import build_heads, build_model_backbone
 from ebmssl.models.freeze import cancel_frozen_gradients
 from ebmssl.models.target import NoTarget, TargetBranch, build_target
+from ebmssl.models.view_masking import ViewMasking, build_view_masking
 from ebmssl.objective import Objective, ObjectiveOutput
 from ebmssl.registry import ConfigError, register_architecture
 from ebmssl.schema import MODEL_KEYS, check_keys
@@ -45,21 +49,37 @@ class LearnerOutput:
     probe_logits: torch.Tensor | None = None
 
 
-def _group_by_shape(views: Sequence[torch.Tensor]) -> list[list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
+Keeps = Sequence[torch.Tensor | None]
+
+
+def _group_by_shape(views: Sequence[torch.Tensor], keeps: Keeps | None = None) -> list[list[int]]:
+    """Indices of views that can share one call: same shape and, when masked, the same number of kept tokens."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for index, view in enumerate(views):
-        groups.setdefault(tuple(view.shape[1:]), []).append(index)
+        keep = None if keeps is None else keeps[index]
+        groups.setdefault((tuple(view.shape[1:]), None if keep is None else keep.shape[1]), []).append(index)
     return list(groups.values())
 
 
-def encode(module: nn.Module, views: Sequence[torch.Tensor], together: bool) -> list[torch.Tensor]:
-    """Run ``module`` on every view; with ``together`` same-resolution views share one call (one BN batch)."""
+def _call(module: nn.Module, batch: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return module(batch) if keep is None else module(batch, keep)
+
+
+def encode(module: nn.Module, views: Sequence[torch.Tensor], together: bool, keeps: Keeps | None = None) -> list[torch.Tensor]:
+    """Run ``module`` on every view; with ``together`` same-resolution views share one call (one BN batch).
+
+    ``keeps``: per view, the (N, K) patch indices the module encodes (``module(view, keep)``) or None for
+    the whole view; masked and unmasked views of one resolution go through separate calls.
+    """
+    if keeps is not None and len(keeps) != len(views):
+        raise ValueError(f"{len(keeps)} masks for {len(views)} views")
     if not together:
-        return [module(view) for view in views]
+        return [_call(module, view, None if keeps is None else keeps[i]) for i, view in enumerate(views)]
     outputs: list[torch.Tensor | None] = [None] * len(views)
-    for group in _group_by_shape(views):
+    for group in _group_by_shape(views, keeps):
         batch = torch.cat([views[i] for i in group], dim=0)
-        for i, chunk in zip(group, module(batch).chunk(len(group), dim=0)):
+        keep = None if keeps is None or keeps[group[0]] is None else torch.cat([keeps[i] for i in group], dim=0)  # type: ignore[misc]
+        for i, chunk in zip(group, _call(module, batch, keep).chunk(len(group), dim=0)):
             outputs[i] = chunk
     return outputs  # type: ignore[return-value]
 
@@ -72,8 +92,10 @@ class Branch(nn.Module):
         self.backbone = backbone
         self.projector = projector
 
-    def forward(self, views: Sequence[torch.Tensor], together: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        features = encode(self.backbone, views, together)
+    def forward(
+        self, views: Sequence[torch.Tensor], together: bool = True, keeps: Keeps | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        features = encode(self.backbone, views, together, keeps)
         embeddings = encode(self.projector, features, together)
         return features, embeddings
 
@@ -96,8 +118,10 @@ class Learner(nn.Module):
         num_global: int = 2,
         together: bool = True,
         probe: nn.Module | None = None,
+        mask_views: ViewMasking | None = None,
     ) -> None:
         super().__init__()
+        self.mask_views = mask_views
         self.online = online
         self.predictor = predictor
         self.objective = objective
@@ -106,6 +130,19 @@ class Learner(nn.Module):
         self.together = together
         self.probe = probe
         self.target.attach(online)
+
+    def draw_masks(self, views: Sequence[torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor | None] | None:
+        """Per view, the patch indices the online backbone keeps (None: the whole view); None without ``mask_views``."""
+        if self.mask_views is None:
+            return None
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        return self.mask_views.draw(generator, views, self.num_global, self.online.backbone)
+
+    def _targets_reuse_masked(self, keeps: Keeps) -> bool:
+        """Whether the target branch would take its targets from masked online embeddings of global views."""
+        reuses_online = not self.target.independent and not isinstance(self.target, NoTarget)
+        return reuses_online and any(k is not None for k in keeps[: self.num_global])
 
     # -- the contract --------------------------------------------------------------------------------
     @property
@@ -154,11 +191,17 @@ class Learner(nn.Module):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LearnerOutput:
-        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness."""
+        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness
+        (the ``mask_views`` masks; a fixed seed-0 generator when None)."""
         views = list(views)
-        features, embeddings = self.online(views, self.together)
+        keeps = self.draw_masks(views, generator)
+        features, embeddings = self.online(views, self.together, keeps)
         online = encode(self.predictor, embeddings, self.together) if self.predictor is not None else embeddings
-        target = self.target.targets(self.online, views[: self.num_global], embeddings, self.together)
+        target_source = embeddings
+        if keeps is not None and self._targets_reuse_masked(keeps):
+            # targets taken from the online branch come from the full global views, never the masked ones
+            target_source = self.online(views[: self.num_global], self.together)[1]
+        target = self.target.targets(self.online, views[: self.num_global], target_source, self.together)
         # The objective runs in float32 even under mixed precision: softmaxes, logsumexps and
         # covariance statistics lose too much in bf16/fp16.
         device_type = online[0].device.type
@@ -204,6 +247,7 @@ def build_joint_embedding(
     source, section = _source_of(where)
     check_keys(model_config, MODEL_KEYS, f"{section}.", source)
     backbone = build_model_backbone(model_config, in_channels, where)
+    mask_views = build_view_masking(model_config.get("mask_views"), backbone, f"{where}.mask_views")
     projector = build_heads(model_config.get("projector"), backbone.output_dim, f"{where}.projector")
     predictor_spec = model_config.get("predictor")
     predictor = build_heads(predictor_spec, projector.output_dim, f"{where}.predictor") if predictor_spec else None
@@ -221,4 +265,5 @@ def build_joint_embedding(
     probe = None
     if model_config.get("online_probe", True) and num_classes:
         probe = OnlineLinearProbe(backbone.output_dim, num_classes)
-    return Learner(Branch(backbone, projector), objective, predictor, target, num_global, forward_views == "together", probe)
+    online = Branch(backbone, projector)
+    return Learner(online, objective, predictor, target, num_global, forward_views == "together", probe, mask_views)

@@ -17,6 +17,7 @@ from ebmssl.strategies.base import Progress
 from ebmssl.training.learner import Learner, build_learner
 
 BACKBONE = {"name": "small_cnn", "width": 8}
+TINY_VIT = {"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
 PROJECTOR = {"name": "mlp", "hidden_dim": 16, "output_dim": 8}
 PREDICTOR = {"name": "mlp", "hidden_dim": 16, "output_dim": 8}
 POSITIVE_ONLY = {"energy": {"name": "cosine"}, "strategies": []}

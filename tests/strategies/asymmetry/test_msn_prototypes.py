@@ -69,7 +69,7 @@ def test_the_learner_optimises_the_prototypes() -> None:
     config = ebmssl.load_config("msn", "methods")
     config["objective"]["strategies"][0].update(dim=8, num_prototypes=10)
     config["model"]["projector"].update(hidden_dim=16, output_dim=8)
-    config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
+    config["model"]["backbone"].update(image_size=16, num_layers=1, hidden_dim=24, num_heads=2, mlp_dim=48)  # a tiny ViT
     objective = ebmssl.build_objective(config)
     learner = build_learner(config["model"], objective, num_global=2, in_channels=3, num_classes=None)
     names = [name for name, p in learner.named_parameters() if p.requires_grad]
