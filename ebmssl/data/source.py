@@ -71,8 +71,43 @@ class EpochOrder:
         offset = (micro * self.num_processes + self.process_index) * self.micro_batch
         return order[start + offset : start + offset + self.micro_batch]
 
+    def view_seed(self, step: int, micro: int) -> int:
+        """Seed of the views' generator of micro-batch ``(step, micro)`` of this process."""
+        return seed_for(self.seed, step, micro, self.process_index)
 
-class InMemorySource:
+    def model_generator(self, step: int, micro: int) -> torch.Generator:
+        """The CPU generator for model-side randomness of ``(step, micro)`` (``Batch.generator``)."""
+        return torch.Generator().manual_seed(seed_for(self.seed, step, micro, self.process_index, MODEL_SALT))
+
+
+class OrderedSource:
+    """What every batch source shares: ``dataset``, ``views``, ``device`` and the :class:`EpochOrder` of
+    the run's coordinates (exposed as ``seed``, ``global_batch``, ``micro_batch``, ``num_processes``,
+    ``process_index``, ``steps_per_epoch``); subclasses implement ``batch(step, micro)``."""
+
+    def __init__(
+        self, dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
+        process_index: int, device: torch.device,
+    ) -> None:  # fmt: skip
+        self.dataset = dataset
+        self.views = views
+        self.device = torch.device(device)
+        self.order = EpochOrder(len(dataset), seed, global_batch, micro_batch, num_processes, process_index)
+        self.seed, self.process_index = self.order.seed, self.order.process_index
+        self.global_batch, self.micro_batch = self.order.global_batch, self.order.micro_batch
+        self.num_processes, self.steps_per_epoch = self.order.num_processes, self.order.steps_per_epoch
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        return self.order.epoch_order(epoch)
+
+    def indices(self, step: int, micro: int) -> torch.Tensor:
+        return self.order.indices(step, micro)
+
+    def batch(self, step: int, micro: int = 0) -> Batch:
+        raise NotImplementedError
+
+
+class InMemorySource(OrderedSource):
     """Batches from a dataset held as one uint8 tensor (``dataset.images``, ``dataset.targets``).
 
     The data order of epoch ``e`` is a permutation seeded by ``(seed, e)``; the views of step ``s``
@@ -93,35 +128,18 @@ class InMemorySource:
         device: torch.device,
         on_device: bool = False,
     ) -> None:
-        self.dataset = dataset
-        self.views = views
-        self.seed = int(seed)
-        self.global_batch = int(global_batch)
-        self.micro_batch = int(micro_batch)
-        self.num_processes = int(num_processes)
-        self.process_index = int(process_index)
-        self.device = device
-        self.order = EpochOrder(len(dataset), seed, global_batch, micro_batch, num_processes, process_index)
-        self.steps_per_epoch = self.order.steps_per_epoch
+        super().__init__(dataset, views, seed=seed, global_batch=global_batch, micro_batch=micro_batch,
+                         num_processes=num_processes, process_index=process_index, device=device)  # fmt: skip
         self.images, self.targets = dataset.images, dataset.targets
         if on_device:
             self.images, self.targets = self.images.to(device), self.targets.to(device)
-
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        return self.order.epoch_order(epoch)
-
-    def indices(self, step: int, micro: int) -> torch.Tensor:
-        return self.order.indices(step, micro)
 
     def batch(self, step: int, micro: int = 0) -> Batch:
         indices = self.indices(step, micro).to(self.images.device)
         images = self.images[indices].to(self.device, non_blocking=True)
         labels = self.targets[indices].to(self.device, non_blocking=True)
-        generator = torch.Generator(device=self.device).manual_seed(
-            seed_for(self.seed, step, micro, self.process_index)
-        )
-        model_generator = torch.Generator().manual_seed(seed_for(self.seed, step, micro, self.process_index, MODEL_SALT))
-        return Batch(views=self.views(images, generator), labels=labels, generator=model_generator)
+        generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
+        return Batch(views=self.views(images, generator), labels=labels, generator=self.order.model_generator(step, micro))
 
 
 ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU

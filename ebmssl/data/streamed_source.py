@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ebmssl.data import augment as A
-from ebmssl.data.source import MODEL_SALT, Batch, EpochOrder, seed_for
+from ebmssl.data.source import Batch, EpochOrder, OrderedSource, seed_for
 from ebmssl.data.streamed import StreamedImageDataset
 from ebmssl.data.views.base import ViewRecipe
 
@@ -80,7 +80,7 @@ class MicroBatches(Dataset):
             skipped.extend(bad)
         payload = {"key": (step, micro), "crops": crops, "labels": labels, "skipped": skipped}
         if self.augment:
-            generator = torch.Generator().manual_seed(seed_for(order.seed, step, micro, order.process_index))
+            generator = torch.Generator().manual_seed(order.view_seed(step, micro))
             payload["views"], payload["crops"] = self.views.augment_crops(crops, generator), None
         return payload
 
@@ -102,7 +102,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is per-image; intra-op threads would only contend
 
 
-class StreamedSource:
+class StreamedSource(OrderedSource):
     """``batch(step, micro)`` for a :class:`StreamedImageDataset`; see the module docstring."""
 
     def __init__(
@@ -119,16 +119,8 @@ class StreamedSource:
         num_workers: int | None = None,
         augment: str = "auto",
     ) -> None:
-        self.dataset = dataset
-        self.views = views
-        self.seed = int(seed)
-        self.global_batch = int(global_batch)
-        self.micro_batch = int(micro_batch)
-        self.num_processes = int(num_processes)
-        self.process_index = int(process_index)
-        self.device = torch.device(device)
-        self.order = EpochOrder(len(dataset), seed, global_batch, micro_batch, num_processes, process_index)
-        self.steps_per_epoch = self.order.steps_per_epoch
+        super().__init__(dataset, views, seed=seed, global_batch=global_batch, micro_batch=micro_batch,
+                         num_processes=num_processes, process_index=process_index, device=device)  # fmt: skip
         self.accumulation = max(1, self.global_batch // (self.micro_batch * self.num_processes))
         options = dataset.loader
         self.num_workers = options.num_workers if num_workers is None else int(num_workers)
@@ -183,12 +175,11 @@ class StreamedSource:
     def batch(self, step: int, micro: int = 0) -> Batch:
         payload = self.crops(step, micro)
         labels = payload["labels"].to(self.device, non_blocking=True)
-        coordinates = (self.seed, step, micro, self.process_index)
-        model_generator = torch.Generator().manual_seed(seed_for(*coordinates, MODEL_SALT))
+        model_generator = self.order.model_generator(step, micro)
         if payload["crops"] is None:  # the worker ran the photometric stage (CPU training)
             return Batch(views=payload["views"], labels=labels, generator=model_generator)
         crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]
-        generator = torch.Generator(device=self.device).manual_seed(seed_for(*coordinates))
+        generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
         return Batch(views=self.views.augment_crops(crops, generator), labels=labels, generator=model_generator)
 
     def close(self) -> None:

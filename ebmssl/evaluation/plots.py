@@ -72,6 +72,25 @@ def plot_spectrum(singular_values, path: str | Path) -> Path:
     return _save(figure, path)
 
 
+def energy_bin_edges(pos: Sequence[float], neg: Sequence[float], bins: int) -> list[float]:
+    """``bins + 1`` equal-width edges spanning both samples (a unit range around a single value, [0, 1]
+    when both are empty), so the two histograms share their bins."""
+    both = [*pos, *neg]
+    low, high = (min(both), max(both)) if both else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return [low + (high - low) * i / bins for i in range(bins + 1)]
+
+
+def overlay_energy_histograms(axis, positive, negative, bins: int = 40) -> None:
+    """Draw the finite negative (C1) and positive (C0) energies of one run as overlaid densities on ``axis``."""
+    pos = [v for v in _as_list(positive) if math.isfinite(v)]
+    neg = [v for v in _as_list(negative) if math.isfinite(v)]
+    edges = energy_bin_edges(pos, neg, bins)
+    axis.hist(neg, bins=edges, density=True, alpha=0.55, color="C1", label="negative")
+    axis.hist(pos, bins=edges, density=True, alpha=0.55, color="C0", label="positive")
+
+
 def plot_energy_histograms(positive, negative, path: str | Path, bins: int = 50) -> Path:
     """Overlaid density histograms of positive-pair and negative-pair energies (low energy = compatible)."""
     pos, neg = _as_list(positive), _as_list(negative)
@@ -79,12 +98,8 @@ def plot_energy_histograms(positive, negative, path: str | Path, bins: int = 50)
     neg = [v for v in neg if math.isfinite(v)]
     figure = Figure(figsize=(5, 3.5))
     axis = figure.add_subplot(1, 1, 1)
-    both = pos + neg
-    if both:
-        low, high = min(both), max(both)
-        if high <= low:
-            low, high = low - 0.5, high + 0.5
-        edges = [low + (high - low) * i / bins for i in range(bins + 1)]
+    if pos or neg:
+        edges = energy_bin_edges(pos, neg, bins)
         if pos:
             axis.hist(pos, bins=edges, density=True, alpha=0.6, label=f"positive (mean {sum(pos) / len(pos):.3g})")
         if neg:

@@ -21,7 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ebmssl.evaluation.plots import _save
+from ebmssl.evaluation.plots import _save, overlay_energy_histograms
 from ebmssl.experiments.rundata import RunData, load_run
 from ebmssl.registry import ConfigError
 
@@ -99,15 +99,7 @@ def plot_energy_over_training(data: Mapping[str, RunData], path: Path, columns: 
         for col, index in enumerate(picks):
             axis = figure.add_subplot(len(names), columns, row * columns + col + 1)
             record = probes[index]
-            pos = [v for v in record["positive_energies"] if math.isfinite(v)]
-            neg = [v for v in record["negative_energies"] if math.isfinite(v)]
-            both = pos + neg
-            low, high = (min(both), max(both)) if both else (0.0, 1.0)
-            if high <= low:
-                low, high = low - 0.5, high + 0.5
-            edges = [low + (high - low) * i / 40 for i in range(41)]
-            axis.hist(neg, bins=edges, density=True, alpha=0.55, color="C1", label="negative")
-            axis.hist(pos, bins=edges, density=True, alpha=0.55, color="C0", label="positive")
+            overlay_energy_histograms(axis, record["positive_energies"], record["negative_energies"])
             axis.set_title(f"{data[name].name[:28]}\nstep {record['step']}", fontsize=7)
             axis.tick_params(labelsize=6)
             if row == 0 and col == 0:

@@ -16,7 +16,7 @@ run whose ``report.json`` exists and whose saved config equals the resolved one 
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -69,42 +69,16 @@ def _finished(run_dir: Path, config: Mapping[str, Any]) -> bool:
 
 
 def train_probed(config: Mapping[str, Any], run_dir: Path, probes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Train and evaluate one run like :func:`ebmssl.training.run.run_training`, with per-epoch probes."""
-    import time as _time
-
+    """Train and evaluate one run with :func:`ebmssl.training.run.run_training` and a
+    :class:`~ebmssl.experiments.probing.ProbedTrainer` (per-epoch probes); the target backbone is
+    evaluated too, raw pixels are not, and only the exported backbone is kept (no checkpoints)."""
     from ebmssl.experiments.probing import ProbedTrainer
-    from ebmssl.training.report import evaluate_encoders, export_backbone, write_plots, write_report
-    from ebmssl.training.run import final_diagnostics, random_encoder
-    from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
+    from ebmssl.training.run import run_training
 
-    prepare_run_dir(run_dir, resume=False, overwrite=True)
-    trainer = ProbedTrainer(config, run_dir, probes=probes)
-    save_resolved_config(config, run_dir)
-    stats = trainer.train()
-    report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
-    learner = trainer.unwrapped
-    export_backbone(learner.encoder, run_dir / "backbone.safetensors")
-    write_csv(trainer.history, run_dir / "metrics.csv")
-    final = final_diagnostics(trainer)
-    report["diagnostics"] = {k: v for k, v in final.items() if not isinstance(v, list)}
-    report["collapse"] = final.get("collapse", [])
-    if trainer.eval_cfg["final"]:
-        started = _time.perf_counter()
-        encoders: dict[str, Any] = {"trained": learner.encoder}
-        if trainer.eval_cfg["baselines"]:
-            encoders["random_init"] = random_encoder(trainer)
-        target = getattr(learner, "target", None)
-        if target is not None and hasattr(target, "backbone"):
-            encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
-        report["evaluation"] = evaluate_encoders(
-            encoders, trainer.train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
-            device=trainer.accelerator.device, seed=int(trainer.train_cfg["seed"]),
-        )
-        report["evaluation_seconds"] = _time.perf_counter() - started
-    report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final)
-    write_report(run_dir, report)
-    final_path = run_dir / "final_diagnostics.json"
-    final_path.write_text(json.dumps({k: v for k, v in final.items() if k != "collapse"}, default=float))
+    report = run_training(
+        config, run_dir, resume=False, overwrite=True,
+        trainer_factory=functools.partial(ProbedTrainer, probes=probes), pixel_baseline=False, evaluate_target=True,
+    )  # fmt: skip
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # experiments keep the exported backbone only
     return report
 

@@ -117,8 +117,11 @@ def representation_geometry(learner, trainer, z1: torch.Tensor, z2: torch.Tensor
 class ProbedTrainer(Trainer):
     """The trainer with the per-epoch probes of this module (settings: ``probes`` of the experiment run)."""
 
-    def __init__(self, config: Mapping[str, Any], run_dir, resume: bool = False, probes: Mapping[str, Any] | None = None) -> None:
-        super().__init__(config, run_dir, resume=resume)
+    def __init__(
+        self, config: Mapping[str, Any], run_dir, resume: bool = False, settings: Any = None,
+        probes: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, run_dir, resume=resume, settings=settings)
         unknown = set(probes or {}) - set(PROBE_DEFAULTS)
         if unknown:
             raise ValueError(f"unknown probe settings {sorted(unknown)}; accepted: {sorted(PROBE_DEFAULTS)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ebmssl.evaluation.plots import _save
+from ebmssl.evaluation.plots import _save, overlay_energy_histograms
 from ebmssl.experiments.rundata import RunData, load_run
 
 CURVES = (
@@ -122,15 +122,7 @@ def plot_energy_grid(runs: Sequence[RunData], path: Path) -> Path | None:
     figure = Figure(figsize=(3.6 * columns, 2.8 * rows))
     for index, (run, (pos, neg)) in enumerate(with_energies):
         axis = figure.add_subplot(rows, columns, index + 1)
-        pos = [v for v in pos if math.isfinite(v)]
-        neg = [v for v in neg if math.isfinite(v)]
-        both = pos + neg
-        low, high = (min(both), max(both)) if both else (0.0, 1.0)
-        if high <= low:
-            low, high = low - 0.5, high + 0.5
-        edges = [low + (high - low) * i / 40 for i in range(41)]
-        axis.hist(neg, bins=edges, density=True, alpha=0.55, color="C1", label="negative")
-        axis.hist(pos, bins=edges, density=True, alpha=0.55, color="C0", label="positive")
+        overlay_energy_histograms(axis, pos, neg)
         axis.set_title(run.name[:36], fontsize=8)
         axis.set_xlabel("energy", fontsize=7)
         axis.tick_params(labelsize=6)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,24 @@ def default_run_dir(config: Mapping[str, Any]) -> Path:
     return Path("runs") / Path(source).stem
 
 
-def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume: bool | str | Path = False, overwrite: bool = False) -> dict[str, Any]:
+def run_training(
+    config: Mapping[str, Any],
+    run_dir: Path | None = None,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    *,
+    trainer_factory: Callable[..., Trainer] = Trainer,
+    pixel_baseline: bool = True,
+    evaluate_target: bool = False,
+) -> dict[str, Any]:
     """Train ``config`` in ``run_dir`` and evaluate it; returns the report (also written to report.json).
 
     ``resume``: False; True or ``"auto"`` (the newest valid checkpoint); or a checkpoint path.
+    ``trainer_factory(config, run_dir, resume=..., settings=...)`` builds the trainer (a :class:`Trainer`
+    subclass such as the experiments' ``ProbedTrainer``). With ``eval.baselines`` the random-init encoder
+    is evaluated, and raw pixels too when ``pixel_baseline``; ``evaluate_target`` also evaluates the
+    learner's target backbone (EMA teacher) when it has one. The final diagnostics (all but the collapse
+    verdicts, which are in the report) are written to ``final_diagnostics.json``.
     Raises :class:`~ebmssl.training.preemption.Preempted` after a SIGTERM/SIGINT (checkpoint saved).
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -48,7 +63,7 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
     if state.is_main_process:
         prepare_run_dir(run_dir, bool(resume), overwrite)
     state.wait_for_everyone()
-    trainer = Trainer(config, run_dir, resume=resume, settings=settings)
+    trainer = trainer_factory(config, run_dir, resume=resume, settings=settings)
     acc = trainer.accelerator
     if acc.is_main_process and not resume:
         save_resolved_config(config, run_dir)
@@ -73,7 +88,11 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
             encoders: dict[str, Any] = {"trained": learner.encoder}
             if trainer.eval_cfg["baselines"]:
                 encoders["random_init"] = random_encoder(trainer)
-                encoders["raw_pixels"] = None
+                if pixel_baseline:
+                    encoders["raw_pixels"] = None
+            target = getattr(learner, "target", None)
+            if evaluate_target and target is not None and hasattr(target, "backbone"):
+                encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
             results = evaluate_encoders(
                 encoders, trainer.eval_train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
                 device=acc.device, seed=int(trainer.train_cfg["seed"]),
@@ -83,6 +102,8 @@ def run_training(config: Mapping[str, Any], run_dir: Path | None = None, resume:
             acc.print("\n" + format_table(results))
         report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
         write_report(run_dir, report)
+        final_path = run_dir / "final_diagnostics.json"
+        final_path.write_text(json.dumps({k: v for k, v in final_diag.items() if k != "collapse"}, default=float))
         for reason in report["collapse"]:
             acc.print(f"WARNING: the run collapsed: {reason}")
     acc.wait_for_everyone()

@@ -7,19 +7,15 @@ exactly, with no silent 1/world_size factor. One ``torchrun`` launch evaluates e
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.distributed._harness import assert_matches, launch_two_processes, single_process_objective
 from tests.distributed.worker import build, inputs
 
 WORKER = Path(__file__).with_name("worker.py")
-ROOT = Path(__file__).resolve().parents[2]
 SEED, VIEWS, BATCH, DIM = 3, 2, 16, 8
 
 # method config -> overrides that keep sizes consistent with DIM (queues, prototypes, centers)
@@ -48,32 +44,17 @@ CASES: dict[str, dict] = {
 
 
 def single_process(method: str) -> dict:
-    xs, weight = inputs(SEED, VIEWS, BATCH, DIM)
-    weight = weight.clone().requires_grad_(True)
-    objective = build(method, CASES[method])
-    out = objective([x @ weight for x in xs])
-    out.loss.backward()
-    return {"loss": out.loss.item(), "terms": {k: v.item() for k, v in out.terms.items()}, "grad": weight.grad.flatten().tolist()}
+    return single_process_objective(build, inputs, method, CASES[method], SEED, VIEWS, BATCH, DIM)
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    output = tmp_path_factory.mktemp("gather") / "results.json"
-    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM, "output": str(output)}
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), json.dumps(spec)]
-    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(output.read_text())
+    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM}
+    return launch_two_processes(WORKER, spec, tmp_path_factory.mktemp("gather") / "results.json")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_two_processes_match_single_process(method: str, two_process_results: dict) -> None:
-    distributed = two_process_results[method]
-    assert "error" not in distributed, distributed.get("error")
     reference = single_process(method)
-    assert distributed["loss"] == pytest.approx(reference["loss"], rel=1e-9, abs=1e-9)
-    for name, value in reference["terms"].items():
-        assert distributed["terms"][name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
-    torch.testing.assert_close(torch.tensor(distributed["grad"]), torch.tensor(reference["grad"]), rtol=1e-7, atol=1e-9)
+    assert_matches(two_process_results[method], reference["loss"], reference["terms"], torch.tensor(reference["grad"]))

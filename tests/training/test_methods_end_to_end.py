@@ -15,12 +15,16 @@ from ebmssl.training.run import run_training
 SHRINK = {"hidden_dim": 32, "output_dim": 8, "bottleneck_dim": 8, "num_prototypes": 10, "dim": 8, "size": 64, "queue_length": 32, "w_size": 16}
 
 
-def shrink(node: Any) -> Any:
-    """Make every head and state buffer tiny, keeping sizes that must agree equal to each other."""
+def shrink(node: Any, sizes: dict[str, int] = SHRINK) -> Any:
+    """Make every head and state buffer tiny (integer keys named in ``sizes`` take that size), keeping
+    sizes that must agree equal to each other."""
     if isinstance(node, dict):
-        return {k: (SHRINK[k] if k in SHRINK and isinstance(v, int) and not isinstance(v, bool) else shrink(v)) for k, v in node.items()}
+        return {
+            k: (sizes[k] if k in sizes and isinstance(v, int) and not isinstance(v, bool) else shrink(v, sizes))
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [shrink(v) for v in node]
+        return [shrink(v, sizes) for v in node]
     return node
 
 

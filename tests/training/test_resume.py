@@ -14,9 +14,10 @@ from ebmssl.training.run import run_training
 from tests.training.test_methods_end_to_end import tiny_run_config
 
 
-def losses(run_dir: Path) -> dict[int, dict[str, float]]:
+def losses(run_dir: Path, keys: tuple[str, ...] = ("loss",)) -> dict[int, dict[str, float]]:
+    """Per step: the logged ``keys`` and every ``term/...`` of ``metrics.jsonl``."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith("term/")} for r in records}
+    return {r["step"]: {k: v for k, v in r.items() if k in keys or k.startswith("term/")} for r in records}
 
 
 def config_for(method: str) -> dict:
@@ -26,21 +27,28 @@ def config_for(method: str) -> dict:
     return config
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["moco_v2", "dino"])  # a queue + EMA target; a center + EMA teacher
-def test_resume_matches_uninterrupted_run(method: str, tmp_path: Path) -> None:
+def assert_resume_matches(method: str, tmp_path: Path, keys: tuple[str, ...] = ("loss",)) -> dict[int, dict[str, float]]:
+    """Train ``method`` 8 steps uninterrupted, and stopped at step 3 (mid-epoch, 4 steps per epoch) then
+    resumed; both log the same ``keys`` and terms at every step. Returns the uninterrupted run's."""
     config = config_for(method)
     run_training(config, tmp_path / "full")
-    interrupted = apply_overrides(config, ["train.stop_at_step=3"])  # mid-epoch (4 steps per epoch)
+    interrupted = apply_overrides(config, ["train.stop_at_step=3"])
     run_training(interrupted, tmp_path / "split")
     assert latest_checkpoint(tmp_path / "split" / "checkpoints").name == "step-00000003"
     saved = load_config(tmp_path / "split" / "config.yaml")
     run_training(apply_overrides(saved, ["train.stop_at_step=null"]), tmp_path / "split", resume=True)
-    full, split = losses(tmp_path / "full"), losses(tmp_path / "split")
+    full, split = losses(tmp_path / "full", keys), losses(tmp_path / "split", keys)
     assert sorted(split) == sorted(full) == list(range(1, 9))
     for step in full:
         for key, value in full[step].items():
             assert split[step][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (step, key)
+    return full
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["moco_v2", "dino"])  # a queue + EMA target; a center + EMA teacher
+def test_resume_matches_uninterrupted_run(method: str, tmp_path: Path) -> None:
+    assert_resume_matches(method, tmp_path)
 
 
 def test_existing_run_directory_is_not_clobbered(tmp_path: Path) -> None:

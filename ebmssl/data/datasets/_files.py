@@ -18,10 +18,16 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(EXTENSIONS)
 
 
+def candidate_paths(path: str, root: str) -> list[str]:
+    """Where a dataset's ``path`` may be, in order: itself when absolute, else under ``root`` and then
+    relative to the working directory."""
+    return [path] if os.path.isabs(path) else [os.path.join(root, path), path]
+
+
 def resolve_folder(kind: str, path: str, root: str, train: bool, hint: str) -> str:
-    """``path`` (absolute, or under ``root``, or relative to the working directory); its ``train/`` or
-    ``val/``/``test/`` sub-folder when it has one. A DatasetNotFoundError naming the paths tried otherwise."""
-    candidates = [path] if os.path.isabs(path) else [os.path.join(root, path), path]
+    """``path`` (see :func:`candidate_paths`); its ``train/`` or ``val/``/``test/`` sub-folder when it
+    has one. A DatasetNotFoundError naming the paths tried otherwise."""
+    candidates = candidate_paths(path, root)
     for base in candidates:
         if os.path.isdir(base):
             for name in ["train"] if train else ["val", "test"]:

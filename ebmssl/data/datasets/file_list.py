@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 
 from ebmssl.data.dataset import not_found
-from ebmssl.data.datasets._files import finish
+from ebmssl.data.datasets._files import candidate_paths, finish
 from ebmssl.registry import ConfigError, register_dataset
 
 HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "target"}
@@ -78,7 +78,7 @@ def file_list(
     """Images named in a text/CSV list (``path[,label]`` per line), streamed."""
     del download
     chosen = path if train or not test_list else test_list
-    candidates = [chosen] if os.path.isabs(chosen) else [os.path.join(root, chosen), chosen]
+    candidates = candidate_paths(chosen, root)
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
         raise not_found("file_list", [os.path.abspath(c) for c in candidates],

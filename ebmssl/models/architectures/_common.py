@@ -133,3 +133,27 @@ class TransformerStack(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+class MaskTokenTransformer(nn.Module):
+    """The trunk of MAE's decoder and I-JEPA's predictor: ``embed`` (encoder width -> ``width``), a
+    learned ``mask_token`` (initialised by ``init_mask_token`` with std 0.02: MAE draws it from a normal,
+    I-JEPA from a truncated normal), ``transformer`` (:class:`TransformerStack`) and the fixed sine-cosine
+    positions of a patch grid, cached per grid. Subclasses add their output layer and ``forward``."""
+
+    def __init__(
+        self, embed_dim: int, width: int, depth: int, num_heads: int, mlp_ratio: float, init_mask_token=nn.init.normal_
+    ) -> None:
+        super().__init__()
+        self.width = width
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        init_mask_token(self.mask_token, std=0.02)
+        self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
+        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+
+    def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        """(grid_h * grid_w, width) sine-cosine positions on ``like``'s device and dtype."""
+        if grid not in self._positions:
+            self._positions[grid] = sincos_2d(self.width, *grid)
+        return self._positions[grid].to(device=like.device, dtype=like.dtype)

@@ -41,13 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebmssl.models.architectures._common import (
+    MaskTokenTransformer,
     MomentumSchedule,
-    TransformerStack,
-    full_precision,
     check_section,
     frozen_copy,
+    full_precision,
     momentum_step,
-    sincos_2d,
     sub_mapping,
 )
 from ebmssl.models.masking import BlockMasks, gather_tokens, multi_block_masks
@@ -62,23 +61,12 @@ MASK_KEYS = (
 )  # fmt: skip
 
 
-class JEPAPredictor(nn.Module):
+class JEPAPredictor(MaskTokenTransformer):
     """Narrow transformer predicting target-patch embeddings from context tokens and target positions."""
 
     def __init__(self, embed_dim: int, width: int = 384, depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.width = width
-        self.embed = nn.Linear(embed_dim, width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
+        super().__init__(embed_dim, width, depth, num_heads, mlp_ratio, init_mask_token=nn.init.trunc_normal_)
         self.project = nn.Linear(width, embed_dim)
-        self._positions: dict[tuple[int, int], torch.Tensor] = {}
-
-    def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        if grid not in self._positions:
-            self._positions[grid] = sincos_2d(self.width, *grid)
-        return self._positions[grid].to(device=like.device, dtype=like.dtype)
 
     def forward(
         self, context: torch.Tensor, context_index: torch.Tensor, target_index: torch.Tensor, grid: tuple[int, int]

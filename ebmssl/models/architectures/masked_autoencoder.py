@@ -32,10 +32,9 @@ from torch import nn
 
 from ebmssl.energies.reconstruction import patchify
 from ebmssl.models.architectures._common import (
-    TransformerStack,
-    full_precision,
+    MaskTokenTransformer,
     check_section,
-    sincos_2d,
+    full_precision,
     sub_mapping,
 )
 from ebmssl.models.architectures.jepa import build_vit_encoder
@@ -52,6 +51,12 @@ class _ReconstructionBase(nn.Module):
 
     objective: nn.Module
     probe: nn.Module | None
+
+    def _attach(self, decoder: nn.Module, objective: nn.Module, probe: nn.Module | None) -> None:
+        """Register the parts both auto-encoders have, after the encoder (parameter order is kept)."""
+        self.decoder = decoder
+        self.objective = objective
+        self.probe = probe
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
         return [("contrastive", CORRUPTION_REASON)]
@@ -75,18 +80,12 @@ class _ReconstructionBase(nn.Module):
         return LearnerOutput(loss, result, features, [features], probe_loss, probe_logits)
 
 
-class MAEDecoder(nn.Module):
+class MAEDecoder(MaskTokenTransformer):
     """MAE's light decoder: embed, mask tokens at the hidden positions, sin-cos positions, blocks, pixels."""
 
     def __init__(self, embed_dim: int, patch_pixels: int, width: int = 128, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.width = width
-        self.embed = nn.Linear(embed_dim, width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
+        super().__init__(embed_dim, width, depth, num_heads, mlp_ratio, init_mask_token=nn.init.normal_)
         self.predict = nn.Linear(width, patch_pixels)
-        self._positions: dict[tuple[int, int], torch.Tensor] = {}
 
     def forward(self, visible: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """visible (N, K, D) tokens at patches ``keep`` (N, K) -> (N, L, patch_pixels) for every patch."""
@@ -94,9 +93,7 @@ class MAEDecoder(nn.Module):
         x = self.embed(visible)
         full = self.mask_token.to(x.dtype).expand(n, length, -1).clone()
         full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, self.width), x)
-        if grid not in self._positions:
-            self._positions[grid] = sincos_2d(self.width, *grid)
-        full = full + self._positions[grid].to(device=x.device, dtype=x.dtype)
+        full = full + self.positions(grid, x)
         return self.predict(self.transformer(full))
 
 
@@ -104,10 +101,8 @@ class MaskedAutoencoder(_ReconstructionBase):
     def __init__(self, encoder: nn.Module, decoder: MAEDecoder, objective: nn.Module, mask_ratio: float, probe: nn.Module | None) -> None:
         super().__init__()
         self.vit = encoder
-        self.decoder = decoder
-        self.objective = objective
+        self._attach(decoder, objective, probe)
         self.mask_ratio = float(mask_ratio)
-        self.probe = probe
 
     @property
     def encoder(self) -> nn.Module:
@@ -138,11 +133,9 @@ class DenoisingAutoencoder(_ReconstructionBase):
     ) -> None:
         super().__init__()
         self.backbone = encoder
-        self.decoder = decoder
-        self.objective = objective
+        self._attach(decoder, objective, probe)
         self.corruption = corruption
         self.amount = float(amount)
-        self.probe = probe
 
     @property
     def encoder(self) -> nn.Module:
