@@ -116,9 +116,7 @@ class Objective(nn.Module):
             batch = strategy.transform(batch)
         terms: dict[str, torch.Tensor] = {}
         if self.energy_weight != 0.0:
-            energy_term = batch.over_pairs(
-                lambda a, b, pair: self.energy.term(a, b, batch.positive_weights.get(pair))
-            )
+            energy_term = self.energy.pairs_term(batch)
             terms["energy"] = self.scale * self.energy_weight * energy_term
         for name, strategy, weight in zip(self.term_names, self.strategies, self.weights):
             value = strategy.loss(batch, self.energy)

@@ -30,7 +30,7 @@ class CosineEnergy(Energy):
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
-        return -(a @ b.T) / self.temperature
+        return (a @ b.T) * (-1.0 / self.temperature)  # one pass over the (N, M) matrix, not a negation and a division
 
     def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)

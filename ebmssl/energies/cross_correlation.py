@@ -9,11 +9,16 @@ the *global* batch (the official model uses SyncBatchNorm), biased variance and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ebmssl import distributed
 from ebmssl.energies.base import Energy
 from ebmssl.registry import register_energy
+
+if TYPE_CHECKING:
+    from ebmssl.strategies.base import ViewBatch
 
 
 def batch_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -39,6 +44,11 @@ def cross_correlation_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5
     if a_hat.shape[0] != b_hat.shape[0]:
         raise ValueError(f"cross-correlation needs views of equal batch size, got {a_hat.shape[0]} and {b_hat.shape[0]}")
     return a_hat.T @ b_hat / a_hat.shape[0]
+
+
+def batch_cross_correlation(batch: ViewBatch, a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`cross_correlation_matrix` of ``a`` and ``b``, computed once per step and shared through ``batch``."""
+    return batch.memo(("cross_correlation", eps), (a, b), lambda: cross_correlation_matrix(a, b, eps))
 
 
 def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
@@ -74,5 +84,15 @@ class CrossCorrelationEnergy(Energy):
     def term(self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         if weights is not None:
             raise ValueError("the cross_correlation energy term has no per-sample positive weights")
-        c = cross_correlation_matrix(a, b, self.eps)
-        return (1 - torch.diagonal(c)).pow(2).sum()
+        return on_diagonal_term(cross_correlation_matrix(a, b, self.eps))
+
+    def pairs_term(self, batch: ViewBatch) -> torch.Tensor:
+        """As the base, with each pair's cross-correlation matrix shared with ``barlow_redundancy``."""
+        if batch.positive_weights:
+            raise ValueError("the cross_correlation energy term has no per-sample positive weights")
+        return batch.over_pairs(lambda a, b, pair: on_diagonal_term(batch_cross_correlation(batch, a, b, self.eps)))
+
+
+def on_diagonal_term(c: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins' invariance term ``sum_k (1 - C_kk)^2``."""
+    return (1 - torch.diagonal(c)).pow(2).sum()
