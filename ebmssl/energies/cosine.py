@@ -34,4 +34,4 @@ class CosineEnergy(Energy):
 
     def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
-        return -(a * b).sum(dim=-1) / self.temperature
+        return (a * b).sum(dim=-1) * (-1.0 / self.temperature)

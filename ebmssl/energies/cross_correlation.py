@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 def batch_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-dimension batch norm without affine: (x - mean) / sqrt(biased var + eps), statistics over rows."""
-    mean = x.mean(dim=0, keepdim=True)
-    var = (x - mean).pow(2).mean(dim=0, keepdim=True)
-    return (x - mean) / torch.sqrt(var + eps)
+    centered = x - x.mean(dim=0, keepdim=True)
+    var = centered.pow(2).mean(dim=0, keepdim=True)
+    return centered / torch.sqrt(var + eps)
 
 
 def standardize_local(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -53,10 +53,15 @@ def batch_cross_correlation(batch: ViewBatch, a: torch.Tensor, b: torch.Tensor, 
 
 def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     """The off-diagonal entries of a square matrix, flattened."""
+    return off_diagonal_view(matrix).flatten()
+
+
+def off_diagonal_view(matrix: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square (n, n) matrix as an (n - 1, n) view, without a copy."""
     n, m = matrix.shape
     if n != m:
         raise ValueError(f"off_diagonal needs a square matrix, got {tuple(matrix.shape)}")
-    return matrix.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+    return matrix.flatten()[:-1].view(n - 1, n + 1)[:, 1:]
 
 
 @register_energy("cross_correlation")

@@ -83,6 +83,8 @@ class ViewBatch:
 
     def reduce_pairs(self, values: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Sum or mean (``pair_reduction``) of per-pair terms (a list of scalars or a 1-D tensor)."""
+        if isinstance(values, list) and len(values) == 1:
+            return values[0]  # the sum and the mean of one term are the term
         stacked = values if isinstance(values, torch.Tensor) else torch.stack(values)
         return stacked.sum() if self.pair_reduction == "sum" else stacked.mean()
 

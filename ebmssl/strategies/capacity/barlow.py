@@ -11,6 +11,7 @@ from ebmssl.energies.cross_correlation import (
     batch_cross_correlation,
     cross_correlation_matrix,
     off_diagonal,
+    off_diagonal_view,
 )
 from ebmssl.registry import register_strategy
 from ebmssl.strategies.base import Strategy, ViewBatch
@@ -48,4 +49,4 @@ class BarlowRedundancy(Strategy):
 
     def loss(self, batch: ViewBatch, energy: torch.nn.Module) -> torch.Tensor:
         eps = self._eps(energy)
-        return batch.over_pairs(lambda a, b, pair: off_diagonal(batch_cross_correlation(batch, a, b, eps)).pow(2).sum())
+        return batch.over_pairs(lambda a, b, pair: off_diagonal_view(batch_cross_correlation(batch, a, b, eps)).pow(2).sum())
