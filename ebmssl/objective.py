@@ -122,7 +122,9 @@ class Objective(nn.Module):
             value = strategy.loss(batch, self.energy)
             if value is not None:
                 terms[name] = _scaled(value, self.scale * weight)
-        loss = torch.stack(list(terms.values())).sum() if terms else online[0].sum() * 0.0
+        loss = online[0].sum() * 0.0 if not terms else None
+        for value in terms.values():  # sequential sums: equal to sum(terms.values()), no stack for one term
+            loss = value if loss is None else loss + value
         if self.training:
             with torch.no_grad():
                 for strategy in self.strategies:
