@@ -116,20 +116,25 @@ class Objective(nn.Module):
             batch = strategy.transform(batch)
         terms: dict[str, torch.Tensor] = {}
         if self.energy_weight != 0.0:
-            energy_term = batch.over_pairs(
-                lambda a, b, pair: self.energy.term(a, b, batch.positive_weights.get(pair))
-            )
-            terms["energy"] = self.scale * self.energy_weight * energy_term
+            energy_term = self.energy.pairs_term(batch)
+            terms["energy"] = _scaled(energy_term, self.scale * self.energy_weight)
         for name, strategy, weight in zip(self.term_names, self.strategies, self.weights):
             value = strategy.loss(batch, self.energy)
             if value is not None:
-                terms[name] = self.scale * weight * value
-        loss = torch.stack(list(terms.values())).sum() if terms else online[0].sum() * 0.0
+                terms[name] = _scaled(value, self.scale * weight)
+        loss = online[0].sum() * 0.0 if not terms else None
+        for value in terms.values():  # sequential sums: equal to sum(terms.values()), no stack for one term
+            loss = value if loss is None else loss + value
         if self.training:
             with torch.no_grad():
                 for strategy in self.strategies:
                     strategy.update(batch)
         return ObjectiveOutput(loss=loss, terms=terms, batch=batch)
+
+
+def _scaled(value: torch.Tensor, factor: float) -> torch.Tensor:
+    """``factor * value``, without a multiplication by 1 (bit-identical, one autograd node fewer)."""
+    return value if factor == 1.0 else factor * value
 
 
 def _unique_names(names: Sequence[str]) -> list[str]:

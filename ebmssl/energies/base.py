@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ebmssl.strategies.base import ViewBatch
 
 
 class Energy(nn.Module):
@@ -27,6 +32,14 @@ class Energy(nn.Module):
         if weights is not None:
             energy = energy * weights
         return energy.mean()
+
+    def pairs_term(self, batch: "ViewBatch") -> torch.Tensor:
+        """``reduce_pairs(term(online_i, target_j, positive_weights[(i, j)]))`` over the batch's pairs.
+
+        The objective's energy term. Energies whose per-view work can be shared between pairs (a softmax
+        of each view, a normalisation) override it with a batched form of the same sum.
+        """
+        return batch.over_pairs(lambda a, b, pair: self.term(a, b, batch.positive_weights.get(pair)))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.aligned(a, b)

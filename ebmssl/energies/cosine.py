@@ -30,8 +30,10 @@ class CosineEnergy(Energy):
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
-        return -(a @ b.T) / self.temperature
+        return (a @ b.T) * (-1.0 / self.temperature)  # one pass over the (N, M) matrix, not a negation and a division
 
     def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = F.normalize(a, dim=-1, eps=self.eps), F.normalize(b, dim=-1, eps=self.eps)
-        return -(a * b).sum(dim=-1) / self.temperature
+        # <a, b> / (max(|a|, eps) max(|b|, eps)): the same value as normalising both rows first, with
+        # the divisions on the (N,) norms instead of the (N, D) embeddings
+        norms = a.norm(dim=-1).clamp_min(self.eps) * b.norm(dim=-1).clamp_min(self.eps)
+        return (a * b).sum(dim=-1) / norms * (-1.0 / self.temperature)

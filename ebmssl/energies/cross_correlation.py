@@ -9,18 +9,23 @@ the *global* batch (the official model uses SyncBatchNorm), biased variance and 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ebmssl import distributed
 from ebmssl.energies.base import Energy
 from ebmssl.registry import register_energy
 
+if TYPE_CHECKING:
+    from ebmssl.strategies.base import ViewBatch
+
 
 def batch_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-dimension batch norm without affine: (x - mean) / sqrt(biased var + eps), statistics over rows."""
-    mean = x.mean(dim=0, keepdim=True)
-    var = (x - mean).pow(2).mean(dim=0, keepdim=True)
-    return (x - mean) / torch.sqrt(var + eps)
+    centered = x - x.mean(dim=0, keepdim=True)
+    var = centered.pow(2).mean(dim=0, keepdim=True)
+    return centered / torch.sqrt(var + eps)
 
 
 def standardize_local(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -41,12 +46,22 @@ def cross_correlation_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5
     return a_hat.T @ b_hat / a_hat.shape[0]
 
 
+def batch_cross_correlation(batch: ViewBatch, a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`cross_correlation_matrix` of ``a`` and ``b``, computed once per step and shared through ``batch``."""
+    return batch.memo(("cross_correlation", eps), (a, b), lambda: cross_correlation_matrix(a, b, eps))
+
+
 def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     """The off-diagonal entries of a square matrix, flattened."""
+    return off_diagonal_view(matrix).flatten()
+
+
+def off_diagonal_view(matrix: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square (n, n) matrix as an (n - 1, n) view, without a copy."""
     n, m = matrix.shape
     if n != m:
         raise ValueError(f"off_diagonal needs a square matrix, got {tuple(matrix.shape)}")
-    return matrix.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+    return matrix.flatten()[:-1].view(n - 1, n + 1)[:, 1:]
 
 
 @register_energy("cross_correlation")
@@ -74,5 +89,15 @@ class CrossCorrelationEnergy(Energy):
     def term(self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         if weights is not None:
             raise ValueError("the cross_correlation energy term has no per-sample positive weights")
-        c = cross_correlation_matrix(a, b, self.eps)
-        return (1 - torch.diagonal(c)).pow(2).sum()
+        return on_diagonal_term(cross_correlation_matrix(a, b, self.eps))
+
+    def pairs_term(self, batch: ViewBatch) -> torch.Tensor:
+        """As the base, with each pair's cross-correlation matrix shared with ``barlow_redundancy``."""
+        if batch.positive_weights:
+            raise ValueError("the cross_correlation energy term has no per-sample positive weights")
+        return batch.over_pairs(lambda a, b, pair: on_diagonal_term(batch_cross_correlation(batch, a, b, self.eps)))
+
+
+def on_diagonal_term(c: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins' invariance term ``sum_k (1 - C_kk)^2``."""
+    return (1 - torch.diagonal(c)).pow(2).sum()

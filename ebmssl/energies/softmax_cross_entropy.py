@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from ebmssl.energies.base import Energy
 from ebmssl.registry import register_energy
+
+if TYPE_CHECKING:
+    from ebmssl.strategies.base import ViewBatch
 
 
 def target_distribution(b: torch.Tensor, target_temperature: float | None) -> torch.Tensor:
@@ -40,3 +45,20 @@ class SoftmaxCrossEntropyEnergy(Energy):
     def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(a / self.temperature, dim=-1)
         return -(target_distribution(b, self.target_temperature) * log_p).sum(dim=-1)
+
+    def pairs_term(self, batch: ViewBatch) -> torch.Tensor:
+        """All pairs at once: one log-softmax per online view and one target distribution per target view
+        (not one per pair; multi-crop DINO has 18 pairs over 10 + 2 views), then
+        ``term(i, j) = -sum_{n,k} q_j,nk log p_i,nk / N`` for every (i, j) as one contraction."""
+        online_ids = sorted({i for i, _ in batch.pairs})
+        target_ids = sorted({j for _, j in batch.pairs})
+        views = [batch.online[i] for i in online_ids] + [batch.target[j] for j in target_ids]
+        if batch.positive_weights or len({(v.shape, v.dtype, v.device) for v in views}) != 1 or views[0].dim() != 2:
+            return super().pairs_term(batch)
+        log_p = F.log_softmax(torch.stack(views[: len(online_ids)]) / self.temperature, dim=-1)
+        q = target_distribution(torch.stack(views[len(online_ids) :]), self.target_temperature)
+        # (V, N*K) @ (N*K, T): a plain matrix product over the flattened (sample, class) axis
+        terms = -(log_p.flatten(1) @ q.flatten(1).T) / views[0].shape[0]
+        rows = torch.tensor([online_ids.index(i) for i, _ in batch.pairs], device=terms.device)
+        cols = torch.tensor([target_ids.index(j) for _, j in batch.pairs], device=terms.device)
+        return batch.reduce_pairs(terms[rows, cols])

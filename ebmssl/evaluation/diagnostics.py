@@ -47,8 +47,14 @@ def normalized_std(z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def singular_values(z: torch.Tensor) -> torch.Tensor:
-    """Singular values (descending, min(N, d) of them, float64) of the embedding matrix Z (N, d)."""
-    return torch.linalg.svdvals(_flat(z).double())
+    """Singular values (descending, min(N, d) of them, float64) of the embedding matrix Z (N, d).
+
+    NaN when Z holds a non-finite value (a diverged model): the diagnostics then read NaN instead of
+    the SVD failing to converge and ending the run."""
+    z = _flat(z).double()
+    if not bool(torch.isfinite(z).all()):
+        return torch.full((min(z.shape),), float("nan"), dtype=z.dtype, device=z.device)
+    return torch.linalg.svdvals(z)
 
 
 @torch.no_grad()

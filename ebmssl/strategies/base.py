@@ -76,17 +76,33 @@ class ViewBatch:
     has_target: bool = False
     positive_weights: dict[Pair, torch.Tensor] = field(default_factory=dict)
     state: dict[Any, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def replace(self, **changes) -> "ViewBatch":
         return replace(self, **changes)
 
-    def reduce_pairs(self, values: list[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(values)
+    def reduce_pairs(self, values: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Sum or mean (``pair_reduction``) of per-pair terms (a list of scalars or a 1-D tensor)."""
+        if isinstance(values, list) and len(values) == 1:
+            return values[0]  # the sum and the mean of one term are the term
+        stacked = values if isinstance(values, torch.Tensor) else torch.stack(values)
         return stacked.sum() if self.pair_reduction == "sum" else stacked.mean()
 
     def over_pairs(self, fn: Callable[[torch.Tensor, torch.Tensor, Pair], torch.Tensor]) -> torch.Tensor:
         """Apply ``fn(online[i], target[j], (i, j))`` to every pair and reduce with ``pair_reduction``."""
         return self.reduce_pairs([fn(self.online[i], self.target[j], (i, j)) for i, j in self.pairs])
+
+    def memo(self, key: Any, tensors: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` once per (``key``, identity of ``tensors``) for this step's batch.
+
+        Lets the energy term and a strategy share a quantity of the same views (Barlow Twins' cross-correlation
+        matrix) instead of computing it twice. The entry holds the tensors, so their identities stay unique.
+        """
+        entry_key = (key, *(id(t) for t in tensors))
+        entry = self.cache.get(entry_key)
+        if entry is None:
+            entry = self.cache[entry_key] = (tensors, compute())
+        return entry[1]
 
     def over_online_views(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Mean of ``fn(view)`` over the online views (per-view capacity terms)."""

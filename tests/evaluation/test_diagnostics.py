@@ -129,6 +129,14 @@ def test_detect_collapse_healthy_and_nonfinite():
     assert reasons == ["non-finite diagnostic: normalized_std = nan"]
 
 
+def test_diverged_embeddings_give_nan_diagnostics_not_an_svd_error():
+    z = torch.randn(16, 8)
+    z[3, 2] = float("inf")
+    diagnostics = collect_diagnostics(z, torch.full((16, 8), float("nan")), CosineEnergy())
+    assert math.isnan(diagnostics["rankme"])
+    assert "non-finite diagnostic: rankme = nan" in detect_collapse(diagnostics, dim=8)
+
+
 # -- hypothesis properties --------------------------------------------------------------------------
 shapes = st.tuples(st.integers(2, 24), st.integers(1, 24))
 

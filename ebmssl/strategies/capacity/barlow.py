@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from ebmssl.energies.cross_correlation import CrossCorrelationEnergy, cross_correlation_matrix, off_diagonal
+from ebmssl.energies.cross_correlation import (
+    CrossCorrelationEnergy,
+    batch_cross_correlation,
+    cross_correlation_matrix,
+    off_diagonal,
+    off_diagonal_view,
+)
 from ebmssl.registry import register_strategy
 from ebmssl.strategies.base import Strategy, ViewBatch
 
@@ -43,4 +49,4 @@ class BarlowRedundancy(Strategy):
 
     def loss(self, batch: ViewBatch, energy: torch.nn.Module) -> torch.Tensor:
         eps = self._eps(energy)
-        return batch.over_pairs(lambda a, b, pair: redundancy(a, b, eps))
+        return batch.over_pairs(lambda a, b, pair: off_diagonal_view(batch_cross_correlation(batch, a, b, eps)).pow(2).sum())

@@ -60,7 +60,30 @@ class InfoNCE(Strategy):
         self.anchor = anchor
 
     def loss(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
+        if self.negatives == "all" and self.anchor == "online":
+            return self._all_negatives(batch, energy)
         return batch.over_pairs(lambda a, b, pair: self._pair_term(batch, energy, a, b, pair))
+
+    def _all_negatives(self, batch: ViewBatch, energy: nn.Module) -> torch.Tensor:
+        """``negatives="all"``: the log-partition of an anchor depends on its online view only, not on the
+        pair's target view, so one energy matrix (every anchor view's rows against every candidate, as
+        SimCLR's official ``[logits_ab, logits_aa]``) serves every pair."""
+        views = batch.online + (batch.target if batch.has_target else [])
+        anchor_ids = sorted({i for i, _ in batch.pairs})
+        anchors = [batch.online[i] for i in anchor_ids]
+        n = anchors[0].shape[0]
+        if any(v.shape[0] != n for v in views):
+            return batch.over_pairs(lambda a, b, pair: self._pair_term(batch, energy, a, b, pair))
+        candidates = torch.cat([distributed.gather(v) for v in views], dim=0)
+        logits = -energy.pairwise(torch.cat(anchors, dim=0), candidates)  # (U * n, V * global_n)
+        global_n = candidates.shape[0] // len(views)
+        rows = torch.arange(len(anchors) * n, device=logits.device)
+        view_of_row = torch.tensor(anchor_ids, device=logits.device).repeat_interleave(n)
+        self_index = view_of_row * global_n + distributed.local_offset(n) + rows % n
+        exclude = torch.zeros_like(logits, dtype=torch.bool)
+        exclude[rows, self_index] = True
+        per_view = log_partition(logits, exclude).view(len(anchors), n).mean(dim=1)
+        return batch.reduce_pairs(per_view[[anchor_ids.index(i) for i, _ in batch.pairs]])
 
     def _pair_term(self, batch: ViewBatch, energy: nn.Module, a: torch.Tensor, b: torch.Tensor, pair: Pair) -> torch.Tensor:
         n = a.shape[0]
