@@ -59,3 +59,28 @@ def test_collapse_experiment_flags_the_collapsing_run_and_the_report_renders(tmp
     text = report.read_text()
     assert "vicreg_invariance_only" in text and "collapse" in text
     assert (tmp_path / "report" / "energy_histograms.png").is_file()
+
+
+def _tiny_runs(name: str, count: int = 2) -> dict:
+    """The experiment's first ``count`` runs, each at a batch the tiny budget allows."""
+    from ebmssl.experiments.runner import load_experiment
+
+    runs = dict(list(load_experiment(CONFIGS / f"{name}.yaml")["runs"].items())[:count])
+    for spec in runs.values():
+        spec["overrides"] = [o for o in spec.get("overrides", []) if not o.startswith("data.batch_size")]
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["batch_size", "fixed_target", "instance_id", "representation"])
+def test_each_training_experiment_runs_at_a_tiny_size(name, tmp_path):
+    """Experiments 2 to 5 end to end on a tiny budget: every run trains, is analysed and is written up."""
+    config = {"common": TINY, "probes": TINY_PROBES, "runs": _tiny_runs(name), "include": [], "reuse": []}
+    out = tmp_path / name
+    data = run_experiment(CONFIGS / f"{name}.yaml", out, overrides=config, log=lambda _: None)
+    assert set(data["runs"]) == set(config["runs"]), data.get("not_run")
+    assert data["analysis"], f"{name}: empty analysis"
+    for file in ("summary.md", "results.json"):
+        assert (out / file).stat().st_size > 0
+    text = json.dumps(data["analysis"])
+    assert "NaN" not in text or name == "representation", text[:500]  # rank correlations of 2 runs may be undefined
