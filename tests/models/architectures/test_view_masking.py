@@ -180,7 +180,7 @@ def test_msn_with_a_masked_vit_trains_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_resumed_masked_msn_run_logs_the_uninterrupted_runs_losses(tmp_path: Path) -> None:
     """The anchors' masks of step s come from the batch generator of step s: resume is exact."""
-    from tests.training.test_predictive_resume import losses
+    from tests.training.test_resume import losses
 
     from ebmssl.config import apply_overrides, load_config
     from ebmssl.training.run import run_training
