@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,12 @@ def test_memory_stays_flat_over_3000_steps(tmp_path: Path) -> None:
     trainer._log = sampled
     trainer.train()
     assert trainer.step == 3000
-    warm, end = samples[1000], samples[3000]
+    # medians over 500-step windows: a checkpoint or an end-of-epoch diagnostic allocates for a moment (the
+    # allocator may keep a few MiB of it), which is not a leak; a leak of one small tensor or dict per step
+    # (~1 KiB) moves the later window's median ~1.5 MiB above the earlier one's (1500 steps apart)
+    early = statistics.median(v for k, v in samples.items() if 1000 <= k < 1500)
+    late = statistics.median(v for k, v in samples.items() if k > 2500)
     peak = max(v for k, v in samples.items() if k >= 1000)
-    print(f"resident memory: step 1000 {warm:.1f} MiB, step 3000 {end:.1f} MiB, peak after warm-up {peak:.1f} MiB")
-    # a leak of one small tensor or dict per step (~1 KiB) would add > 2 MiB over these 2000 steps
-    assert end - warm < 2.0 and peak - warm < 4.0, samples
+    print(f"resident memory (medians): steps 1000-1500 {early:.1f} MiB, 2500-3000 {late:.1f} MiB, peak {peak:.1f} MiB")
+    assert late - early < 1.0, samples
+    assert peak - early < 32.0, samples  # transient spikes stay small
