@@ -68,7 +68,7 @@ class TiCoCovariance(Strategy):
         """Size the covariance buffer from the model's online width (once; a given ``dim`` must agree)."""
         if self.dim == 0:
             self.dim = int(sizes.online_dim)
-            self.covariance = torch.zeros(self.dim, self.dim, device=self.covariance.device)
+            self.covariance = torch.zeros(self.dim, self.dim, dtype=self.covariance.dtype, device=self.covariance.device)
         elif self.dim != sizes.online_dim:
             raise ValueError(
                 f"tico_covariance has dim={self.dim} but the model's online embeddings have {sizes.online_dim} "
@@ -79,8 +79,8 @@ class TiCoCovariance(Strategy):
         indices = sorted({i for i, _ in batch.pairs})
         anchors = [F.normalize(distributed.gather(batch.online[i]), dim=1, eps=self.eps) for i in indices]
         if self.dim == 0:  # not bound by a model builder (the objective used on its own): size on first use
-            self.dim = int(anchors[0].shape[1])
-            self.covariance = torch.zeros(self.dim, self.dim, dtype=anchors[0].dtype, device=anchors[0].device)
+            width = int(anchors[0].shape[1])
+            self.bind_sizes(Sizes(online_dim=width, target_dim=width, num_global_views=1))
         if anchors[0].shape[1] != self.dim:
             raise ValueError(
                 f"tico_covariance was built with dim={self.dim} but the embeddings have {anchors[0].shape[1]} "
