@@ -80,6 +80,14 @@ class Objective(nn.Module):
         self.term_names = _unique_names(names or [getattr(s, "registered_name", type(s).__name__) for s in strategies])
         self.source = source
 
+    def _resolved_pairs(self, num_online: int, num_target: int) -> list[Pair]:
+        """:func:`resolve_pairs` for these view counts, computed once per count (a copy: strategies may edit it)."""
+        cache = self.__dict__.setdefault("_pairs_cache", {})
+        key = (str(self.pairs), num_online, num_target)  # the spec too: `pairs` may be reassigned
+        if key not in cache:
+            cache[key] = resolve_pairs(self.pairs, num_online, num_target)
+        return list(cache[key])
+
     def set_progress(self, progress: Progress) -> None:
         for strategy in self.strategies:
             strategy.set_progress(progress)
@@ -108,7 +116,7 @@ class Objective(nn.Module):
         batch = ViewBatch(
             online=online,
             target=targets,
-            pairs=resolve_pairs(self.pairs, len(online), len(targets)),
+            pairs=self._resolved_pairs(len(online), len(targets)),
             pair_reduction=self.pair_reduction,
             has_target=target is not None,
         )
@@ -125,7 +133,7 @@ class Objective(nn.Module):
         loss = online[0].sum() * 0.0 if not terms else None
         for value in terms.values():  # sequential sums: equal to sum(terms.values()), no stack for one term
             loss = value if loss is None else loss + value
-        if self.training:
+        if self.training and len(self.strategies):
             with torch.no_grad():
                 for strategy in self.strategies:
                     strategy.update(batch)

@@ -37,7 +37,8 @@ class SquaredEuclideanEnergy(Energy):
         return energy / dim if self.mean_over_dims else energy
 
     def aligned(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = self._prepare(a), self._prepare(b)
+        if self.normalize:
+            return self._scale(normalized_squared_distance(a, b, self.eps), a.shape[-1])
         return self._scale((a - b).pow(2).sum(dim=-1), a.shape[-1])
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -52,6 +53,22 @@ class SquaredEuclideanEnergy(Energy):
             a, b = a - shift, b - shift
             squared = (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1)[None, :] - 2 * a @ b.T).clamp_min(0.0)
         return self._scale(squared, a.shape[-1])
+
+
+def normalized_squared_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``|a/max(|a|, eps) - b/max(|b|, eps)|^2`` per row, from row scalars: ``u_a + u_b - 2 a.b / (m_a m_b)``.
+
+    ``m = max(|x|, eps)`` and ``u = |x / m|^2``, which is 1 unless ``|x| < eps``: the value equals the distance
+    of the ``F.normalize``-d rows, zero rows included, and BYOL's official ``2 - 2 cos`` for non-zero rows.
+    ``u`` is constant (1) wherever the normalisation is defined, so it is computed without gradient; the
+    gradient is the normalised distance's for every row with ``|x| >= eps`` (a zero row gets the cosine's).
+    Dividing (N,) norms instead of (N, D) rows keeps the backward to a few row-scalar operations.
+    """
+    norm_a, norm_b = torch.linalg.vector_norm(a, dim=-1), torch.linalg.vector_norm(b, dim=-1)
+    safe_a, safe_b = norm_a.clamp_min(eps), norm_b.clamp_min(eps)
+    with torch.no_grad():
+        units = (norm_a / safe_a).square() + (norm_b / safe_b).square()
+    return units - 2 * (a * b).sum(dim=-1) / (safe_a * safe_b)
 
 
 @register_energy("euclidean_power")

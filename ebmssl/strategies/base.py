@@ -83,10 +83,12 @@ class ViewBatch:
 
     def reduce_pairs(self, values: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Sum or mean (``pair_reduction``) of per-pair terms (a list of scalars or a 1-D tensor)."""
-        if isinstance(values, list) and len(values) == 1:
-            return values[0]  # the sum and the mean of one term are the term
-        stacked = values if isinstance(values, torch.Tensor) else torch.stack(values)
-        return stacked.sum() if self.pair_reduction == "sum" else stacked.mean()
+        if isinstance(values, torch.Tensor):
+            return values.sum() if self.pair_reduction == "sum" else values.mean()
+        total = values[0]  # a running sum: one autograd node per pair, no stack (the sum of one term is the term)
+        for value in values[1:]:
+            total = total + value
+        return total if self.pair_reduction == "sum" or len(values) == 1 else total / len(values)
 
     def over_pairs(self, fn: Callable[[torch.Tensor, torch.Tensor, Pair], torch.Tensor]) -> torch.Tensor:
         """Apply ``fn(online[i], target[j], (i, j))`` to every pair and reduce with ``pair_reduction``."""
