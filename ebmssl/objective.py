@@ -99,6 +99,11 @@ class Objective(nn.Module):
             if bind is not None:
                 bind(sizes)
 
+    def nonfinite_hints(self) -> list[str]:
+        """The strategies' likely causes of non-finite steps (``Strategy.nonfinite_hint``), for the trainer's error."""
+        return [f"{name}: {hint}" for name, strategy in zip(self.term_names, self.strategies)
+                if (hint := getattr(strategy, "nonfinite_hint", None))]  # fmt: skip
+
     def collapse_families(self) -> list[tuple[str, str]]:
         """(family, reason) for each strategy that prevents collapse, for the whole-method guard."""
         return [

@@ -251,3 +251,11 @@ def test_method_config_builds_and_gives_finite_loss_and_gradient(method: Path) -
         assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(online)]), f"{method.name}: no gradient reaches the online views"
     bad = [n for n, b in objective.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
     assert not bad, f"{method.name}: non-finite state after two steps: {bad}"
+
+
+def test_nonfinite_hints_name_the_strategy() -> None:
+    """A strategy that reports failures as NaN (no host read in the step) says what to try; the trainer prints it."""
+    objective = ebmssl.build_objective("wmse")
+    hints = objective.nonfinite_hints()
+    assert len(hints) == 1 and hints[0].startswith("wmse_whitening: ") and "w_size" in hints[0]
+    assert ebmssl.build_objective("simclr").nonfinite_hints() == []

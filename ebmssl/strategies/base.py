@@ -123,12 +123,15 @@ class Strategy(nn.Module):
         example_config: keyword arguments that the registry-wide property tests use to build it.
         input_kind: what its inputs are: "embedding" (default), "logits" (scores before a softmax).
         exempt_properties: property name -> reason, for properties the strategy cannot satisfy.
+        nonfinite_hint: a likely cause and fix, printed when a run stops after non-finite steps (the step
+            itself never reads the device, so a strategy reports a failure as NaN rather than raising).
     """
 
     family: ClassVar[Family]
     example_config: ClassVar[dict] = {}
     input_kind: ClassVar[str] = "embedding"
     prevents_collapse: ClassVar[bool] = True  # False: its family tag alone does not count for the collapse guard
+    nonfinite_hint: ClassVar[str | None] = None  # what to try when steps with this strategy turn non-finite
     exempt_properties: ClassVar[dict[str, str]] = {}
 
     def transform(self, batch: ViewBatch) -> ViewBatch:

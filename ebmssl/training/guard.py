@@ -13,7 +13,8 @@ loss term went non-finite and when) are tensors read once per logging interval.
 A state tensor the optimiser creates on its first step (momentum, Adam moments) is put back to zero
 on a skipped step: for SGD, Adam(W) and LARS a zero state is the same as no state.
 
-Cost: one copy of weights, buffers and optimiser state per step (memory and bandwidth), no sync.
+Cost: one copy of weights, buffers and optimiser state per step into snapshot tensors allocated once
+(memory: one more copy of them; bandwidth: one read and one write per step), no sync.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class StepGuard:
         self.device_step = zero()
         self.bad_terms: dict[str, torch.Tensor] = {}
         self._saved: dict[str, torch.Tensor] = {}
+        self._spare: dict[str, torch.Tensor] = {}  # last step's snapshot tensors, reused by the next begin()
+        self._state_spare: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._state_saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _named(self) -> dict[str, torch.Tensor]:
@@ -66,8 +69,27 @@ class StepGuard:
         return named
 
     def begin(self) -> None:
-        self._saved = {k: t.detach().clone() for k, t in self._named().items()}
-        self._state_saved = {id(t): (t, t.detach().clone()) for t in _state_tensors(self.optimizer)}
+        """Copy weights, buffers and optimiser state into snapshot tensors kept from step to step (allocated
+        once: a fresh allocation per step costs page faults on the CPU), with one multi-tensor copy."""
+        previous, previous_state = self._spare, self._state_spare
+        sources, targets = [], []
+        self._saved = {}
+        for name, tensor in self._named().items():
+            saved = previous.get(name)
+            if saved is None or saved.shape != tensor.shape or saved.dtype != tensor.dtype or saved.device != tensor.device:
+                saved = torch.empty_like(tensor, memory_format=torch.preserve_format)
+            self._saved[name] = saved
+            sources.append(tensor.detach())
+            targets.append(saved)
+        self._state_saved = {}
+        for tensor in _state_tensors(self.optimizer):
+            entry = previous_state.get(id(tensor))
+            saved = entry[1] if entry is not None and entry[0] is tensor else torch.empty_like(tensor)
+            self._state_saved[id(tensor)] = (tensor, saved)
+            sources.append(tensor.detach())
+            targets.append(saved)
+        if targets:
+            torch._foreach_copy_(targets, sources)
 
     @torch.no_grad()
     def finish(self, loss: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -75,7 +97,8 @@ class StepGuard:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         params = [p.data for p in self.model.parameters() if p.requires_grad]
         loss_ok = torch.isfinite(loss.detach()).all()
-        ok = loss_ok & all_finite(grads, self.device) & all_finite(params, self.device)
+        grads_ok = all_finite(grads, self.device)
+        ok = loss_ok & grads_ok & all_finite(params, self.device)
         if is_distributed():  # every process keeps or skips the same step (queued on the device, no host sync)
             flag = ok.to(torch.int32)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
@@ -88,11 +111,14 @@ class StepGuard:
             if new.shape != old.shape or new.dtype != old.dtype:  # a buffer replaced by another shape: put it back
                 new = current[name] = old.clone()
                 self._reassign(name[2:], new)
-            new.copy_(torch.where(ok, new, old))
+            torch.where(ok, new, old, out=new)  # in place (full overlap is allowed): no temporary
         for tensor in _state_tensors(self.optimizer):
             before = self._state_saved.get(id(tensor))
-            # a state tensor created by this step goes back to zero, which means "no state"
-            tensor.copy_(torch.where(ok, tensor, before[1] if before is not None else torch.zeros_like(tensor)))
+            if before is None or before[0] is not tensor:  # created by this step: back to zero, i.e. "no state"
+                tensor.copy_(torch.where(ok, tensor, torch.zeros_like(tensor)))
+            else:
+                torch.where(ok, tensor, before[1], out=tensor)
+        self._spare, self._state_spare = self._saved, self._state_saved
         self._saved, self._state_saved = {}, {}
         bad = (~ok).long()
         self.skipped += bad
@@ -104,9 +130,7 @@ class StepGuard:
             flag = (~torch.isfinite(value.detach()).all()).long()
             self.bad_terms[name] = self.bad_terms.get(name, torch.zeros_like(flag)) + flag
         self.bad_terms["loss"] = self.bad_terms.get("loss", torch.zeros_like(bad)) + (~loss_ok).long()
-        self.bad_terms["gradients"] = self.bad_terms.get("gradients", torch.zeros_like(bad)) + (
-            ~all_finite(grads, self.device)
-        ).long()
+        self.bad_terms["gradients"] = self.bad_terms.get("gradients", torch.zeros_like(bad)) + (~grads_ok).long()
         return ok
 
     def _reassign(self, dotted: str, value: torch.Tensor) -> None:

@@ -17,8 +17,8 @@ K = 256), then the mean over views. The same directions serve every view of a st
 
 Directions: a generator seeded with ``seed + step`` draws A (float32, on the CPU, then moved to the
 input's device and dtype), so a run is reproducible and every process uses the same directions as long
-as the steps agree (the step advances in ``update`` and is set by ``set_progress``; it is a buffer,
-saved with ``state_dict``). The official library seeds a generator on the input's device with its own
+as the steps agree (the step advances in ``update`` and is set by ``set_progress``; it is kept on the host,
+so no step reads the device, and mirrored in a buffer saved with ``state_dict``). The official library seeds a generator on the input's device with its own
 step counter synchronised by an all-reduce MAX; on the CPU with seed 0 the draws are the same.
 Across processes the projections are gathered with gradient, so the statistic is the one of the
 global batch (the official code all-reduces the ECF means, which is the same value).
@@ -117,6 +117,13 @@ class SIGReg(Strategy):
         self.num_global_views = num_global_views
         self.bound_global_views: int | None = None
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._host_step = 0  # the step on the host: choosing directions must not read the device buffer
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        saved = state_dict.get(prefix + "step")
+        if saved is not None:
+            self._host_step = int(saved)  # once, at load time (a checkpoint's tensors are on the CPU)
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.bound_global_views = int(sizes.num_global_views)
@@ -125,7 +132,7 @@ class SIGReg(Strategy):
         self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """This step's (dim, num_slices) directions, identical on every process at the same step."""
-        directions = random_directions(dim, self.num_slices, self.seed + int(self.step))
+        directions = random_directions(dim, self.num_slices, self.seed + self._host_step)
         return directions.to(device=device, dtype=dtype)
 
     def statistic(self, x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -150,7 +157,12 @@ class SIGReg(Strategy):
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
-        self.step += 1
+        self._set_step(self._host_step + 1)
 
     def set_progress(self, progress: Progress) -> None:
-        self.step.fill_(int(progress.step))
+        self._set_step(int(progress.step))
+
+    def _set_step(self, step: int) -> None:
+        """The host counter and the saved buffer together (``fill_`` from a Python int: no device read)."""
+        self._host_step = step
+        self.step.fill_(step)

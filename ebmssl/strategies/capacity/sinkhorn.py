@@ -29,24 +29,36 @@ def _global_logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def sinkhorn_codes(
+    scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, active: torch.Tensor | None = None
+) -> torch.Tensor:
     """SwAV codes (B, K) for prototype scores (B, K): rows sum to 1, prototype masses approach B_global / K.
 
     Equal to the official ``distributed_sinkhorn`` (prototype masses summed across processes as its
     ``dist.all_reduce``), computed in the log domain so that large scores / small epsilon cannot
-    overflow ``exp``.
+    overflow ``exp``. ``active`` (B,) bool, optional, leaves rows out on the device (their codes are 0 and
+    B counts the active rows only): the codes of the active rows are those of ``scores[active]`` alone,
+    with no host read to find them (the SwAV queue joins once full, decided on the device).
     """
     log_q = scores.detach() / epsilon
-    num_samples = log_q.shape[0] * distributed.world_size()
     num_prototypes = log_q.shape[1]
+    if active is None:
+        log_num_samples: float | torch.Tensor = math.log(log_q.shape[0] * distributed.world_size())
+    else:
+        rows = active.view(-1, 1)
+        log_q = log_q.masked_fill(~rows, -math.inf)
+        count = active.sum().to(torch.float64) * distributed.world_size()
+        log_num_samples = torch.log(count).to(log_q.dtype)
     total = _global_logsumexp(torch.logsumexp(log_q, dim=1, keepdim=True), dim=0)
     log_q = log_q - total  # Q /= sum(Q)
     for _ in range(iterations):
         # each prototype (official row of Q^T) gets total mass 1/K, summed over every process's samples
         log_q = log_q - _global_logsumexp(log_q, dim=0) - math.log(num_prototypes)
         # each sample (official column) gets total mass 1/B
-        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(num_samples)
-    return torch.exp(log_q + math.log(num_samples))
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - log_num_samples
+        if active is not None:  # an inactive row's -inf - (-inf) is NaN: keep it out
+            log_q = log_q.masked_fill(~rows, -math.inf)
+    return torch.exp(log_q + log_num_samples)
 
 
 @register_strategy("sinkhorn")
@@ -124,19 +136,28 @@ class Sinkhorn(Strategy):
         return self.queue_length > 0 and self.epoch >= self.queue_start_epoch
 
     def queue_ready(self) -> bool:
-        """Whether the queue has been filled completely once (the official ``queue[i, -1] != 0`` test)."""
+        """Whether the queue has been filled completely once (the official ``queue[i, -1] != 0`` test).
+
+        Reads the device (for inspection and tests); the step itself decides on the device (:meth:`codes`)."""
         return self._queue_active() and int(self.queue_filled) >= self.queue_length
 
     @torch.no_grad()
     def codes(self, scores: torch.Tensor, view: int = 0) -> torch.Tensor:
-        """Sinkhorn codes of one target view's scores, with that view's queue prepended when it is full."""
+        """Sinkhorn codes of one target view's scores, with that view's queue prepended when it is full.
+
+        While the queue is active its rows always go into Sinkhorn, masked out on the device until the
+        queue is full, so the codes equal the official ones (batch alone, then queue + batch) with no host
+        read of the fill level; the extra work lasts the ``queue_length / batch`` steps of filling.
+        """
         scores = scores.detach()
-        use_queue = self.queue_ready() and view < self.assign_views
-        if use_queue:
-            self._check_dim(scores)
-            scores = torch.cat([self.queue[view].to(scores.dtype), scores], dim=0)
-        codes = sinkhorn_codes(scores, self.epsilon, self.iterations)
-        return codes[self.queue_length :] if use_queue else codes
+        if not (self._queue_active() and view < self.assign_views):
+            return sinkhorn_codes(scores, self.epsilon, self.iterations)
+        self._check_dim(scores)
+        full = self.queue_filled >= self.queue_length  # a device flag
+        queued = torch.full((self.queue_length,), True, device=scores.device) & full.to(scores.device)
+        active = torch.cat([queued, torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)])
+        merged = torch.cat([self.queue[view].to(scores.dtype), scores], dim=0)
+        return sinkhorn_codes(merged, self.epsilon, self.iterations, active)[self.queue_length :]
 
     def _check_dim(self, scores: torch.Tensor) -> None:
         self.ensure_width(int(scores.shape[-1]))

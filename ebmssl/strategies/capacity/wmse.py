@@ -15,11 +15,23 @@ import torch.distributed as dist
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 
 
-def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Cholesky whitening of the rows of ``x`` (n, D): ``(x - mean) L^{-T}`` with ``L L^T = (1-eps) Cov + eps I``."""
+SINGULAR_HINT = (
+    "W-MSE whitening needs a non-singular covariance in every sub-batch (more rows than dimensions and no "
+    "collapsed directions). Use w_size > the embedding dim (the paper recommends w_size >= 2 x dim, and a "
+    "batch at least that large), or set the shrinkage `eps:` of wmse_whitening above 0."
+)
+
+
+def whiten(x: torch.Tensor, eps: float = 0.0, check: bool = True) -> torch.Tensor:
+    """Cholesky whitening of the rows of ``x`` (n, D): ``(x - mean) L^{-T}`` with ``L L^T = (1-eps) Cov + eps I``.
+
+    A singular covariance raises ``ValueError`` with ``check`` (one read of the factorisation's status on the
+    host); without it (the training step, which never reads the device) the result is NaN instead, which the
+    step guard skips and reports, with :data:`SINGULAR_HINT`.
+    """
     n, dim = x.shape
     if n < 2:
         raise ValueError(f"whitening needs at least 2 rows, got {n}")
@@ -27,13 +39,10 @@ def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     cov = centered.T @ centered / (n - 1)
     eye = torch.eye(dim, dtype=x.dtype, device=x.device)
     chol, info = torch.linalg.cholesky_ex((1 - eps) * cov + eps * eye)
-    if int(info) != 0:
-        raise ValueError(
-            f"W-MSE whitening failed: the covariance of a sub-batch of {n} rows in {dim} dimensions is singular "
-            f"(needs more rows than dimensions and no collapsed directions). Use w_size > {dim} (the paper "
-            f"recommends w_size >= 2 x embedding dim, and a batch at least that large), or set the shrinkage "
-            f"`eps:` of wmse_whitening above 0."
-        )
+    if check and int(info) != 0:
+        raise ValueError(f"W-MSE whitening failed for a sub-batch of {n} rows in {dim} dimensions. {SINGULAR_HINT}")
+    if not check:  # a failed factorisation is partial, not NaN: make the failure visible without a host read
+        chol = torch.where(info == 0, chol, torch.full_like(chol, float("nan")))
     return torch.linalg.solve_triangular(chol, centered.T, upper=False).T
 
 
@@ -57,10 +66,10 @@ def sub_batches(perm: torch.Tensor, w_size: int) -> list[torch.Tensor]:
     return chunks
 
 
-def whiten_sub_batches(x: torch.Tensor, chunks: list[torch.Tensor], eps: float = 0.0) -> torch.Tensor:
+def whiten_sub_batches(x: torch.Tensor, chunks: list[torch.Tensor], eps: float = 0.0, check: bool = True) -> torch.Tensor:
     """Whiten each sub-batch ``x[chunk]`` separately and put the rows back in their original order."""
     order = torch.cat(chunks)
-    whitened = torch.cat([whiten(x[chunk], eps) for chunk in chunks], dim=0)
+    whitened = torch.cat([whiten(x[chunk], eps, check) for chunk in chunks], dim=0)
     return whitened[torch.argsort(order)]
 
 
@@ -80,6 +89,7 @@ class WMSEWhitening(Strategy):
 
     family = "capacity"
     example_config = {"w_size": 16, "w_iter": 1, "eps": 0.1}
+    nonfinite_hint = SINGULAR_HINT  # a singular sub-batch makes the step NaN (no host read inside the step)
 
     def __init__(self, w_size: int = 128, w_iter: int = 1, eps: float = 0.0) -> None:
         super().__init__()
@@ -93,6 +103,14 @@ class WMSEWhitening(Strategy):
         self.w_iter = w_iter
         self.eps = eps
 
+    def bind_sizes(self, sizes: Sizes) -> None:
+        """Refuse, when the model is built, a sub-batch that cannot be whitened without shrinkage."""
+        if self.eps == 0.0 and self.w_size <= sizes.online_dim:
+            raise ValueError(
+                f"wmse_whitening w_size={self.w_size} rows cannot whiten {sizes.online_dim}-d embeddings (the "
+                f"covariance is singular). {SINGULAR_HINT}"
+            )
+
     def transform(self, batch: ViewBatch) -> ViewBatch:
         views = list(batch.online) + (list(batch.target) if batch.has_target else [])
         n = views[0].shape[0]
@@ -104,7 +122,7 @@ class WMSEWhitening(Strategy):
         for _ in range(self.w_iter):
             chunks = sub_batches(shared_permutation(gathered[0].shape[0], views[0].device), self.w_size)
             for index, view in enumerate(gathered):
-                copies[index].append(whiten_sub_batches(view, chunks, self.eps)[offset : offset + n])
+                copies[index].append(whiten_sub_batches(view, chunks, self.eps, check=False)[offset : offset + n])
         whitened = [torch.cat(parts, dim=0) for parts in copies]
         online = whitened[: len(batch.online)]
         target = whitened[len(batch.online) :] if batch.has_target else online

@@ -56,6 +56,22 @@ def test_step_is_saved_in_the_state_dict() -> None:
     assert int(b.step) == 41 and torch.equal(a.directions(5), b.directions(5))
 
 
+def test_directions_never_read_the_step_buffer(monkeypatch) -> None:
+    """The step lives on the host (choosing directions must not wait for the device); the buffer mirrors it."""
+    a = SIGReg()
+    a.set_progress(Progress(step=7))
+    a.update(batch_of(gaussian(4, 5, 0)))
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the step buffer was read on the host")
+
+    for name in ("item", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    directions = a.directions(5)
+    monkeypatch.undo()
+    assert int(a.step) == 8 and torch.equal(directions, random_directions(5, a.num_slices, 8))
+
+
 def test_same_directions_for_every_view_of_a_step() -> None:
     x, y = gaussian(16, 6, 0), gaussian(16, 6, 1)
     strategy = SIGReg(num_slices=16)

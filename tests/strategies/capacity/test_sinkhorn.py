@@ -82,3 +82,34 @@ def test_queue_fills_after_start_epoch_and_is_saved() -> None:
     torch.testing.assert_close(strategy.queue[0], torch.cat([views[0], views[0]]))
     codes = strategy.transform(batch).target[1]
     torch.testing.assert_close(codes, sinkhorn_codes(torch.cat([strategy.queue[1], views[1]]), 0.05, 3)[6:])
+
+
+@SETTINGS
+@given(n=st.integers(2, 12), k=st.integers(2, 8), seed=st.integers(0, 2**16), iterations=st.integers(0, 5),
+       pattern=st.lists(st.booleans(), min_size=12, max_size=12))  # fmt: skip
+def test_masked_rows_leave_the_codes_of_the_others_unchanged(n: int, k: int, seed: int, iterations: int, pattern) -> None:
+    """Rows masked out on the device get code 0 and the active rows get the codes of their scores alone."""
+    active = torch.tensor(pattern[:n])
+    active[0] = True
+    scores = _scores(n, k, seed, 3.0)
+    codes = sinkhorn_codes(scores, 0.05, iterations, active)
+    assert torch.isfinite(codes).all()
+    torch.testing.assert_close(codes[active], sinkhorn_codes(scores[active], 0.05, iterations))
+    assert torch.count_nonzero(codes[~active]) == 0
+
+
+@SETTINGS
+@given(filled=st.integers(0, 12), seed=st.integers(0, 2**16))
+def test_queue_joins_exactly_when_full_decided_on_the_device(filled: int, seed: int) -> None:
+    """Codes are the batch's own until the queue is full, then those of queue + batch (the official switch)."""
+    strategy = Sinkhorn(num_prototypes=4, queue_length=6).double()
+    strategy.queue.copy_(torch.stack([_scores(6, 4, seed + 10 + v) for v in range(2)]))
+    strategy.queue_filled.fill_(min(filled, 6))
+    views = [_scores(3, 4, seed + v) for v in range(2)]
+    codes = strategy.transform(ViewBatch(online=views, target=views, pairs=[(0, 1), (1, 0)])).target
+    for view, (scores, code) in enumerate(zip(views, codes)):
+        expected = (
+            sinkhorn_codes(torch.cat([strategy.queue[view], scores]), 0.05, 3)[6:] if filled >= 6
+            else sinkhorn_codes(scores, 0.05, 3)
+        )  # fmt: skip
+        torch.testing.assert_close(code, expected)

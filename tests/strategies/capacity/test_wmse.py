@@ -75,3 +75,21 @@ def test_singular_sub_batch_is_explained() -> None:
     with pytest.raises(ValueError, match="w_size"):
         whiten(x)
     assert torch.isfinite(whiten(x, eps=0.1)).all()
+
+
+def test_singular_sub_batch_in_the_step_is_nan_not_a_host_read() -> None:
+    """Inside the training step the failure shows as NaN (the guard skips the step and prints the hint)."""
+    strategy = WMSEWhitening(w_size=8)
+    views = [_randn(8, 16, 0), _randn(8, 16, 1)]
+    out = strategy.transform(ViewBatch(online=views, target=views, pairs=[(0, 1)]))
+    assert all(torch.isnan(view).any() for view in out.online)
+    assert "w_size" in strategy.nonfinite_hint
+
+
+def test_too_small_w_size_is_refused_when_the_model_is_built() -> None:
+    from ebmssl.strategies.base import Sizes
+
+    with pytest.raises(ValueError, match="w_size=64 rows cannot whiten 64-d"):
+        WMSEWhitening(w_size=64).bind_sizes(Sizes(online_dim=64, target_dim=64, num_global_views=2))
+    WMSEWhitening(w_size=64, eps=0.1).bind_sizes(Sizes(online_dim=64, target_dim=64, num_global_views=2))
+    WMSEWhitening(w_size=128).bind_sizes(Sizes(online_dim=64, target_dim=64, num_global_views=2))
