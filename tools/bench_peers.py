@@ -4,11 +4,12 @@
   embeddings, the same views), interleaved rounds, medians; ratio = ours / lightly (lower is better).
 * training: SimCLR, BYOL and VICReg with a ResNet-18 (small-image stem: 3x3 conv1, no max-pool), 32 px,
   batch 128, SGD (momentum 0.9), on the CPU. Ours: the Trainer's own loop (``trainer.train()``: batched
-  views from the in-memory source, model, objective, optimiser, EMA hooks); images/s from the trainer's
-  logged cumulative rate between the warm-up step and the last step. Lightly: the plain loop of lightly's
+  views from the in-memory source, model, objective, optimiser, step guard, EMA hooks); images/s between the
+  end of the warm-up step and the end of the last step, marked after each step as in the lightly loop. Lightly: the plain loop of lightly's
   examples (its transforms per image in a DataLoader with 2 workers, its heads and loss, torchvision's
   ResNet-18 with the same stem, ``update_momentum`` for BYOL). Each run is its own child process so peak
-  resident memory (ru_maxrss) is that run's; runs alternate ours / lightly. Heads are matched (widths).
+  resident memory (ru_maxrss) is that run's; rounds alternate the order (ours / lightly, then lightly /
+  ours) and the table gives medians over rounds. Heads are matched (widths).
 
 Every function returns table rows; without lightly installed, rows say "lightly not installed" and the
 peer columns are skipped.
@@ -141,20 +142,26 @@ def child_ours(method: str, steps: int, batch: int) -> dict[str, float]:
         "batch_size": batch,
     }  # fmt: skip
     config = apply_overrides(config, [
-        "train.epochs=1", f"train.max_steps={steps}", "train.log_every=1", "train.progress_bar=false",
+        "train.epochs=1", f"train.max_steps={steps}", "train.log_every=1000", "train.progress_bar=false",
         "train.optimizer={name: sgd, lr: 0.06, momentum: 0.9, weight_decay: 5.0e-4}", "train.lr_scaling=none",
         "eval.knn_every_epochs=0", "train.checkpoint_every_epochs=0",
     ], strict=False)  # fmt: skip
     config["_source"] = f"bench-{method}"
+    marks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, Path(tmp))
+        step = trainer.train_step
+
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            result = step(*args, **kwargs)
+            marks.append(time.perf_counter())  # after each step, as the lightly loop marks its steps
+            return result
+
+        trainer.train_step = marked  # type: ignore[method-assign]
         trainer.train()
-        history = trainer.history
-    views = trainer.views.num_views
-    # cumulative rate r_k = k * batch * views / t_k  ->  t_k; images/s between step 1 (warm-up) and the last
-    t = {r["step"]: r["step"] * batch * views / r["images_per_second"] for r in history}
-    last = max(t)
-    return {"images_per_s": (last - 1) * batch / (t[last] - t[1]), "steps": last}
+    # the loop's own wall time between the first (warm-up) step's end and the last step's end: views, model,
+    # objective, optimiser, step guard, EMA hooks and the loop's bookkeeping, like the lightly loop's marks
+    return {"images_per_s": (len(marks) - 1) * batch / (marks[-1] - marks[0]), "steps": len(marks)}
 
 
 def child_lightly(method: str, steps: int, batch: int) -> dict[str, float]:
@@ -227,29 +234,48 @@ def child_lightly(method: str, steps: int, batch: int) -> dict[str, float]:
     return {"images_per_s": (len(marks) - 1) * batch / (marks[-1] - marks[0]), "steps": step}
 
 
+def run_child(side: str, method: str, steps: int, batch: int) -> dict[str, Any]:
+    """One training run in its own process (peak memory is that run's); the child's JSON line or an error."""
+    command = [sys.executable, str(Path(__file__)), "--child", side, method, str(steps), str(batch)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:100]}
+    return json.loads(lines[-1])
+
+
 def bench_training_vs_lightly(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """``--train-rounds`` rounds per method, the order alternating (ours first, then lightly first, ...) so that a
+    drift of the machine's load moves both sides alike; images/s and peak memory are medians over the rounds,
+    and ``round_ratios`` lists each round's own ratio (its spread shows the noise)."""
     if device.type != "cpu":
         return [{"method": "all", "note": "the training comparison runs on the CPU (pass --device cpu)"}]
     rows = []
     have_lightly = lightly_available()
+    sides = ("ours", "lightly") if have_lightly else ("ours",)
     for method in TRAIN_METHODS:
-        results = {}
-        for side in ("ours", "lightly") if have_lightly else ("ours",):
-            command = [sys.executable, str(Path(__file__)), "--child", side, method, str(args.train_steps), "128"]
-            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if done.returncode or not lines:
-                results[side] = {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:100]}
-            else:
-                results[side] = json.loads(lines[-1])
-        row: dict[str, Any] = {"method": method, "batch": 128, "size": 32}
-        for side, result in results.items():
-            for key in ("images_per_s", "peak_mib", "error"):
-                if key in result:
-                    row[f"{side}_{key}"] = result[key]
-        if have_lightly and "images_per_s" in results["ours"] and "images_per_s" in results["lightly"]:
-            row["throughput_ratio"] = results["ours"]["images_per_s"] / results["lightly"]["images_per_s"]
-            row["memory_ratio"] = results["ours"]["peak_mib"] / results["lightly"]["peak_mib"]
+        results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        ratios = []
+        for round_index in range(max(1, int(args.train_rounds))):
+            order = sides if round_index % 2 == 0 else tuple(reversed(sides))
+            this_round = {side: run_child(side, method, args.train_steps, 128) for side in order}
+            for side, result in this_round.items():
+                results[side].append(result)
+            if have_lightly and all("images_per_s" in r for r in this_round.values()):
+                ratios.append(this_round["ours"]["images_per_s"] / this_round["lightly"]["images_per_s"])
+        row: dict[str, Any] = {"method": method, "batch": 128, "size": 32, "steps": args.train_steps}
+        for side, runs in results.items():
+            good = [r for r in runs if "images_per_s" in r]
+            if good:
+                row[f"{side}_images_per_s"] = statistics.median(r["images_per_s"] for r in good)
+                row[f"{side}_peak_mib"] = statistics.median(r["peak_mib"] for r in good)
+            errors = [r["error"] for r in runs if "error" in r]
+            if errors:
+                row[f"{side}_error"] = errors[0]
+        if have_lightly and "ours_images_per_s" in row and "lightly_images_per_s" in row:
+            row["throughput_ratio"] = row["ours_images_per_s"] / row["lightly_images_per_s"]
+            row["memory_ratio"] = row["ours_peak_mib"] / row["lightly_peak_mib"]
+            row["round_ratios"] = " ".join(f"{r:.2f}" for r in ratios)
         elif not have_lightly:
             row["note"] = SKIPPED
         rows.append(row)

@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loader-batches", type=int, default=10, help="batches per timed round")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak dense TFLOP/s in the run's precision (H100 SXM bf16: 989), for MFU")
-    parser.add_argument("--train-steps", type=int, default=6, help="steps per training run of the peers suite")
+    parser.add_argument("--train-steps", type=int, default=12, help="steps per training run of the peers suite")
+    parser.add_argument("--train-rounds", type=int, default=2, help="rounds per method of the peers training suite (order alternates)")
     parser.add_argument("--loader-rounds", type=int, default=3, help="timed rounds per loader (interleaved)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=64, help="embedding width (64: W-MSE needs w_size=128 >= 2 x dim)")

@@ -50,3 +50,14 @@ def test_loader_and_decode_suites_run_on_a_small_folder(tmp_path):
     assert [r["size"] for r in rows] == [96, 224] and all(r["ratio"] > 0 for r in rows)
     decode = benchmark.bench_decode(args, torch.device("cpu"))
     assert {r["decoder"] for r in decode} == {"PIL full decode", "ours (draft or decode_jpeg)", "torchvision.io"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["byol", "vicreg"])
+def test_training_children_time_their_steps(method):
+    """Both sides of the training comparison run and mark every step (tiny batch: a smoke test, not a timing)."""
+    ours = bench_peers.child_ours(method, 3, 8)
+    assert ours["steps"] == 3 and ours["images_per_s"] > 0
+    pytest.importorskip("lightly")
+    theirs = bench_peers.child_lightly(method, 3, 8)
+    assert theirs["steps"] == 3 and theirs["images_per_s"] > 0
