@@ -41,7 +41,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every_minutes": None,  # also save every M minutes of wall time (agreed across processes)
     "keep_checkpoints": 2,  # 0 keeps every checkpoint
     "max_skipped_steps": 20,  # consecutive non-finite steps (skipped, never applied) before the run stops
-    "channels_last": False,  # NHWC memory format for convolutional backbones (faster with bf16 on GPUs)
+    "channels_last": "auto",  # NHWC memory format: auto = on for convolutional backbones (ResNets, small CNNs), off for ViTs
     "compile": False,  # torch.compile the learner: false | true | {mode: max-autotune, fullgraph: false, dynamic: null}
     "fused_optimizer": "auto",  # auto: fused kernels on CUDA (SGD, Adam, AdamW), foreach elsewhere; false: plain
     "collective_timeout_minutes": 10,  # a process stuck in a collective (a peer died) gives up after this

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
@@ -127,7 +128,7 @@ def images(count: int, size: int = 32) -> torch.Tensor:
     return render(labels, patterns, size, 0.3, 3.14159, torch.Generator().manual_seed(0))
 
 
-def child_ours(method: str, steps: int, batch: int) -> dict[str, float]:
+def child_ours(method: str, steps: int, batch: int, overrides: Sequence[str] = ()) -> dict[str, float]:
     from ebmssl.config import apply_overrides
     from ebmssl.training.run import resolve_config
     from ebmssl.training.trainer import Trainer
@@ -144,7 +145,7 @@ def child_ours(method: str, steps: int, batch: int) -> dict[str, float]:
     config = apply_overrides(config, [
         "train.epochs=1", f"train.max_steps={steps}", "train.log_every=1000", "train.progress_bar=false",
         "train.optimizer={name: sgd, lr: 0.06, momentum: 0.9, weight_decay: 5.0e-4}", "train.lr_scaling=none",
-        "eval.knn_every_epochs=0", "train.checkpoint_every_epochs=0",
+        "eval.knn_every_epochs=0", "train.checkpoint_every_epochs=0", *overrides,
     ], strict=False)  # fmt: skip
     config["_source"] = f"bench-{method}"
     marks: list[float] = []

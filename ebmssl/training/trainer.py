@@ -97,7 +97,7 @@ class Trainer:
         for micro in range(int(tc["grad_accumulation"])):
             batch = self.source.batch(step, micro)
             views = batch.views
-            if tc["channels_last"]:
+            if self.learner.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
             with acc.accumulate(self.model):
                 with acc.autocast():

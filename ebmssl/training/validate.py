@@ -45,7 +45,7 @@ TRAIN_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "max_steps": ("int", 1, None, True),
     "stop_at_step": ("int", 1, None, True),
     "progress_bar": ("bool", None, None, False),
-    "channels_last": ("bool", None, None, False),
+    "channels_last": ("choice:auto|True|False", None, None, False),
     "fused_optimizer": ("choice:auto|False", None, None, False),
     "collective_timeout_minutes": ("float", 0, None, False),
 }

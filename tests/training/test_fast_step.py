@@ -91,3 +91,18 @@ def test_channels_last_compile_and_fused_optimizer_train(tmp_path: Path) -> None
     trainer.train()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_channels_last_auto_follows_the_backbone(tmp_path: Path) -> None:
+    """`auto` (the default) turns NHWC on for convolutional backbones and off for ViTs; true/false force it."""
+    from ebmssl.models.build import build_backbone
+    from ebmssl.training.build import uses_channels_last
+
+    conv = build_backbone({"name": "small_resnet", "widths": [8, 16], "blocks_per_stage": 1})
+    vit = build_backbone({"name": "vit", "variant": "vit_tiny", "image_size": 28, "patch_size": 4, "num_layers": 1})
+    assert uses_channels_last("auto", conv) and not uses_channels_last("auto", vit)
+    assert not uses_channels_last(False, conv) and uses_channels_last(True, vit)
+    trainer = Trainer(tiny("simclr", "train.max_steps=1"), tmp_path)  # tiny: a small CNN, default `auto`
+    assert trainer.learner.channels_last
+    weight = next(p for p in trainer.learner.encoder.parameters() if p.ndim == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)

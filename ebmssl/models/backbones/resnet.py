@@ -22,6 +22,8 @@ from ebmssl.registry import register_backbone
 class ResNetBackbone(tv_resnet.ResNet):
     """torchvision ResNet without the classifier: images (N, C, H, W) -> pooled features (N, 512 or 2048)."""
 
+    prefers_channels_last = True  # NHWC convolutions: train.channels_last "auto" turns it on
+
     def __init__(
         self,
         block: type[tv_resnet.BasicBlock] | type[tv_resnet.Bottleneck],

@@ -20,6 +20,8 @@ from ebmssl.registry import register_backbone
 class SmallResNet(nn.Module):
     """Compact ResNet (3x3 stem, BasicBlocks, one stage per width, global average pool) for small images."""
 
+    prefers_channels_last = True  # NHWC convolutions: train.channels_last "auto" turns it on
+
     def __init__(
         self,
         widths: list[int] = [32, 64, 128],  # noqa: B006  (never mutated)
@@ -65,6 +67,8 @@ class SmallResNet(nn.Module):
 @register_backbone("small_cnn")
 class SmallCNN(nn.Module):
     """Tiny conv net for tests: conv(width) -> conv(2 width, stride 2) -> global pool; 2 * width features."""
+
+    prefers_channels_last = True  # NHWC convolutions: train.channels_last "auto" turns it on
 
     def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
