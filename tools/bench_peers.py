@@ -35,6 +35,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED = "lightly not installed: peer columns skipped (pip install -e '.[bench]')"
 TRAIN_METHODS = ("simclr", "byol", "vicreg")
+# extra rows: (label, method, our overrides). Lightly's loop forwards each view on its own; SimCLR's official
+# code (and our simclr.yaml) forwards both views as one batch (one BN batch), so this row shows the
+# like-for-like computation too.
+TRAIN_VARIANTS = (("simclr, forward_views: separate", "simclr", ("model.forward_views=separate",)),)
 HEADS = {  # projector / predictor widths shared by both sides (lightly's example heads on a ResNet-18)
     "simclr": {"projector": {"name": "mlp", "hidden_dim": 512, "output_dim": 128, "num_layers": 2, "batch_norm": True}},
     "byol": {
@@ -235,9 +239,9 @@ def child_lightly(method: str, steps: int, batch: int) -> dict[str, float]:
     return {"images_per_s": (len(marks) - 1) * batch / (marks[-1] - marks[0]), "steps": step}
 
 
-def run_child(side: str, method: str, steps: int, batch: int) -> dict[str, Any]:
+def run_child(side: str, method: str, steps: int, batch: int, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """One training run in its own process (peak memory is that run's); the child's JSON line or an error."""
-    command = [sys.executable, str(Path(__file__)), "--child", side, method, str(steps), str(batch)]
+    command = [sys.executable, str(Path(__file__)), "--child", side, method, str(steps), str(batch), *overrides]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
@@ -254,17 +258,19 @@ def bench_training_vs_lightly(args: argparse.Namespace, device: torch.device) ->
     rows = []
     have_lightly = lightly_available()
     sides = ("ours", "lightly") if have_lightly else ("ours",)
-    for method in TRAIN_METHODS:
+    rows_to_run = [(m, m, ()) for m in TRAIN_METHODS] + [v for v in TRAIN_VARIANTS if getattr(args, "train_variants", True)]
+    for label, method, overrides in rows_to_run:
         results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         ratios = []
         for round_index in range(max(1, int(args.train_rounds))):
             order = sides if round_index % 2 == 0 else tuple(reversed(sides))
-            this_round = {side: run_child(side, method, args.train_steps, 128) for side in order}
+            this_round = {side: run_child(side, method, args.train_steps, 128, overrides if side == "ours" else ())
+                          for side in order}  # fmt: skip
             for side, result in this_round.items():
                 results[side].append(result)
             if have_lightly and all("images_per_s" in r for r in this_round.values()):
                 ratios.append(this_round["ours"]["images_per_s"] / this_round["lightly"]["images_per_s"])
-        row: dict[str, Any] = {"method": method, "batch": 128, "size": 32, "steps": args.train_steps}
+        row: dict[str, Any] = {"method": label, "batch": 128, "size": 32, "steps": args.train_steps}
         for side, runs in results.items():
             good = [r for r in runs if "images_per_s" in r]
             if good:
@@ -292,8 +298,8 @@ def bench_peers(args: argparse.Namespace, device: torch.device) -> list[dict[str
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        side, method, steps, batch = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-        result = (child_ours if side == "ours" else child_lightly)(method, steps, batch)
+    if len(sys.argv) >= 6 and sys.argv[1] == "--child":
+        side, method, steps, batch, overrides = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:]
+        result = child_ours(method, steps, batch, overrides) if side == "ours" else child_lightly(method, steps, batch)
         result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result), flush=True)
