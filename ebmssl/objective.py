@@ -79,14 +79,14 @@ class Objective(nn.Module):
         self.allow_collapse = allow_collapse
         self.term_names = _unique_names(names or [getattr(s, "registered_name", type(s).__name__) for s in strategies])
         self.source = source
+        self._pairs_cache: dict[tuple[str, int, int], list[Pair]] = {}
 
     def _resolved_pairs(self, num_online: int, num_target: int) -> list[Pair]:
         """:func:`resolve_pairs` for these view counts, computed once per count (a copy: strategies may edit it)."""
-        cache = self.__dict__.setdefault("_pairs_cache", {})
         key = (str(self.pairs), num_online, num_target)  # the spec too: `pairs` may be reassigned
-        if key not in cache:
-            cache[key] = resolve_pairs(self.pairs, num_online, num_target)
-        return list(cache[key])
+        if key not in self._pairs_cache:
+            self._pairs_cache[key] = resolve_pairs(self.pairs, num_online, num_target)
+        return list(self._pairs_cache[key])
 
     def set_progress(self, progress: Progress) -> None:
         for strategy in self.strategies:

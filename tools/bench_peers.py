@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -132,6 +132,11 @@ def images(count: int, size: int = 32) -> torch.Tensor:
     return render(labels, patterns, size, 0.3, 3.14159, torch.Generator().manual_seed(0))
 
 
+def images_per_second(marks: Sequence[float], batch: int) -> float:
+    """Images per second between the first mark (the end of the warm-up step) and the last one."""
+    return (len(marks) - 1) * batch / (marks[-1] - marks[0])
+
+
 def child_ours(method: str, steps: int, batch: int, overrides: Sequence[str] = ()) -> dict[str, float]:
     from ebmssl.config import apply_overrides
     from ebmssl.training.run import resolve_config
@@ -166,7 +171,7 @@ def child_ours(method: str, steps: int, batch: int, overrides: Sequence[str] = (
         trainer.train()
     # the loop's own wall time between the first (warm-up) step's end and the last step's end: views, model,
     # objective, optimiser, step guard, EMA hooks and the loop's bookkeeping, like the lightly loop's marks
-    return {"images_per_s": (len(marks) - 1) * batch / (marks[-1] - marks[0]), "steps": len(marks)}
+    return {"images_per_s": images_per_second(marks, batch), "steps": len(marks)}
 
 
 def child_lightly(method: str, steps: int, batch: int) -> dict[str, float]:
@@ -236,7 +241,7 @@ def child_lightly(method: str, steps: int, batch: int) -> dict[str, float]:
             marks.append(time.perf_counter())
             if step >= steps:
                 break
-    return {"images_per_s": (len(marks) - 1) * batch / (marks[-1] - marks[0]), "steps": step}
+    return {"images_per_s": images_per_second(marks, batch), "steps": step}
 
 
 def run_child(side: str, method: str, steps: int, batch: int, overrides: Sequence[str] = ()) -> dict[str, Any]:

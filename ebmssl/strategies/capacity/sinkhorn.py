@@ -153,9 +153,8 @@ class Sinkhorn(Strategy):
         if not (self._queue_active() and view < self.assign_views):
             return sinkhorn_codes(scores, self.epsilon, self.iterations)
         self._check_dim(scores)
-        full = self.queue_filled >= self.queue_length  # a device flag
-        queued = torch.full((self.queue_length,), True, device=scores.device) & full.to(scores.device)
-        active = torch.cat([queued, torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)])
+        full = (self.queue_filled >= self.queue_length).to(scores.device)  # a device flag
+        active = torch.cat([full.expand(self.queue_length), torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)])
         merged = torch.cat([self.queue[view].to(scores.dtype), scores], dim=0)
         return sinkhorn_codes(merged, self.epsilon, self.iterations, active)[self.queue_length :]
 
