@@ -8,6 +8,9 @@
 * No test reaches the network: ``socket.connect`` to an address that is not this machine raises
   :class:`NetworkAccessInTests` (loopback and this host's own addresses stay allowed: torch.distributed
   rendezvous). A dataset that would download must be given a local copy instead.
+* Slow (end-to-end) tests run first: with ``-n 2`` the long ones then spread over both workers and the
+  many short ones fill the gaps at the end, so the two workers finish together. Tests sharing a module-scoped
+  fixture (one torchrun launch for many parametrised cases) stay on one worker (``--dist loadgroup``).
 * No test writes into the repository: ``git status --porcelain --ignored`` is taken when the session starts
   and compared when it ends (caches of Python, pytest and tools excepted); a new or changed path fails the run.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -39,6 +43,23 @@ settings.register_profile("default", **_common)
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+SHARED_SCOPES = ("module", "class")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort: the order within each group is kept, equal on every xdist worker); the
+    tests that share a module- or class-scoped fixture (one torchrun launch, one trained run) form one
+    ``xdist_group``, so under ``--dist loadgroup`` that fixture is built by one worker, once."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for name, definitions in (info.name2fixturedefs.items() if info else ()):
+            if definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid:
+                group = re.sub(r"\W+", "_", f"{definitions[-1].baseid}_{name}")  # becomes a node-id suffix
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 # -- no network ------------------------------------------------------------------------------------------
@@ -152,7 +173,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if written:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_sep("!", "tests wrote into the repository: write under tmp_path instead", red=True, bold=True)
+            reporter.write_sep("!", "tests wrote into the repository (or the checkout was edited during the run): write under tmp_path", red=True, bold=True)
             for line in written:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
