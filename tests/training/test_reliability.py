@@ -83,13 +83,10 @@ def test_overwrite_refuses_what_ebmssl_did_not_create(case: str, tmp_path: Path,
     assert (target / "thesis.tex").read_text() == "years of work"
 
 
-def test_overwrite_refusal_from_the_command_line(tmp_path: Path) -> None:
+def test_overwrite_refusal_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train.py"), "--output-dir", str(tmp_path), "--overwrite"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert completed.returncode == 2 and "refuses to delete" in completed.stderr
+    code = command_line()(["--output-dir", str(tmp_path), "--overwrite"])
+    assert code == 2 and "refuses to delete" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -291,11 +288,12 @@ def test_a_signal_mid_epoch_then_resume_matches_the_uninterrupted_run(method: st
                 assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], key)
 
 
-def command_line() -> Any:
-    """tools/train.py's ``main`` (the exit code it returns is the process's)."""
+def command_line(tool: str = "train") -> Any:
+    """``main`` of tools/<tool>.py (the exit code it returns is the process's), run in this process: no
+    interpreter start per case. The scripts themselves run as processes in the slow tests."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ebmssl_train_tool", ROOT / "tools" / "train.py")
+    spec = importlib.util.spec_from_file_location(f"ebmssl_{tool}_tool", ROOT / "tools" / f"{tool}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
