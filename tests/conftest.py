@@ -1,7 +1,8 @@
 """Test-suite settings shared by every test folder.
 
-* Torch runs single-threaded (override with EBMSSL_TEST_THREADS): unit tests use tiny tensors, where
-  intra-op threads only add contention (a 10x slowdown on a loaded 2-core machine).
+* Torch runs single-threaded (override with EBMSSL_TEST_THREADS), and so do the processes tests launch
+  (OMP_NUM_THREADS): unit tests use tiny tensors, where intra-op threads only add contention (a 10x
+  slowdown on a loaded 2-core machine).
 * Hypothesis profiles: "default" (no deadline: CPU timings vary), "ci" (derandomised, for reproducible
   CI runs), "thorough" (more examples, for local bug hunts). Select with HYPOTHESIS_PROFILE. The example
   database lives in the temporary directory, not in the repository.
@@ -32,6 +33,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 torch.set_num_threads(int(os.environ.get("EBMSSL_TEST_THREADS", "1")))
+# the processes tests launch (tools, torchrun workers) inherit one thread too: two test workers on two cores
+# with multi-threaded children oversubscribe the machine (the memory soak took 358 s that way, ~60 s alone)
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("EBMSSL_TEST_THREADS", "1"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
