@@ -140,8 +140,9 @@ def repository_state() -> set[str] | None:
     """``git status --porcelain --ignored`` lines of the repository, caches left out; None outside a git checkout."""
     try:
         done = subprocess.run(
-            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT, capture_output=True,
-            text=True, timeout=60,
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", ".",
+             *[f":(exclude){cache}" for cache in _CACHES], *[f":(exclude)**/{cache}" for cache in _CACHES]],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,  # excluded, so git never walks .venv
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
