@@ -360,3 +360,26 @@ def test_timed_checkpoints_fall_due_and_restart_after_a_save() -> None:
     assert agreement.decide(0) == (0, True)
     clock.now += 10**6
     assert Agreement(every_minutes=None, clock=clock).decide(0) == (0, False)
+
+
+def test_the_loop_saves_when_the_clock_says_a_timed_checkpoint_is_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.checkpoint_every_minutes in the loop, on a clock that moves 10 s per reading (no sleeping)."""
+    import functools
+
+    from ebmssl.training import trainer as trainer_module
+    from ebmssl.training.preemption import Agreement
+
+    readings: list[float] = []
+
+    def clock() -> float:
+        readings.append(10.0 * len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(trainer_module, "Agreement", functools.partial(Agreement, clock=clock))
+    config = tiny("simclr", "train.epochs=2", "train.max_steps=7", "train.checkpoint_every_minutes=0.5",
+                  "train.checkpoint_every_epochs=0", "train.keep_checkpoints=0", "eval.knn_every_epochs=0")
+    Trainer(config, tmp_path).train()
+    # readings: start 0; steps 1-3 decide at 10, 20, 30 (due: 30 s since 0), the save reads 40; steps 4-6 at
+    # 50, 60, 70 (due), the save reads 80; step 7 at 90 is the last step (always saved)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert saved == ["step-00000003", "step-00000006", "step-00000007"], (saved, readings)
