@@ -48,6 +48,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_steps": None,  # cap the run's length (schedules then span max_steps): smoke runs
     "stop_at_step": None,  # stop after this step as if preempted (checkpoint first; schedules unchanged)
     "progress_bar": True,
+    "log_with": ["tensorboard"],  # experiment trackers (Accelerate's): tensorboard, wandb, mlflow, ...; [] for none
 }
 
 EVAL_DEFAULTS: dict[str, Any] = {

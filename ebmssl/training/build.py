@@ -67,9 +67,11 @@ def release_accelerator_state() -> None:
     GradientState._reset_state()
 
 
-def make_accelerator(train_cfg: dict[str, Any]):
+def make_accelerator(train_cfg: dict[str, Any], run_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
+
+    from ebmssl.training.tracking import make_trackers, tracker_names
 
     release_accelerator_state()
     timeout = datetime.timedelta(minutes=float(train_cfg["collective_timeout_minutes"]))
@@ -79,6 +81,8 @@ def make_accelerator(train_cfg: dict[str, Any]):
         gradient_accumulation_steps=int(train_cfg["grad_accumulation"]),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+        log_with=make_trackers(tracker_names(train_cfg.get("log_with")), run_dir) if run_dir is not None else None,
+        project_dir=str(run_dir) if run_dir is not None else None,
     )
 
 
@@ -189,7 +193,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
     source = str(config.get("_source", "<config>"))
     settings = settings if settings is not None else validate_config(config)
     train_cfg, eval_cfg, data_cfg = settings.train, settings.eval, settings.data
-    accelerator = make_accelerator(train_cfg)
+    accelerator = make_accelerator(train_cfg, run_dir)
     set_seed(int(train_cfg["seed"]), device_specific=False)
     if train_cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)

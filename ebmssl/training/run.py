@@ -71,7 +71,12 @@ def run_training(
         f"training {config.get('_source')} for {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch, global "
         f"batch {trainer.global_batch}, {acc.num_processes} process(es), device {acc.device}) -> {run_dir}"
     )
-    stats = trainer.train()
+    try:
+        stats = trainer.train()
+    except BaseException:
+        if trainer.tracking is not None:
+            trainer.tracking.finish()
+        raise
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
     if acc.is_main_process:
         learner = trainer.unwrapped
@@ -102,10 +107,14 @@ def run_training(
             acc.print("\n" + format_table(results))
         report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
         write_report(run_dir, report)
+        if trainer.tracking is not None:
+            trainer.tracking.log_images(report["plots"], trainer.step, root=run_dir)
         final_path = run_dir / "final_diagnostics.json"
         final_path.write_text(json.dumps({k: v for k, v in final_diag.items() if k != "collapse"}, default=float))
         for reason in report["collapse"]:
             acc.print(f"WARNING: the run collapsed: {reason}")
+    if trainer.tracking is not None:
+        trainer.tracking.finish()
     acc.wait_for_everyone()
     return report
 

@@ -31,7 +31,8 @@ from ebmssl.training.build import RunParts, build_run, cpu_only, release_acceler
 from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests
-from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
+from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl
+from ebmssl.training.tracking import Tracking
 from ebmssl.training.validate import data_section  # noqa: F401  (re-exported for tools/evaluate.py)
 
 
@@ -61,6 +62,7 @@ class Trainer:
         self.guard.set_step(self.step)
         self.running: dict[str, torch.Tensor] = {}
         self._restore_loop_state(parts.loop_state)
+        self.tracking: Tracking | None = None  # started by train(); the run logs its plots, then finishes it
         if parts.resumed_from is not None and self.accelerator.is_main_process:
             read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
 
@@ -130,7 +132,10 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         acc, tc = self.accelerator, self.train_cfg
         main = acc.is_main_process
-        writer = tensorboard_writer(self.run_dir / "tensorboard") if main else None
+        if self.tracking is None:
+            resolved = {**self.config, "train": self.train_cfg, "eval": self.eval_cfg, "data": self.data_cfg}
+            self.tracking = Tracking.start(acc, self.run_dir, resolved)
+        writer = self.tracking
         bar = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
         agreement = Agreement(tc["checkpoint_every_minutes"])
         every_epochs, every_steps = int(tc["checkpoint_every_epochs"]), tc["checkpoint_every_steps"]
@@ -169,8 +174,7 @@ class Trainer:
                         break
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            writer.flush()
         return {"steps": self.step, "seconds": time.perf_counter() - started, "images_seen": images_seen}
 
     # -- the once-per-interval host side ----------------------------------------------------------------
@@ -208,9 +212,7 @@ class Trainer:
         if acc.is_main_process:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
             if writer is not None:
-                for key, value in record.items():
-                    if key != "step" and isinstance(value, (int, float)):
-                        writer.add_scalar(key, value, self.step)
+                writer.log_scalars(record, self.step)
         return record
 
     def _restore_loop_state(self, state: Mapping[str, Any]) -> None:
@@ -263,9 +265,7 @@ class Trainer:
         self.diagnostics_history.append(record)
         append_jsonl(self.run_dir / "diagnostics.jsonl", record)
         if writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    writer.add_scalar(key, value, self.step)
+            writer.log_scalars({k: v for k, v in record.items() if k != "epoch"}, self.step)
         summary = ", ".join(
             f"{k}={record[k]:.4g}" for k in ("knn_monitor", "diag/rankme", "diag/normalized_std") if k in record
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from ebmssl.registry import DATASETS, SCHEDULES, ConfigError, check_arguments
 from ebmssl.schema import DATA_KEYS, DEFAULT_VIEWS, EVAL_DEFAULTS, TOP_LEVEL_KEYS, TRAIN_DEFAULTS, check_keys
+from ebmssl.training.tracking import tracker_names
 
 
 @dataclass
@@ -45,6 +46,7 @@ TRAIN_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "max_steps": ("int", 1, None, True),
     "stop_at_step": ("int", 1, None, True),
     "progress_bar": ("bool", None, None, False),
+    "log_with": ("any", None, None, True),  # checked by tracking.tracker_names
     "channels_last": ("choice:auto|True|False", None, None, False),
     "fused_optimizer": ("choice:auto|False", None, None, False),
     "collective_timeout_minutes": ("float", 0, None, False),
@@ -220,6 +222,7 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
     for key in ("optimizer", "schedule"):
         if not isinstance(train[key], Mapping) or "name" not in train[key]:
             raise ConfigError(f"{source}: `train.{key}` must be a mapping with a `name:` key, got {train[key]!r}.")
+    tracker_names(train["log_with"], f"{source}: train.log_with")
     check_sizes(config, int(data["batch_size"]), source)
     specs = [(f"data.{key}", data.get(key)) for key in ("dataset", "test_dataset")] + [("eval.dataset", evaluation["dataset"])]
     for dotted, spec in specs:
