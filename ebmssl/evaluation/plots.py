@@ -1,4 +1,4 @@
-"""PNG plots of training curves, singular-value spectra and energy histograms (matplotlib, Agg canvas).
+"""PNG plots: training curves, singular-value spectra, energy histograms, retrieval grids and embedding maps.
 
 Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly, so importing this module
 never changes the process-wide pyplot backend and works without a display.
@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -110,4 +111,78 @@ def plot_energy_histograms(positive, negative, path: str | Path, bins: int = 50)
     axis.set_xlabel("energy")
     axis.set_ylabel("density")
     axis.set_title("energy of positive vs negative pairs")
+    return _save(figure, path)
+
+
+def _show(axis, image: torch.Tensor) -> None:
+    """A uint8 (C, H, W) image on ``axis`` (grayscale for one channel), without ticks."""
+    array = image.detach().cpu().permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        axis.imshow(array[:, :, 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axis.imshow(array)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def _frame(axis, colour: str) -> None:
+    for spine in axis.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(3)
+
+
+def plot_retrieval_grid(retrieval, path: str | Path) -> Path:
+    """One row per query: the query, its nearest training images in the learned embedding, then in raw
+    pixels. With labels, a neighbour's frame is green when its label is the query's, red otherwise."""
+    queries, k = retrieval.queries.shape[0], retrieval.learned.shape[1]
+    columns = 1 + 2 * k
+    figure = Figure(figsize=(1.1 * columns + 0.4, 1.15 * queries + 0.6))
+    grid = figure.add_gridspec(queries, columns + 1, width_ratios=[1] + [1] * k + [0.25] + [1] * k, wspace=0.08, hspace=0.08)
+    labelled = bool((retrieval.query_labels >= 0).any())
+    for row in range(queries):
+        axis = figure.add_subplot(grid[row, 0])
+        _show(axis, retrieval.queries[row])
+        _frame(axis, "black")
+        if row == 0:
+            axis.set_title("query", fontsize=9)
+        for offset, (images, labels, title) in enumerate(((retrieval.learned, retrieval.learned_labels, "the learned embedding"),
+                                                          (retrieval.pixels, retrieval.pixel_labels, "raw pixels"))):
+            for j in range(k):
+                axis = figure.add_subplot(grid[row, 1 + j + offset * (k + 1)])
+                _show(axis, images[row, j])
+                if labelled:
+                    _frame(axis, "tab:green" if labels[row, j] == retrieval.query_labels[row] else "tab:red")
+                if row == 0 and j == k // 2:
+                    axis.set_title(f"nearest in {title}", fontsize=9)
+    figure.suptitle("nearest training images: learned embedding vs raw pixels", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_embedding_map(points: torch.Tensor, labels: torch.Tensor, path: str | Path, method: str = "t-SNE",
+                       class_names: Sequence[str] | None = None) -> Path:  # fmt: skip
+    """A 2-D scatter of the embeddings (``points`` (n, 2)), coloured by label where labels exist (>= 0)."""
+    xy = points.detach().cpu().double().numpy()
+    labels = labels.detach().cpu()
+    figure = Figure(figsize=(5.5, 4.5))
+    axis = figure.add_subplot(1, 1, 1)
+    known = labels >= 0
+    if known.any():
+        classes = sorted(set(labels[known].tolist()))
+        colours = "tab10" if len(classes) <= 10 else "tab20"
+        cmap = matplotlib.colormaps[colours]
+        for index, label in enumerate(classes):
+            mask = (labels == label).numpy()
+            name = class_names[label] if class_names is not None and label < len(class_names) else str(label)
+            axis.scatter(xy[mask, 0], xy[mask, 1], s=10, color=cmap(index % cmap.N), label=name)
+        if len(classes) <= 20:
+            axis.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if (~known).any():
+        axis.scatter(xy[(~known).numpy(), 0], xy[(~known).numpy(), 1], s=10, color="0.5", label="unlabelled")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title(f"{method} map of {len(xy)} embeddings")
     return _save(figure, path)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ebmssl.config import apply_overrides, load_config
+from ebmssl.evaluation.pictures import Gallery
 from ebmssl.schema import DEFAULT_RUN_CONFIG
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
 from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
@@ -105,7 +106,9 @@ def run_training(
             report["evaluation"] = results
             report["evaluation_seconds"] = time.perf_counter() - started
             acc.print("\n" + format_table(results))
-        report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
+        gallery = Gallery(learner.encoder, trainer.eval_train_set, trainer.test_set, trainer.views.eval_transform,
+                          acc.device, int(trainer.train_cfg["seed"]))  # fmt: skip
+        report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag, gallery)
         write_report(run_dir, report)
         if trainer.tracking is not None:
             trainer.tracking.log_images(report["plots"], trainer.step, root=run_dir)
