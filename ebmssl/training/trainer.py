@@ -63,6 +63,7 @@ class Trainer:
         self.running: dict[str, torch.Tensor] = {}
         self._restore_loop_state(parts.loop_state)
         self.tracking: Tracking | None = None  # started by train(); the run logs its plots, then finishes it
+        self._skipped_reads_seen = 0  # the data source's skipped reads already reported (per-epoch counts)
         if parts.resumed_from is not None and self.accelerator.is_main_process:
             read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
 
@@ -260,6 +261,9 @@ class Trainer:
                 num_classes=self.eval_train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
                 temperature=float(self.eval_cfg["knn_temperature"]),
             )
+        skipped = self.skipped_reads()
+        if skipped is not None:
+            record["data/skipped_files"] = skipped
         reasons = detect_collapse(diagnostics, dim=int(z1.shape[1]))
         record["collapse"] = reasons
         self.diagnostics_history.append(record)
@@ -270,10 +274,23 @@ class Trainer:
             f"{k}={record[k]:.4g}" for k in ("knn_monitor", "diag/rankme", "diag/normalized_std") if k in record
         )
         self.accelerator.print(f"epoch {epoch}: {summary}")
+        if skipped:
+            self.accelerator.print(
+                f"epoch {epoch}: {skipped} unusable file read(s) skipped, each replaced by the next usable file "
+                f"({self.source.skips.count} distinct file(s) so far, each warned about once)"
+            )
         for reason in reasons:
             self.accelerator.print(f"WARNING collapse at epoch {epoch}: {reason}")
         learner.train()
         self.accelerator.wait_for_everyone()
+
+    def skipped_reads(self) -> int | None:
+        """Unusable files this process's training reads skipped since the last call (None: the source never skips)."""
+        total = getattr(self.source, "skipped_reads", None)
+        if total is None:
+            return None
+        reads, self._skipped_reads_seen = total - self._skipped_reads_seen, total
+        return reads
 
     def save(self) -> Path:
         """Checkpoint the run at ``self.step`` (every process calls this at the same step)."""
