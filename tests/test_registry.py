@@ -82,9 +82,9 @@ BUILD_ERRORS = {
     "not a mapping": (["box"], ["must be a mapping"]),
     "argument typo": ({"name": "box", "size": 1, "lable": "y"}, ["'lable'", "Did you mean 'label'"]),
     "missing argument": ({"name": "box"}, ["missing the required argument(s) 'size'"]),
-    "wrong type": ({"name": "box", "size": "big"}, ["'size' expects int", "'big'", "Fix the value of `size:`"]),
-    "bool is not int": ({"name": "box", "size": True}, ["'size' expects int"]),
-    "list item type": ({"name": "box", "size": 1, "tags": [1]}, ["'tags' expects"]),
+    "wrong type": ({"name": "box", "size": "big"}, ["size` (widget 'box' argument) expects int", "'big'", "Fix the value of `size:`"]),
+    "bool is not int": ({"name": "box", "size": True}, ["size` (widget 'box' argument) expects int"]),
+    "list item type": ({"name": "box", "size": 1, "tags": [1]}, ["tags` (widget 'box' argument) expects"]),
 }
 
 

@@ -15,10 +15,11 @@ from ebmssl.data import augment  # noqa: F401
 from ebmssl.data import datasets, views  # noqa: F401  (registers the built-in components)
 from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset
 from ebmssl.data.views.base import ViewPipeline, ViewRecipe
-from ebmssl.registry import DATASETS, VIEWS, ConfigError
+from ebmssl.registry import DATASETS, VIEWS, ConfigError, check_arguments
 
 __all__ = [
     "DatasetInfo",
+    "dataset_info",
     "DatasetNotFoundError",
     "ImageDataset",
     "ViewPipeline",
@@ -36,6 +37,28 @@ def build_dataset(spec: Mapping[str, Any] | str, train: bool, where: str = "data
     if not isinstance(dataset, ImageDataset) and not getattr(dataset, "streamed", False):
         raise ConfigError(f"{where}: dataset {spec!r} built {type(dataset).__name__}, expected an ImageDataset.")
     return dataset
+
+
+def dataset_info(spec: Mapping[str, Any] | str, train: bool, where: str = "data.dataset") -> DatasetInfo:
+    """What the dataset ``spec`` holds (channels, image size, classes, labelled, length), from the spec alone.
+
+    The spec's arguments are checked against the factory's typed signature (names, types, ranges) and the
+    factory's ``describe`` (attached with :func:`ebmssl.data.dataset.states_info`) answers without reading a
+    file. A dataset registered without one is loaded to learn its info (the dataset contract asks for it).
+    """
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"{where}: expected a mapping with a `name:` key (one of {', '.join(DATASETS.names())}), got {spec!r}.")
+    factory = DATASETS.get(spec["name"], where)
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "train")}
+    check_arguments(factory, {**kwargs, "train": bool(train)}, f"dataset {spec['name']!r}", where)
+    describe = getattr(factory, "describe", None)
+    if describe is None:
+        return build_dataset(spec, train=train, where=where).info()
+    try:
+        return describe(train=bool(train), **kwargs)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"{where}: dataset {spec['name']!r} cannot describe itself from {dict(spec)!r}: {error}.") from None
 
 
 def build_views(spec: Mapping[str, Any] | str, dataset_info: Any, where: str = "data.views") -> ViewPipeline:

@@ -151,6 +151,12 @@ class Strategy(nn.Module):
         """Size buffers from the architecture's widths (called by the builder before training)."""
         return None
 
+    def check_run(self, global_batch: int, where: str) -> None:
+        """Refuse, with a ConfigError naming ``{where}.<argument>`` (``where``: the dotted key, e.g. objective.strategies.0), arguments that cannot work with this run's
+        global batch (a queue that one step would overwrite). Called by the build check before any data
+        loads; checks that need only the arguments themselves belong in their types (``Range`` marks)."""
+        return None
+
     def carry(self, batch: ViewBatch, value: Any) -> ViewBatch:
         """``batch`` with ``value`` set aside for this strategy's ``update`` (see :meth:`carried`)."""
         return batch.replace(state={**batch.state, self: value})

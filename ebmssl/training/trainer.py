@@ -32,7 +32,6 @@ from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests
 from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
-from ebmssl.training.validate import data_section  # noqa: F401  (re-exported for tools/evaluate.py)
 
 
 class TrainingDiverged(RuntimeError):

@@ -41,6 +41,9 @@ class MoCoQueue(Strategy):
         super().__init__()
         self.queue = EmbeddingQueue(size, dim, normalize=True)
 
+    def check_run(self, global_batch: int, where: str) -> None:
+        self.queue.check_holds(global_batch, where)
+
     def bind_sizes(self, sizes: Sizes) -> None:
         self.queue.ensure(sizes.target_dim, "moco_queue")
 

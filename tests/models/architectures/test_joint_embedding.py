@@ -150,10 +150,10 @@ def test_dino_head_freezes_its_last_layer_for_the_first_epoch_by_default() -> No
 
 
 def test_former_trainer_freeze_key_is_refused_with_the_fix() -> None:
-    from ebmssl.schema import TRAIN_DEFAULTS, check_keys
+    from ebmssl.schema import TrainSection, check_keys, keys
 
     with pytest.raises(ConfigError, match="freeze_epochs: 1"):
-        check_keys({"freeze_prototypes_epochs": 1}, TRAIN_DEFAULTS, "train.", "run.yaml")
+        check_keys({"freeze_prototypes_epochs": 1}, keys(TrainSection), "train.", "run.yaml")
 
 
 # -- sizes said once -------------------------------------------------------------------------------------
