@@ -344,6 +344,7 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 ARCHITECTURES = Registry("architecture")
 TARGETS = Registry("target branch", "target branches")
+LATENT_REGULARISERS = Registry("latent regulariser")  # the capacity limit of a latent-variable model's z
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -356,6 +357,7 @@ REGISTRIES: dict[str, Registry] = {
     "schedules": SCHEDULES,
     "architectures": ARCHITECTURES,
     "targets": TARGETS,
+    "latent_regularisers": LATENT_REGULARISERS,
 }
 
 register_energy = ENERGIES.register
@@ -368,3 +370,4 @@ register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_architecture = ARCHITECTURES.register
 register_target = TARGETS.register
+register_latent_regulariser = LATENT_REGULARISERS.register

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ebmssl
-from ebmssl.objective import COLLAPSE_FAMILIES
+from ebmssl.strategies.base import FAMILIES as COLLAPSE_FAMILIES
 from ebmssl.registry import ENERGIES, REGISTRIES, STRATEGIES, ConfigError, Registry, first_doc_line
 
 try:  # tests/ is a package (tests/__init__.py) or a rootdir on sys.path

@@ -11,9 +11,12 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from ebmssl.data import augment  # noqa: F401
 from ebmssl.data import datasets, views  # noqa: F401  (registers the built-in components)
 from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset
+from ebmssl.data.source import InMemorySource
 from ebmssl.data.views.base import ViewPipeline, ViewRecipe
 from ebmssl.registry import DATASETS, VIEWS, ConfigError, check_arguments
 
@@ -25,6 +28,7 @@ __all__ = [
     "ViewPipeline",
     "ViewRecipe",
     "build_dataset",
+    "build_source",
     "build_views",
 ]
 
@@ -94,3 +98,23 @@ def build_views(spec: Mapping[str, Any] | str, dataset_info: Any, where: str = "
             f"{where}: view pipeline {spec['name']!r} built {type(pipeline).__name__}, expected a ViewPipeline."
         )
     return pipeline
+
+
+ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU
+
+
+def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
+                 process_index: int, device: torch.device):
+    """The batch source for ``dataset``: a :class:`~ebmssl.data.streamed_source.StreamedSource` (loader
+    workers crop files at full resolution) for a streamed dataset, else an :class:`InMemorySource`,
+    whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
+    common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
+                  process_index=process_index, device=device)  # fmt: skip
+    if getattr(dataset, "streamed", False):
+        from ebmssl.data.streamed_source import StreamedSource  # loader workers: imported only when streaming
+
+        return StreamedSource(dataset, views, **common)
+    device = torch.device(device)
+    images = dataset.images
+    on_device = device.type != "cpu" and images.numel() * images.element_size() <= ON_DEVICE_LIMIT
+    return InMemorySource(dataset, views, on_device=on_device, **common)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
 Family = Literal["contrastive", "asymmetry", "capacity"]
+FAMILIES: tuple[str, ...] = get_args(Family)  # the three ways to keep the energy surface from going flat
 Pair = tuple[int, int]
 
 

@@ -88,9 +88,8 @@ def build_data(
     data_cfg: dict[str, Any], train_cfg: dict[str, Any], eval_cfg: dict[str, Any], accelerator: Any, source: str
 ) -> dict[str, Any]:
     """Datasets, views and the batch source, with the batch arithmetic checked against the data."""
-    from ebmssl.data import build_dataset
+    from ebmssl.data import build_dataset, build_source
     from ebmssl.data.evalsets import eval_datasets
-    from ebmssl.data.source import build_source
 
     seed = int(train_cfg["seed"])
     dataset_spec = data_cfg["dataset"]
