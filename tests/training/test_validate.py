@@ -292,3 +292,13 @@ def test_a_queue_must_hold_the_global_batch(tmp_path: Path) -> None:
     config["data"]["batch_size"] = 32
     with pytest.raises(ConfigError, match=re.escape("`objective.strategies.0.size` is 16, smaller than the global batch data.batch_size=32")):
         check_run(load_config(write(config, tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["moco_queue", "nnclr"])
+def test_every_queue_strategy_refuses_a_queue_smaller_than_the_global_batch(name: str) -> None:
+    from ebmssl.registry import STRATEGIES
+
+    strategy = STRATEGIES.build({"name": name, "size": 64})
+    strategy.check_run(64, "objective.strategies.1")
+    with pytest.raises(ConfigError, match=re.escape("`objective.strategies.1.size` is 64, smaller than the global batch data.batch_size=65")):
+        strategy.check_run(65, "objective.strategies.1")

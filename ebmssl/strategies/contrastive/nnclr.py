@@ -46,7 +46,7 @@ class NNCLRSupport(Strategy):
         self.enqueue_view = enqueue_view
 
     def check_run(self, global_batch: int, where: str) -> None:
-        self.queue.check_holds(global_batch, where)
+        self.support.check_holds(global_batch, where)
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.support.ensure(sizes.target_dim, "nnclr")
