@@ -51,7 +51,7 @@ def load_backbone(run_dir: Path, checkpoint: Path | None, config, views, num_cla
 
     import ebmssl
     from ebmssl.registry import ConfigError
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     objective = ebmssl.build_objective(config)
     learner = build_learner(config.get("model") or {}, objective, views.num_global, views.channels, num_classes,

@@ -228,7 +228,7 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
     """Objective and learner for ``views`` over data described by ``info`` (its ``num_classes`` sizes the
     online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     objective = build_objective(config)
     learner = build_learner(

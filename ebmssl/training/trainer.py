@@ -27,7 +27,7 @@ import torch
 
 from ebmssl.data.source import seed_for
 from ebmssl.strategies.base import Progress
-from ebmssl.training.build import RunParts, build_run, cpu_only, release_accelerator_state  # noqa: F401
+from ebmssl.training.build import build_run
 from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests

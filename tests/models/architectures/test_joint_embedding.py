@@ -14,7 +14,8 @@ from ebmssl.config import available_configs, load_config
 from ebmssl.models.collapse_guard import check_collapse
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import Progress
-from ebmssl.training.learner import Learner, build_learner
+from ebmssl.models.architectures import build_learner
+from ebmssl.models.architectures.joint_embedding import Learner
 
 BACKBONE = {"name": "small_cnn", "width": 8}
 TINY_VIT = {"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
