@@ -153,7 +153,11 @@ def build_optimizer(
             spec["foreach"] = True
     if "lr" in spec:
         spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
-    optimizer = OPTIMIZERS.build(spec, where=where, params=groups)
+    kwargs = {k: v for k, v in spec.items() if k != "name"}  # checked above; lr now scaled by the global batch
+    try:
+        optimizer = factory(params=groups, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: optimizer {spec['name']!r} rejected its arguments {kwargs!r}: {error}.") from error
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
