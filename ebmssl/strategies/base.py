@@ -58,6 +58,21 @@ class Sizes:
     num_global_views: int
 
 
+@dataclass(frozen=True)
+class RunShape:
+    """How a run splits its batch, for :meth:`Strategy.check_run`: the global batch (over every process and
+    accumulation step), the number of processes and the accumulation steps."""
+
+    global_batch: int
+    num_processes: int = 1
+    grad_accumulation: int = 1
+
+    @property
+    def process_batch(self) -> int:
+        """Rows one process sees per optimiser step (its micro-batches together)."""
+        return self.global_batch // self.num_processes
+
+
 @dataclass
 class ViewBatch:
     """Per-view embeddings of one batch and the view pairs that the objective compares.
@@ -152,10 +167,11 @@ class Strategy(nn.Module):
         """Size buffers from the architecture's widths (called by the builder before training)."""
         return None
 
-    def check_run(self, global_batch: int, where: str) -> None:
-        """Refuse, with a ConfigError naming ``{where}.<argument>`` (``where``: the dotted key, e.g. objective.strategies.0), arguments that cannot work with this run's
-        global batch (a queue that one step would overwrite). Called by the build check before any data
-        loads; checks that need only the arguments themselves belong in their types (``Range`` marks)."""
+    def check_run(self, run: RunShape, where: str) -> None:
+        """Refuse, with a ConfigError naming ``{where}.<argument>`` (``where``: the dotted key, e.g.
+        ``objective.strategies.0``), arguments that cannot work with this run's batch split (a queue that one
+        step would overwrite). Called by the build check before any data loads; checks that need only the
+        arguments themselves belong in their types (``Range`` marks)."""
         return None
 
     def carry(self, batch: ViewBatch, value: Any) -> ViewBatch:

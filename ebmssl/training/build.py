@@ -21,7 +21,8 @@ from torch import nn
 from ebmssl.registry import SCHEDULES, ConfigError
 from ebmssl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
 from ebmssl.training.optim import build_optimizer
-from ebmssl.training.validate import Settings, validate_config
+from ebmssl.strategies.base import RunShape
+from ebmssl.training.validate import Settings, validate_config, world_size
 
 
 @dataclass
@@ -138,9 +139,9 @@ def build_training(config: dict[str, Any], settings: Settings, views: Any, info:
     return {"learner": learner, "optimizer": optimizer, "lr_schedule": lr_schedule, "wd_schedule": wd_schedule}
 
 
-def check_objective(learner: nn.Module, views: Any, global_batch: int) -> None:
+def check_objective(learner: nn.Module, views: Any, run: Any) -> None:
     """What needs the built objective and the views: explicit view pairs index existing views, and each
-    strategy accepts the run's global batch (:meth:`ebmssl.strategies.base.Strategy.check_run`)."""
+    strategy accepts the run's batch split ``run`` (:meth:`ebmssl.strategies.base.Strategy.check_run`)."""
     objective = getattr(learner, "objective", None)
     if objective is None:
         return
@@ -153,7 +154,7 @@ def check_objective(learner: nn.Module, views: Any, global_batch: int) -> None:
                     f"{views.num_views - 1} (the view pipeline makes {views.num_views} views, global first)."
                 )
     for index, strategy in enumerate(getattr(objective, "strategies", ())):
-        strategy.check_run(global_batch, f"objective.strategies.{index}")
+        strategy.check_run(run, f"objective.strategies.{index}")
 
 
 def _guarded(step: str, source: str, build):
@@ -202,7 +203,8 @@ def check_run(config: dict[str, Any]) -> Settings:
         views = _guarded("data.views", source, lambda: build_pipeline(data_cfg, info, source))
         parts = _guarded("model", source, lambda: build_training(
             config, settings, views, info, num_processes=1, device_type="cpu", source=source))
-    _guarded("objective", source, lambda: check_objective(parts["learner"], views, int(data_cfg["batch_size"])))
+    run = RunShape(int(data_cfg["batch_size"]), world_size(), int(settings.train["grad_accumulation"]))
+    _guarded("objective", source, lambda: check_objective(parts["learner"], views, run))
     return settings
 
 

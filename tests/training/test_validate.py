@@ -297,8 +297,20 @@ def test_a_queue_must_hold_the_global_batch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["moco_queue", "nnclr"])
 def test_every_queue_strategy_refuses_a_queue_smaller_than_the_global_batch(name: str) -> None:
     from ebmssl.registry import STRATEGIES
+    from ebmssl.strategies.base import RunShape
 
     strategy = STRATEGIES.build({"name": name, "size": 64})
-    strategy.check_run(64, "objective.strategies.1")
+    strategy.check_run(RunShape(64, num_processes=4), "objective.strategies.1")
     with pytest.raises(ConfigError, match=re.escape("`objective.strategies.1.size` is 64, smaller than the global batch data.batch_size=65")):
-        strategy.check_run(65, "objective.strategies.1")
+        strategy.check_run(RunShape(65), "objective.strategies.1")
+
+
+def test_swavs_per_process_queue_must_hold_the_rows_of_its_process() -> None:
+    from ebmssl.registry import STRATEGIES
+    from ebmssl.strategies.base import RunShape
+
+    sinkhorn = STRATEGIES.build({"name": "sinkhorn", "queue_length": 32})
+    sinkhorn.check_run(RunShape(64, num_processes=2), "objective.strategies.0")  # 32 rows per process: held
+    STRATEGIES.build({"name": "sinkhorn", "queue_length": 0}).check_run(RunShape(64), "objective.strategies.0")  # no queue
+    with pytest.raises(ConfigError, match=re.escape("`objective.strategies.0.queue_length` is 32, smaller than the 64 rows")):
+        sinkhorn.check_run(RunShape(64), "objective.strategies.0")

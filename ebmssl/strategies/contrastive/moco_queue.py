@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
+from ebmssl.strategies.base import RunShape, Sizes, Strategy, ViewBatch
 from ebmssl.strategies.contrastive.queue import EmbeddingQueue
 
 
@@ -41,8 +41,8 @@ class MoCoQueue(Strategy):
         super().__init__()
         self.queue = EmbeddingQueue(size, dim, normalize=True)
 
-    def check_run(self, global_batch: int, where: str) -> None:
-        self.queue.check_holds(global_batch, where)
+    def check_run(self, run: RunShape, where: str) -> None:
+        self.queue.check_holds(run.global_batch, where)  # the queue holds gathered keys: a global batch per step
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.queue.ensure(sizes.target_dim, "moco_queue")
