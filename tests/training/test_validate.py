@@ -314,3 +314,18 @@ def test_swavs_per_process_queue_must_hold_the_rows_of_its_process() -> None:
     STRATEGIES.build({"name": "sinkhorn", "queue_length": 0}).check_run(RunShape(64), "objective.strategies.0")  # no queue
     with pytest.raises(ConfigError, match=re.escape("`objective.strategies.0.queue_length` is 32, smaller than the 64 rows")):
         sinkhorn.check_run(RunShape(64), "objective.strategies.0")
+
+
+@pytest.mark.slow
+def test_every_wrong_type_or_absurd_value_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """The fuzz test samples; this walks every leaf x every wrong value once (about 280 configs)."""
+    accepted = []
+    for leaf in LEAVES:
+        for value in WRONG:
+            path, _ = apply(("wrong_type", leaf, value), tmp_path)
+            try:
+                check_run(load_config(path))
+            except ConfigError:
+                continue
+            accepted.append((dotted(leaf), value))
+    assert sorted(map(repr, accepted)) == sorted(map(repr, ACCEPTED)), "accepted but not allowed, or allowed but refused"
