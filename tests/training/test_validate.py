@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -201,23 +199,32 @@ def test_range_errors_name_the_dotted_key(target: tuple, value: Any, message: st
     assert str(path) in str(error.value)
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def run_tool(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """tools/train.py's ``main`` in this process (its return value is the exit code): (code, stdout, stderr)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ebmssl_train_tool", ROOT / "tools" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_check_prints_the_resolved_config_and_loads_no_data(tmp_path: Path) -> None:
+def test_check_prints_the_resolved_config_and_loads_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = copy.deepcopy(BASE)
-    config["data"]["dataset"] = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere")}  # would fail to load
+    config["data"]["dataset"] = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere"), "download": False,
+                                 "system_dir": str(tmp_path / "nowhere")}  # would fail to load
+    config["data"]["views"]["image_size"] = 28
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    completed = run_tool("--config", str(path), "--check", "train.epochs=7")
-    assert completed.returncode == 0, completed.stderr
-    printed = yaml.safe_load(completed.stdout)
+    code, out, err = run_tool(capsys, "--config", str(path), "--check", "train.epochs=7")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
     assert printed["train"]["epochs"] == 7 and printed["train"]["max_skipped_steps"] == 20
-    assert "the configuration is valid" in completed.stderr and not (ROOT / "runs" / "run").exists()
-    bad = run_tool("--config", str(path), "--check", "objective.energy.temperature=-1")
-    assert bad.returncode == 2 and "objective.energy.temperature" in bad.stderr and str(path) in bad.stderr
+    assert "the configuration is valid" in err and not (ROOT / "runs" / "run").exists()
+    code, _, err = run_tool(capsys, "--config", str(path), "--check", "objective.energy.temperature=-1")
+    assert code == 2 and "objective.energy.temperature" in err and str(path) in err
 
 
 def write(config: dict[str, Any], tmp_path: Path) -> Path:
