@@ -136,7 +136,7 @@ class Learner(nn.Module):
         if self.mask_views is None:
             return None
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=views[0].device).manual_seed(0)
         return self.mask_views.draw(generator, views, self.num_global, self.online.backbone)
 
     def _targets_reuse_masked(self, keeps: Keeps) -> bool:

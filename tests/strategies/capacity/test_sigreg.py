@@ -57,7 +57,7 @@ def test_step_is_saved_in_the_state_dict() -> None:
 
 
 def test_directions_never_read_the_step_buffer(monkeypatch) -> None:
-    """The step lives on the host (choosing directions must not wait for the device); the buffer mirrors it."""
+    """The directions are made on the device from the step buffer, never reading it on the host."""
     a = SIGReg()
     a.set_progress(Progress(step=7))
     a.update(batch_of(gaussian(4, 5, 0)))
@@ -69,7 +69,7 @@ def test_directions_never_read_the_step_buffer(monkeypatch) -> None:
         monkeypatch.setattr(torch.Tensor, name, refuse)
     directions = a.directions(5)
     monkeypatch.undo()
-    assert int(a.step) == 8 and torch.equal(directions, random_directions(5, a.num_slices, 8))
+    assert int(a.step) == 8 and torch.equal(directions, random_directions(5, a.num_slices, 0, 8))
 
 
 def test_same_directions_for_every_view_of_a_step() -> None:
