@@ -8,7 +8,7 @@ I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-E
 Architecture"; official code facebookresearch/ijepa, ``src/train.py`` and ``src/models/vision_transformer.py``):
 
 * masks: :func:`ebmssl.models.masking.multi_block_masks` (one context block, ``num_targets`` target
-  blocks), drawn from the batch's CPU generator;
+  blocks), drawn on the device from the batch's generator, with lengths fixed by the config;
 * context encoder: the ViT on the context patches only (``ViTBackbone.tokens(x, keep=context)``);
 * target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): a momentum copy of the
   context encoder run on the whole image without gradient; its final-layer-normed patch tokens are

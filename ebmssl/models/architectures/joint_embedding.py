@@ -191,7 +191,7 @@ class Learner(nn.Module):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LearnerOutput:
-        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness
+        """``generator``: a device generator seeded by (seed, step, micro, process) for model-side randomness
         (the ``mask_views`` masks; a fixed seed-0 generator when None)."""
         views = list(views)
         keeps = self.draw_masks(views, generator)
