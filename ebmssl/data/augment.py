@@ -201,8 +201,16 @@ def apply_where(
 ) -> torch.Tensor:
     """``op(images, *params)`` where ``mask`` (B,) is true, ``images`` elsewhere.
 
-    Every op here acts on each image alone, so the selected images equal ``op(images[mask], ...)``; the op
-    runs on the whole batch and ``torch.where`` picks, which keeps shapes static and never asks the host how
-    many images were selected (``mask.nonzero()`` would wait for the device).
+    Every op here acts on each image alone, so the selected images equal ``op(images[mask], ...)``. On an
+    accelerator the op runs on the whole batch and ``torch.where`` picks: shapes stay static and the host
+    never asks how many images were selected (``mask.nonzero()`` would wait for the device). On the host,
+    where nothing waits, only the selected images are computed (blur on half the batch costs half).
     """
+    if mask.device.type == "cpu":
+        index = mask.nonzero().squeeze(1)
+        if index.numel() == images.shape[0]:
+            return op(images, *params)
+        if index.numel() > 0:
+            images[index] = op(images[index], *(p[index] for p in params))  # in place, as before
+        return images
     return torch.where(mask.view(-1, *([1] * (images.dim() - 1))), op(images, *params), images)
