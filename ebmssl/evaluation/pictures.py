@@ -120,5 +120,5 @@ def project_2d(features: torch.Tensor, seed: int = 0) -> torch.Tensor:
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, (features.shape[0] - 1) / 3))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=400)
     return torch.as_tensor(tsne.fit_transform(centred.numpy()))
