@@ -143,11 +143,22 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, t
         num_classes=train_set.num_classes, where=f"{source}: model",
     )
     if train_cfg["sync_batchnorm"] and accelerator.num_processes > 1:
-        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+        learner = synchronise_batchnorm(learner, accelerator.device)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)
     if learner.channels_last:
         learner = learner.to(memory_format=torch.channels_last)
     return learner
+
+
+def synchronise_batchnorm(learner: nn.Module, device: torch.device) -> nn.Module:
+    """``train.sync_batchnorm``: batch statistics over the global batch. On GPUs torch's SyncBatchNorm (its
+    fused NCCL kernels); elsewhere (gloo on CPUs, where DDP refuses SyncBatchNorm)
+    :class:`ebmssl.sync_batchnorm.GlobalBatchNorm`, the same statistics through one all-reduce."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    from ebmssl.sync_batchnorm import convert_to_global_batchnorm
+
+    return convert_to_global_batchnorm(learner)
 
 
 def exclude_from_buffer_broadcast(learner: nn.Module) -> list[str]:
