@@ -37,7 +37,7 @@ class GlobalBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
-        work = x.float()
+        work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 at least
         sums = all_reduce(torch.cat([work.sum(dims), work.pow(2).sum(dims), work.new_full((1,), x.numel() / channels)]))
         count = sums[-1]
         mean = sums[:channels] / count
