@@ -241,3 +241,31 @@ def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world_size())]
     dist.all_gather(parts, padded)
     return torch.cat(parts, dim=0)[:total].to(local.device)
+
+
+# -- a peer that died ------------------------------------------------------------------------------------
+class PeerLost(RuntimeError):
+    """A collective failed on this process because another process died, stalled or left."""
+
+
+_COLLECTIVE_FAILURE = ("gloo", "nccl", "connection reset", "connection closed", "timed out", "timeout", "broken pipe")
+
+
+def peer_lost(error: BaseException, where: str, timeout_minutes: float) -> PeerLost | None:
+    """A :class:`PeerLost` explaining ``error`` when it is a failed collective of a several-process run
+    (another process died: gloo sees the closed connection at once; NCCL and a stalled peer after the
+    collective timeout), naming this process and the peers; None for any other error."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    message = str(error).lower()
+    if not isinstance(error, getattr(dist, "DistError", ())) and not any(s in message for s in _COLLECTIVE_FAILURE):
+        return None
+    me, world = dist.get_rank(), dist.get_world_size()
+    peers = ", ".join(str(p) for p in range(world) if p != me)
+    peer = f"process {peers}" if world == 2 else f"one of processes {peers}"
+    return PeerLost(
+        f"process {me} of {world} stopped {where}: a collective failed because {peer} died, stalled or left "
+        f"(its log says why: an error, an out-of-memory kill, a lost node). A dead peer is seen at once; a "
+        f"stalled one after train.collective_timeout_minutes={timeout_minutes:g}. The last checkpoint resumes "
+        f"the run (--resume). Collective error: {str(error).splitlines()[0][:300]}"
+    )

@@ -189,6 +189,11 @@ class Trainer:
                     if stopping:
                         acc.print(f"stopped at step {self.step} (train.stop_at_step); continue with --resume")
                         break
+        except (RuntimeError, OSError) as error:
+            lost = distributed.peer_lost(error, f"at step {self.step}", float(tc["collective_timeout_minutes"]))
+            if lost is None or isinstance(error, distributed.UnequalGather):
+                raise
+            raise lost from error
         finally:
             bar.close()
             if writer is not None:
