@@ -16,7 +16,8 @@ Two safety nets wrap every gather:
   gather checks the shapes with one small collective first. The trainer opens a :class:`ShapeLedger`
   (:func:`checked_gathers`): in its first step and the first step of each epoch every gather is checked
   (a collective on every process, so the collective order stays identical) and its local signature
-  recorded by its position in the step; in the other steps each gather only compares its local signature with the recorded one on the host
+  recorded by its position in the step; in the other steps each gather only compares its local signature
+  with the recorded one on the host
   (shapes are host metadata: no collective and no device read), and refuses a change. So the steady
   state adds nothing to a step, and a shape that drifts after the check is still refused, not gathered.
 """
@@ -82,7 +83,7 @@ def _signature(tensor: torch.Tensor) -> tuple:
 
 def _encode(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.ndim > _MAX_DIMS:
-        raise UnequalGather(f"gather of a {tensor.ndim}-dimensional tensor: at most {_MAX_DIMS} dimensions are supported")
+        raise UnequalGather(f"gather of a {tensor.ndim}-dimensional tensor: at most {_MAX_DIMS} dimensions supported")
     code = _DTYPES.index(tensor.dtype) if tensor.dtype in _DTYPES else len(_DTYPES)
     values = [tensor.ndim, code, *tensor.shape] + [0] * (_MAX_DIMS - tensor.ndim)
     return torch.tensor(values, dtype=torch.int64, device=tensor.device)

@@ -45,7 +45,9 @@ class GlobalBatchNorm(_BatchNorm):
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked.float()
+                momentum = self.momentum
+                if momentum is None:  # a cumulative average, as nn.BatchNorm
+                    momentum = (1.0 / self.num_batches_tracked).to(self.running_mean.dtype)
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
                 unbiased = var.detach() * count / (count - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
@@ -60,7 +62,9 @@ def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every batch-norm layer of ``module`` (not already synchronised) by a :class:`GlobalBatchNorm`
     with the same parameters and statistics; returns the module (or the replacement, for a bare layer)."""
     if isinstance(module, _BatchNorm) and not isinstance(module, (GlobalBatchNorm, nn.SyncBatchNorm)):
-        layer = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        layer = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:  # the same Parameter objects: requires_grad (a frozen target) and optimiser entries kept
             layer.weight, layer.bias = module.weight, module.bias
         layer.running_mean, layer.running_var = module.running_mean, module.running_var

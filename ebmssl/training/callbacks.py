@@ -93,7 +93,8 @@ def log_epoch(trainer, end: EpochEnd) -> None:
         for key, value in record.items():
             if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                 end.writer.add_scalar(key, value, end.step)
-    summary = ", ".join(f"{k}={record[k]:.4g}" for k in ("knn_monitor", "diag/rankme", "diag/normalized_std") if k in record)
+    keys = ("knn_monitor", "diag/rankme", "diag/normalized_std")
+    summary = ", ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
     accelerator.print(f"epoch {end.epoch}: {summary}")
     for reason in record.get("collapse", []):
         accelerator.print(f"WARNING collapse at epoch {end.epoch}: {reason}")

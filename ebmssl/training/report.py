@@ -40,7 +40,9 @@ def pixel_features(images: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sharded_features(encoder: nn.Module | None, images: Any, transform: Any, device: torch.device | str) -> torch.Tensor:
+def sharded_features(
+    encoder: nn.Module | None, images: Any, transform: Any, device: torch.device | str
+) -> torch.Tensor:
     """Features of every image (``None``: raw pixels), each process extracting its shard
     (:func:`ebmssl.distributed.shard`) and the shards gathered: the same (N, F) CPU tensor on every process."""
     from ebmssl import distributed

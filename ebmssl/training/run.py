@@ -69,8 +69,9 @@ def run_training(
     if acc.is_main_process and not resume:
         save_resolved_config(config, run_dir)
     acc.print(
-        f"training {config.get('_source')} for {trainer.parts.total_steps} steps ({trainer.parts.steps_per_epoch}/epoch, "
-        f"global batch {trainer.parts.global_batch}, {acc.num_processes} process(es), device {acc.device}) -> {run_dir}"
+        f"training {config.get('_source')} for {trainer.parts.total_steps} steps ({trainer.parts.steps_per_epoch}"
+        f"/epoch, global batch {trainer.parts.global_batch}, {acc.num_processes} process(es), device {acc.device})"
+        f" -> {run_dir}"
     )
     stats = trainer.train()
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
@@ -120,7 +121,8 @@ def random_encoder(trainer: Trainer) -> torch.nn.Module:
 
     parts = trainer.parts
     model = parts.config.get("model")
-    return random_init_backbone(model, parts.views.channels, int(parts.train_cfg["seed"]) + 12345).to(parts.accelerator.device)
+    encoder = random_init_backbone(model, parts.views.channels, int(parts.train_cfg["seed"]) + 12345)
+    return encoder.to(parts.accelerator.device)
 
 
 @torch.no_grad()

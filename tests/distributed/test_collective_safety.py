@@ -26,7 +26,7 @@ def test_a_gather_of_unequal_rows_is_refused_on_every_process_naming_the_shapes(
 
 
 @pytest.mark.slow
-def test_the_shape_ledger_checks_the_first_step_only_and_refuses_a_later_change_before_any_collective(reports: list[dict]) -> None:
+def test_the_shape_ledger_checks_once_and_refuses_a_later_change_before_any_collective(reports: list[dict]) -> None:
     for report in reports:
         verified, steady, steady_again, changed, again = report["ledger"]["collectives"]
         assert verified == 4  # 2 gathers, each a shape check + the data
