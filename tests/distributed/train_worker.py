@@ -62,8 +62,6 @@ def train(method: str, run_dir: Path) -> dict[str, Any]:
     from ebmssl.training.run import run_training
     from ebmssl.training.trainer import Trainer
 
-    run.write_plots = no_plots
-
     result: dict[str, Any] = {}
     made: list[Trainer] = []
 
@@ -73,7 +71,11 @@ def train(method: str, run_dir: Path) -> dict[str, Any]:
         made.append(trainer)
         return trainer
 
-    report = run_training(config_for(method), run_dir, trainer_factory=factory, pixel_baseline=False)
+    plots, run.write_plots = run.write_plots, no_plots  # restored: the reference runs inside pytest
+    try:
+        report = run_training(config_for(method), run_dir, trainer_factory=factory, pixel_baseline=False)
+    finally:
+        run.write_plots = plots
     trainer = made[0]
     source = trainer.source
     result["rows"] = [source.indices(step, 0).tolist() for step in range(STEPS_READ)]
