@@ -113,7 +113,7 @@ def test_two_accumulated_half_batches_give_the_weights_of_one_full_batch(tmp_pat
     assert len(moved) > len(start) // 2, moved  # the step did train the network
 
     halves = trainer_for(no_batch_norm("train.grad_accumulation=2"), tmp_path / "halves")
-    assert (whole.micro_batch, halves.micro_batch) == (16, 8)
+    assert (whole.parts.micro_batch, halves.parts.micro_batch) == (16, 8)
     assert all(torch.equal(start[n], p) for n, p in parameters(halves).items())
     micro_batches: list[int] = []
 
