@@ -121,5 +121,7 @@ def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path:
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")} == pytest.approx(losses, rel=1e-6)
     assert float(run.data.params["train.optimizer.lr"]) == 0.05
+    knn = client.get_metric_history(run.info.run_id, "final/trained/knn_accuracy")  # the final evaluation too
+    assert [m.value for m in knn] == pytest.approx([report["evaluation"]["trained"]["knn_accuracy"]])
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {Path(p).name for p in report["plots"]}
