@@ -21,8 +21,8 @@ def test_unusable_files_warn_once_count_per_epoch_and_keep_the_bar_whole(tmp_pat
     config["data"]["dataset"] = {"name": "image_folder", "path": str(tree), "image_size": 16, "num_workers": 0}
     config["data"]["batch_size"] = 16
     trainer = Trainer(config, tmp_path / "run")
-    paths = trainer.train_set.paths
-    assert trainer.steps_per_epoch * 16 == len(paths) == 32  # every file is read once per epoch
+    paths = trainer.parts.train_set.paths
+    assert trainer.parts.steps_per_epoch * 16 == len(paths) == 32  # every file is read once per epoch
     trainer.train()
     out, err = capfd.readouterr()
 
