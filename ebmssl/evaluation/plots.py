@@ -114,7 +114,7 @@ def plot_energy_histograms(positive, negative, path: str | Path, bins: int = 50)
     return _save(figure, path)
 
 
-_FRAME = {"query": (0, 0, 0), "same": (44, 160, 44), "other": (214, 39, 40), "none": (255, 255, 255)}
+_FRAME = {"query": (128, 128, 128), "same": (44, 160, 44), "other": (214, 39, 40), "none": (255, 255, 255)}
 
 
 def _tile(image: torch.Tensor, frame: str, border: int) -> np.ndarray:
