@@ -145,7 +145,8 @@ def plot_retrieval_grid(retrieval, path: str | Path) -> Path:
     rows = []
     for row in range(queries):
         cells = [_tile(retrieval.queries[row], "query", border), np.full((tile, 2 * gap, 3), 255, np.uint8)]
-        for images, labels in ((retrieval.learned, retrieval.learned_labels), (retrieval.pixels, retrieval.pixel_labels)):
+        neighbours = ((retrieval.learned, retrieval.learned_labels), (retrieval.pixels, retrieval.pixel_labels))
+        for images, labels in neighbours:
             for j in range(k):
                 cells += [_tile(images[row, j], frame(labels, row, j), border), np.full((tile, gap, 3), 255, np.uint8)]
             cells.append(np.full((tile, 3 * gap, 3), 255, np.uint8))

@@ -111,8 +111,9 @@ def log_epoch(trainer, end: EpochEnd) -> None:
     accelerator.print(f"epoch {end.epoch}: {summary}")
     if record.get("data/skipped_files"):
         accelerator.print(
-            f"epoch {end.epoch}: {record['data/skipped_files']} unusable file read(s) skipped, each replaced by the next "
-            f"usable file ({len(trainer.source.skipped)} distinct file(s) on this process so far, each warned about once)"
+            f"epoch {end.epoch}: {record['data/skipped_files']} unusable file read(s) skipped, each replaced by the "
+            f"next usable file ({len(trainer.source.skipped)} distinct file(s) on this process so far, each warned "
+            f"about once)"
         )
     for reason in record.get("collapse", []):
         accelerator.print(f"WARNING collapse at epoch {end.epoch}: {reason}")

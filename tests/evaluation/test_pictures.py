@@ -66,7 +66,8 @@ def test_pictures_are_written_and_listed_with_the_plots(tmp_path) -> None:
         with Image.open(tmp_path / name) as image:
             assert image.width > 300 and image.height > 200
     points, labels, method = embedding_map(gallery)
-    assert points.shape == (30, 2) and torch.equal(labels.sort().values, test.targets.sort().values) and method == "t-SNE"
+    assert points.shape == (30, 2) and method == "t-SNE"
+    assert torch.equal(labels.sort().values, test.targets.sort().values)
     # unlabelled images (-1) are drawn in grey, without a legend entry per class
     plot_embedding_map(points, torch.full((30,), -1), tmp_path / "unlabelled.png", method)
     plot_retrieval_grid(retrieval(Gallery(nn.Flatten(), train, None, None), queries=2, k=2), tmp_path / "grid.png")

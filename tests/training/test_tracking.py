@@ -40,8 +40,8 @@ def test_missing_extra_is_a_config_error_naming_the_extra(name: str, monkeypatch
 
 
 def test_config_is_flattened_to_scalar_hyperparameters() -> None:
-    flat = flatten_config({"train": {"optimizer": {"name": "sgd", "lr": 0.1}, "grad_clip": None, "log_with": ["tensorboard"]},
-                           "eval": {}, "seed": 3, "deterministic": False})  # fmt: skip
+    train = {"optimizer": {"name": "sgd", "lr": 0.1}, "grad_clip": None, "log_with": ["tensorboard"]}
+    flat = flatten_config({"train": train, "eval": {}, "seed": 3, "deterministic": False})
     assert flat == {"train.optimizer.name": "sgd", "train.optimizer.lr": 0.1, "train.grad_clip": "null",
                     "train.log_with": '["tensorboard"]', "eval": "{}", "seed": 3, "deterministic": False}  # fmt: skip
 
@@ -71,7 +71,7 @@ def wandb_records(path: Path) -> list:
 
 
 @pytest.mark.slow
-def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path: Path, monkeypatch) -> None:
     from ebmssl.training.run import run_training
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -81,7 +81,8 @@ def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store in maintenance mode
     (tmp_path / "wandb_dir").mkdir()
     run_dir = tmp_path / "run"
-    report = run_training(quick("simclr", "train.log_with=[tensorboard,wandb,mlflow]", "train.optimizer.lr=0.05"), run_dir)
+    config = quick("simclr", "train.log_with=[tensorboard,wandb,mlflow]", "train.optimizer.lr=0.05")
+    report = run_training(config, run_dir)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = {r["step"]: r["loss"] for r in metrics}
     plots = {Path(p).stem for p in report["plots"]}
@@ -119,7 +120,8 @@ def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path:
     client = MlflowClient((tmp_path / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("ebmssl").experiment_id])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
-    assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")} == pytest.approx(losses, rel=1e-6)
+    loss_history = client.get_metric_history(run.info.run_id, "loss")
+    assert {m.step: m.value for m in loss_history} == pytest.approx(losses, rel=1e-6)
     assert float(run.data.params["train.optimizer.lr"]) == 0.05
     knn = client.get_metric_history(run.info.run_id, "final/trained/knn_accuracy")  # the final evaluation too
     assert [m.value for m in knn] == pytest.approx([report["evaluation"]["trained"]["knn_accuracy"]])
