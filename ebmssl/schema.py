@@ -43,7 +43,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_skipped_steps": 20,  # consecutive non-finite steps (skipped, never applied) before the run stops
     "channels_last": "auto",  # NHWC memory format: auto = on for convolutional backbones (ResNets, small CNNs), off for ViTs
     "compile": False,  # torch.compile the learner: false | true | {mode: max-autotune, fullgraph: false, dynamic: null}
-    "fused_optimizer": "auto",  # auto: fused kernels on CUDA (SGD, Adam, AdamW), foreach elsewhere; false: plain
+    "fused_optimizer": "auto",  # auto: torch's fused kernels (SGD, Adam, AdamW; CUDA and CPU); false: plain
+    "step_guard": True,  # skip non-finite steps on the device (training/guard.py); false: no check at all
     "collective_timeout_minutes": 10,  # a process stuck in a collective (a peer died) gives up after this
     "max_steps": None,  # cap the run's length (schedules then span max_steps): smoke runs
     "stop_at_step": None,  # stop after this step as if preempted (checkpoint first; schedules unchanged)

@@ -23,7 +23,13 @@ class LARS(torch.optim.Optimizer):
     For parameters in groups with ``lars_exclude=True`` the update is plain SGD with momentum and no
     weight decay. Otherwise ``g <- g + wd * w``, ``g <- g * eta * |w| / |g|`` (when both norms are
     positive), then the momentum update ``v <- m v + g``, ``w <- w - lr v``.
+
+    Like torch's fused optimisers it reads ``self.grad_scale`` (gradients divided by it) and
+    ``self.found_inf`` (a device flag: 1 leaves every weight and momentum buffer untouched, with no host
+    sync), which GradScaler and :class:`~ebmssl.training.guard.StepGuard` set.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable[Any], lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.001) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
@@ -32,11 +38,13 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = closure() if closure is not None else None
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        skips: dict[torch.device, torch.Tensor] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
+                grad = p.grad if grad_scale is None else p.grad / grad_scale.to(p.device)
                 if not group["lars_exclude"]:
                     if group["weight_decay"] != 0:
                         grad = grad.add(p, alpha=group["weight_decay"])
@@ -46,11 +54,23 @@ class LARS(torch.optim.Optimizer):
                     )
                     grad = grad.mul(trust)
                 state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                if found_inf is None:
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.clone(grad).detach()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                    p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                    continue
+                # the same arithmetic out of place, kept where found_inf is 0 (a zero buffer is "no state":
+                # m * 0 + g = g, the first step's rule)
+                if p.device not in skips:
+                    skips[p.device] = found_inf.to(p.device) != 0
+                skip = skips[p.device]
+                buffer = state.get("momentum_buffer")
+                if buffer is None:
+                    buffer = state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                torch.where(skip, buffer, buffer.mul(group["momentum"]).add_(grad), out=buffer)
+                torch.where(skip, p, p.add(buffer, alpha=-group["lr"]), out=p)
         return loss
 
 
@@ -120,8 +140,9 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups.
 
-    ``fused="auto"`` picks torch's fused kernels on CUDA (one kernel for every parameter's update) and
-    the multi-tensor ``foreach`` path elsewhere, for optimisers that offer them; a ``fused:`` or
+    ``fused="auto"`` picks torch's fused kernels (one kernel for every parameter's update, on CUDA and on
+    the CPU) for optimisers that offer them: they also skip a step on a device flag (``found_inf``), which
+    the step guard relies on to need no snapshot of weights and optimiser state. A ``fused:`` or
     ``foreach:`` key in ``spec`` wins.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
@@ -138,10 +159,7 @@ def build_optimizer(
     groups = parameter_groups(model.named_parameters(), weight_decay)
     accepted = inspect.signature(factory).parameters
     if fused == "auto" and "fused" in accepted and "fused" not in spec and "foreach" not in spec:
-        if device_type == "cuda":
-            spec["fused"] = True
-        else:
-            spec["foreach"] = True
+        spec["fused"] = True
     if "lr" in spec:
         spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
     optimizer = OPTIMIZERS.build(spec, where=where, params=groups)

@@ -47,6 +47,7 @@ TRAIN_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "progress_bar": ("bool", None, None, False),
     "channels_last": ("choice:auto|True|False", None, None, False),
     "fused_optimizer": ("choice:auto|False", None, None, False),
+    "step_guard": ("bool", None, None, False),
     "collective_timeout_minutes": ("float", 0, None, False),
 }
 EVAL_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
