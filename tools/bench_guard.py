@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""The step guard's cost: step time and peak memory with ``train.step_guard`` on and off, side by side.
+
+    python tools/bench_guard.py                      # the default run and BYOL ResNet-18 (32 px), CPU
+    python tools/bench_guard.py --steps 20 --rounds 3 --markdown /tmp/guard.md
+
+Each measurement trains in a fresh interpreter (peak resident memory is per process and only grows),
+guard on and off alternating over ``--rounds`` rounds so that machine load drifts hit both alike. Step
+time: the median over the steps after two warm-up steps of ``Trainer.train_step`` (views, forward,
+backward, guard, optimiser, target update); peak memory: the CUDA allocator's peak on a GPU, the
+resident set size on a CPU. The table gives per-setting medians over rounds and the on/off ratios, plus
+the guard's own snapshot (bytes it copies each step) against weights + optimiser state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CASES = {
+    "default run": {"config": None, "overrides": []},
+    "BYOL ResNet-18": {
+        "config": str(ROOT / "configs" / "methods" / "byol.yaml"),
+        "overrides": [
+            "model.backbone={name: resnet18, small_images: true}", "model.online_probe=false",
+            "data.dataset={name: synthetic, num_samples: 2048, image_size: 32}",
+            "data.views={name: byol, image_size: 32, blur_probs: [0.0, 0.0]}",
+            "train.optimizer={name: lars, lr: 0.3, momentum: 0.9, weight_decay: 1.0e-6}",
+        ],
+    },
+}
+
+
+def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, float]:
+    import torch
+
+    from ebmssl.config import apply_overrides
+    from ebmssl.training.run import resolve_config
+    from ebmssl.training.trainer import Trainer
+
+    spec = CASES[case]
+    config = resolve_config(spec["config"], [])
+    overrides = [*spec["overrides"], f"train.step_guard={str(guard).lower()}", f"train.max_steps={steps + 2}",
+                 "train.progress_bar=false", "train.log_every=1000000", "eval.knn_every_epochs=0", "train.epochs=1",
+                 "train.checkpoint_every_epochs=0"]  # fmt: skip
+    if batch:
+        overrides.append(f"data.batch_size={batch}")
+    config = apply_overrides(config, overrides, strict=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, Path(tmp))
+        device = trainer.accelerator.device
+        trainer.model.train()
+        times = []
+        for step in range(steps + 2):
+            trainer._set_hyperparameters(step)
+            start = time.perf_counter()
+            trainer.train_step(step)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        snapshot = sum(t.numel() * t.element_size() for t in trainer.guard._spare.values()) if trainer.guard else 0
+        weights = sum(p.numel() * p.element_size() for p in trainer.learner.parameters() if p.requires_grad)
+        state = sum(v.numel() * v.element_size() for s in trainer.optimizer.state.values() for v in s.values()
+                    if isinstance(v, torch.Tensor))  # fmt: skip
+        peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
+    return {"step_ms": 1e3 * statistics.median(times[2:]), "peak_mib": peak / 2**20, "snapshot_mib": snapshot / 2**20,
+            "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.micro_batch}  # fmt: skip
+
+
+def run(case: str, steps: int, rounds: int, batch: int | None) -> dict[str, object]:
+    results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for round_ in range(rounds):
+        for guard in ((True, False) if round_ % 2 == 0 else (False, True)):
+            command = [sys.executable, __file__, "--child", case, "--guard", str(int(guard)), "--steps", str(steps)]
+            if batch:
+                command += ["--batch", str(batch)]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[guard].append(json.loads(out.strip().splitlines()[-1]))
+    median = {g: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for g, rs in results.items()}
+    on, off = median[True], median[False]
+    return {"case": case, "batch": int(on["batch"]), "rounds": rounds, "steps": steps,
+            "step_ms_off": off["step_ms"], "step_ms_on": on["step_ms"], "time_ratio": on["step_ms"] / off["step_ms"],
+            "peak_mib_off": off["peak_mib"], "peak_mib_on": on["peak_mib"], "memory_ratio": on["peak_mib"] / off["peak_mib"],
+            "snapshot_mib": on["snapshot_mib"], "weights_and_state_mib": on["weights_and_state_mib"]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None, help="override data.batch_size of every case")
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: every case")
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--guard", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, bool(args.guard), args.steps, args.batch)))
+        return 0
+    rows = [run(case, args.steps, args.rounds, args.batch) for case in (args.case or list(CASES))]
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in rows]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
