@@ -31,7 +31,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05},
     "weight_decay_schedule": None,  # e.g. {name: cosine_to, final: 10.0}
     "grad_clip": None,
-    "mixed_precision": "no",  # no | bf16 | fp16
+    "mixed_precision": "auto",  # auto (accelerate's setting: launch --mixed_precision, accelerate config, env) | no | bf16 | fp16
+    "tf32": True,  # on CUDA: TF32 matmuls and convolutions for float32 work (ignored elsewhere)
+    "cudnn_benchmark": True,  # on CUDA: cuDNN picks the fastest convolution algorithms (off when deterministic)
     "grad_accumulation": 1,
     "sync_batchnorm": False,
     "deterministic": False,

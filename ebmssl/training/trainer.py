@@ -200,7 +200,7 @@ class Trainer:
                 f"{counters['longest_streak']} steps in a row were non-finite (train.max_skipped_steps={limit}), from "
                 f"step {counters['first_bad_step'] + 1}; non-finite: {terms}. Each was skipped, so no NaN reached "
                 f"the weights; the last good checkpoint is {checkpoint or 'none yet'}. Lower train.optimizer.lr, add "
-                f"train.grad_clip, or use mixed_precision: no, then rerun with --resume to continue from it."
+                f"train.grad_clip, or use train.mixed_precision: no, then rerun with --resume to continue from it."
                 + "".join(f" Also check {hint}" for hint in self.learner.objective.nonfinite_hints())
             )
         return counters
