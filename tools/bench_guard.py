@@ -4,10 +4,11 @@
     python tools/bench_guard.py                      # the default run and BYOL ResNet-18 (32 px), CPU
     python tools/bench_guard.py --steps 20 --rounds 3 --markdown /tmp/guard.md
 
-Each measurement trains in a fresh interpreter (peak resident memory is per process and only grows),
-guard on and off alternating over ``--rounds`` rounds so that machine load drifts hit both alike. Step
-time: the median over the steps after two warm-up steps of ``Trainer.train_step`` (views, forward,
-backward, guard, optimiser, target update); peak memory: the CUDA allocator's peak on a GPU, the
+Step time: one run per round alternates guard on and off step by step (so that load drifts on a
+shared machine hit both alike), the median over ``--steps`` steps of each after two warm-up steps of
+``Trainer.train_step`` (views, forward, backward, guard, optimiser, target update). Peak memory: each
+round also trains a run that never builds the guard, each in a fresh interpreter (peak resident memory
+is per process and only grows); peak memory: the CUDA allocator's peak on a GPU, the
 resident set size on a CPU. The table gives per-setting medians over rounds and the on/off ratios, plus
 the guard's own snapshot (bytes it copies each step) against weights + optimiser state.
 """
@@ -60,21 +61,27 @@ def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, fl
         trainer = Trainer(config, Path(tmp))
         device = trainer.accelerator.device
         trainer.model.train()
-        times = []
-        for step in range(steps + 2):
+        guard_object = trainer.guard
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for step in range(2 * steps + 2):  # interleaved: guard on and off on alternate steps of one run
+            on = guard if step < 2 else (step % 2 == 0)
+            trainer.guard = guard_object if on else None
             trainer._set_hyperparameters(step)
             start = time.perf_counter()
             trainer.train_step(step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+            if step >= 2:
+                times[on].append(time.perf_counter() - start)
+        trainer.guard = guard_object
         snapshot = sum(t.numel() * t.element_size() for t in trainer.guard._spare.values()) if trainer.guard else 0
         weights = sum(p.numel() * p.element_size() for p in trainer.learner.parameters() if p.requires_grad)
         state = sum(v.numel() * v.element_size() for s in trainer.optimizer.state.values() for v in s.values()
                     if isinstance(v, torch.Tensor))  # fmt: skip
         peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
-    return {"step_ms": 1e3 * statistics.median(times[2:]), "peak_mib": peak / 2**20, "snapshot_mib": snapshot / 2**20,
+    interleaved = {f"step_ms_{'on' if k else 'off'}": 1e3 * statistics.median(v) for k, v in times.items()} if guard else {}
+    return {**interleaved, "peak_mib": peak / 2**20, "snapshot_mib": snapshot / 2**20,
             "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.micro_batch}  # fmt: skip
 
 
@@ -82,7 +89,8 @@ def run(case: str, steps: int, rounds: int, batch: int | None) -> dict[str, obje
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for round_ in range(rounds):
         for guard in ((True, False) if round_ % 2 == 0 else (False, True)):
-            command = [sys.executable, __file__, "--child", case, "--guard", str(int(guard)), "--steps", str(steps)]
+            # guard on: alternate steps with and without it (time); guard off: a run that never builds it (memory)
+            command = [sys.executable, __file__, "--child", case, "--guard", str(int(guard)), "--steps", str(steps if guard else 1)]
             if batch:
                 command += ["--batch", str(batch)]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -90,7 +98,7 @@ def run(case: str, steps: int, rounds: int, batch: int | None) -> dict[str, obje
     median = {g: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for g, rs in results.items()}
     on, off = median[True], median[False]
     return {"case": case, "batch": int(on["batch"]), "rounds": rounds, "steps": steps,
-            "step_ms_off": off["step_ms"], "step_ms_on": on["step_ms"], "time_ratio": on["step_ms"] / off["step_ms"],
+            "step_ms_off": on["step_ms_off"], "step_ms_on": on["step_ms_on"], "time_ratio": on["step_ms_on"] / on["step_ms_off"],
             "peak_mib_off": off["peak_mib"], "peak_mib_on": on["peak_mib"], "memory_ratio": on["peak_mib"] / off["peak_mib"],
             "snapshot_mib": on["snapshot_mib"], "weights_and_state_mib": on["weights_and_state_mib"]}  # fmt: skip
 
