@@ -85,6 +85,51 @@ def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, fl
             "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.micro_batch}  # fmt: skip
 
 
+def components(case: str, repeats: int, batch: int | None) -> dict[str, float]:
+    """The guard's own work, timed in isolation on a trained state (medians, ms): snapshot, check, the
+    optimiser step with and without the skip flag (LARS's masked update), the put-back."""
+    import torch
+
+    from ebmssl.config import apply_overrides
+    from ebmssl.training.run import resolve_config
+    from ebmssl.training.trainer import Trainer
+
+    spec = CASES[case]
+    overrides = [*spec["overrides"], "train.max_steps=4", "train.progress_bar=false", "train.log_every=1000000",
+                 "eval.knn_every_epochs=0", "train.epochs=1", "train.checkpoint_every_epochs=0"]  # fmt: skip
+    if batch:
+        overrides.append(f"data.batch_size={batch}")
+    config = apply_overrides(resolve_config(spec["config"], []), overrides, strict=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, Path(tmp))
+        trainer.model.train()
+        for step in range(2):
+            trainer.train_step(step)
+        guard, optimizer = trainer.guard, trainer.optimizer
+        batch_ = trainer.source.batch(2, 0)
+        out = trainer.model(batch_.views, batch_.labels, batch_.generator)
+        trainer.accelerator.backward(out.loss)
+        loss, terms = out.loss.detach(), {k: v.detach() for k, v in out.objective.terms.items()}
+        times: dict[str, list[float]] = {"begin": [], "check": [], "step_plain": [], "step_flagged": [], "finish": []}
+
+        def timed(name: str, fn) -> None:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+
+        inner = getattr(optimizer, "optimizer", optimizer)
+        for _ in range(repeats):
+            timed("step_plain", lambda: inner.step())
+            timed("begin", guard.begin)
+            timed("check", lambda: guard.check(loss, terms))
+            timed("step_flagged", lambda: inner.step())
+            timed("finish", guard.finish)
+        step_ms = 1e3 * statistics.median(times["step_plain"])
+    medians = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    medians["guard_ms"] = medians["begin"] + medians["check"] + medians["finish"] + medians["step_flagged"] - step_ms
+    return medians
+
+
 def run(case: str, steps: int, rounds: int, batch: int | None) -> dict[str, object]:
     results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     for round_ in range(rounds):
@@ -110,11 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="override data.batch_size of every case")
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: every case")
     parser.add_argument("--markdown", default=None)
+    parser.add_argument("--components", action="store_true", help="time the guard's own parts in isolation instead")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--guard", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, bool(args.guard), args.steps, args.batch)))
+        return 0
+    if args.components:
+        for case in args.case or list(CASES):
+            print(case, json.dumps(components(case, args.steps, args.batch)))
         return 0
     rows = [run(case, args.steps, args.rounds, args.batch) for case in (args.case or list(CASES))]
     keys = list(rows[0])
