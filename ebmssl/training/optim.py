@@ -39,11 +39,15 @@ class LARS(torch.optim.Optimizer):
     def step(self, closure=None):  # type: ignore[override]
         loss = closure() if closure is not None else None
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
-        skips: dict[torch.device, torch.Tensor] = {}
         for group in self.param_groups:
+            factors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                key = (p.device, p.dtype)
+                if key not in factors:
+                    factors[key] = self._factors(group, p, found_inf)
+                momentum, neg_lr, keep = factors[key]
                 grad = p.grad if grad_scale is None else p.grad / grad_scale.to(p.device)
                 if not group["lars_exclude"]:
                     if group["weight_decay"] != 0:
@@ -53,25 +57,27 @@ class LARS(torch.optim.Optimizer):
                         (param_norm > 0) & (grad_norm > 0), group["eta"] * param_norm / grad_norm, torch.ones_like(param_norm)
                     )
                     grad = grad.mul(trust)
+                if keep is not None:  # a skipped step adds a zero gradient to an unchanged buffer with lr 0
+                    grad = torch.where(keep, grad, 0.0)
                 state = self.state[p]
-                if found_inf is None:
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(grad).detach()
-                    else:
-                        state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                    p.add_(state["momentum_buffer"], alpha=-group["lr"])
-                    continue
-                # the same arithmetic out of place, kept where found_inf is 0 (a zero buffer is "no state":
-                # m * 0 + g = g, the first step's rule)
-                if p.device not in skips:
-                    skips[p.device] = found_inf.to(p.device) != 0
-                skip = skips[p.device]
                 buffer = state.get("momentum_buffer")
-                if buffer is None:
+                if buffer is None:  # zero is "no state": m * 0 + g = g, the first step's rule
                     buffer = state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                torch.where(skip, buffer, buffer.mul(group["momentum"]).add_(grad), out=buffer)
-                torch.where(skip, p, p.add(buffer, alpha=-group["lr"]), out=p)
+                buffer.mul_(momentum).add_(grad)
+                p.addcmul_(buffer, neg_lr)
         return loss
+
+    @staticmethod
+    def _factors(group: dict, p: torch.Tensor, found_inf: torch.Tensor | None):
+        """Momentum and -lr as 0-dim tensors of the parameter's dtype (the same arithmetic with and without a
+        skip flag); with ``found_inf`` they become 1 and 0 on a skipped step, so the buffer and the weight
+        stay bit for bit (``b * 1 + 0 = b``, ``w + b * 0 = w``), with no host read."""
+        momentum = torch.tensor(group["momentum"], dtype=p.dtype, device=p.device)
+        neg_lr = torch.tensor(-group["lr"], dtype=p.dtype, device=p.device)
+        if found_inf is None:
+            return momentum, neg_lr, None
+        keep = found_inf.to(p.device) == 0
+        return torch.where(keep, momentum, 1.0), torch.where(keep, neg_lr, 0.0), keep
 
 
 def is_excluded_from_decay(name: str, parameter: torch.Tensor) -> bool:
