@@ -72,8 +72,8 @@ class LARS(torch.optim.Optimizer):
         """Momentum and -lr as 0-dim tensors of the parameter's dtype (the same arithmetic with and without a
         skip flag); with ``found_inf`` they become 1 and 0 on a skipped step, so the buffer and the weight
         stay bit for bit (``b * 1 + 0 = b``, ``w + b * 0 = w``), with no host read."""
-        momentum = torch.tensor(group["momentum"], dtype=p.dtype, device=p.device)
-        neg_lr = torch.tensor(-group["lr"], dtype=p.dtype, device=p.device)
+        momentum = torch.full((), group["momentum"], dtype=p.dtype, device=p.device)  # a fill, no host copy
+        neg_lr = torch.full((), -group["lr"], dtype=p.dtype, device=p.device)
         if found_inf is None:
             return momentum, neg_lr, None
         keep = found_inf.to(p.device) == 0
