@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ebmssl.registry import ConfigError
-from ebmssl.schema import TRAIN_DEFAULTS
+from ebmssl.schema import TrainSection, defaults, resolve_section
 from ebmssl.training.build import apply_device_defaults, make_accelerator, resolve_mixed_precision
-from ebmssl.training.validate import TRAIN_RULES, check_value
+
+TRAIN_DEFAULTS = defaults(TrainSection)
 
 
 @pytest.mark.parametrize("launched, configured, expected", [
@@ -54,4 +55,4 @@ def test_tf32_and_cudnn_benchmark_default_on_for_cuda_only(cuda_flags) -> None:
 @pytest.mark.parametrize("key, value", [("tf32", "yes"), ("cudnn_benchmark", 1), ("step_guard", "off"), ("mixed_precision", "fp8")])
 def test_bad_values_name_the_key(key: str, value) -> None:
     with pytest.raises(ConfigError, match=f"train.{key}"):
-        check_value(value, TRAIN_RULES[key], f"train.{key}", "<test>")
+        resolve_section({key: value}, TrainSection, "train.", "<test>")
