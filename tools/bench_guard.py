@@ -82,7 +82,7 @@ def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, fl
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
     interleaved = {f"step_ms_{'on' if k else 'off'}": 1e3 * statistics.median(v) for k, v in times.items()} if guard else {}
     return {**interleaved, "peak_mib": peak / 2**20, "snapshot_mib": snapshot / 2**20,
-            "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.micro_batch}  # fmt: skip
+            "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.parts.micro_batch}  # fmt: skip
 
 
 def components(case: str, repeats: int, batch: int | None) -> dict[str, float]:

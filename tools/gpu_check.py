@@ -140,9 +140,9 @@ def measure(method: str, backbone: str, args: argparse.Namespace) -> dict[str, A
                 torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         counters = trainer.guard.read() if trainer.guard is not None else {"skipped": 0}
-        images = trainer.global_batch * trainer.views.num_views
-        row: dict[str, Any] = {"method": method, "backbone": backbone, "batch": trainer.global_batch,
-                               "views": trainer.views.num_views, "steps": args.steps}  # fmt: skip
+        images = trainer.parts.global_batch * trainer.parts.views.num_views
+        row: dict[str, Any] = {"method": method, "backbone": backbone, "batch": trainer.parts.global_batch,
+                               "views": trainer.parts.views.num_views, "steps": args.steps}  # fmt: skip
         row["images_per_s"] = images * args.steps / seconds if sync_error is None else float("nan")
         row["step_ms"] = 1e3 * seconds / args.steps
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
