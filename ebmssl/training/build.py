@@ -136,12 +136,13 @@ def compile_options(spec: Any, where: str) -> dict[str, Any] | None:
 def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, train_set: Any, accelerator: Any, source: str):
     from ebmssl.objective import build_objective
     from ebmssl.training.learner import build_learner
+    from ebmssl.training.online_probe import attach_online_probe
 
     objective = build_objective(config)
     learner = build_learner(
-        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-        num_classes=train_set.num_classes, where=f"{source}: model",
+        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels), where=f"{source}: model",
     )
+    attach_online_probe(learner, config.get("model"), train_set.num_classes)
     if train_cfg["sync_batchnorm"] and accelerator.num_processes > 1:
         learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)

@@ -247,8 +247,7 @@ def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
     with torch.random.fork_rng(devices=[]):  # building must not move the run's random streams
         objective = _guarded("objective", source, lambda: build_objective(dict(config)))
         learner = _guarded("model", source, lambda: build_learner(
-            config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-            num_classes=info.num_classes, where=f"{source}: model",
+            config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels), where=f"{source}: model",
         ))
     _guarded("train.optimizer", source, lambda: build_optimizer(
         train["optimizer"], learner, int(data["batch_size"]), train["lr_scaling"], where=f"{source}: train.optimizer"
