@@ -75,7 +75,7 @@ def run_training(
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
     if acc.is_main_process:
         learner = trainer.unwrapped
-        export_backbone(learner.encoder, run_dir / "backbone.safetensors")
+        export_backbone(learner.encoders()["online"], run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
         final_diag = final_diagnostics(trainer)
         report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
@@ -85,14 +85,14 @@ def run_training(
             acc.print(f"final evaluation skipped: {trainer.eval_skipped}")
         elif trainer.eval_cfg["final"]:
             started = time.perf_counter()
-            encoders: dict[str, Any] = {"trained": learner.encoder}
+            encoders: dict[str, Any] = {"trained": learner.encoders()["online"]}
             if trainer.eval_cfg["baselines"]:
                 encoders["random_init"] = random_encoder(trainer)
                 if pixel_baseline:
                     encoders["raw_pixels"] = None
-            target = getattr(learner, "target", None)
-            if evaluate_target and target is not None and hasattr(target, "backbone"):
-                encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
+            target = learner.encoders().get("target")
+            if evaluate_target and target is not None:
+                encoders["target"] = target  # the EMA (or, with momentum 1, fixed random) target backbone
             results = evaluate_encoders(
                 encoders, trainer.eval_train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
                 device=acc.device, seed=int(trainer.train_cfg["seed"]),
