@@ -47,9 +47,10 @@ class LearnerOutput:
     """What one forward returns: the loss to minimise, the objective's output (terms to log) and the
     backbone features of the first view, detached, for the trainer's online probe.
 
-    ``features`` never aliases a tensor of the graph (it is a fresh copy): under ``torch.compile`` an output
-    that views an intermediate of the traced region makes AOTAutograd regenerate the alias at run time,
-    which crashed on the first step (torch 2.14).
+    Nothing in it aliases a tensor of the graph: ``features`` is a fresh copy and ``objective`` leaves out the
+    strategies' view batch (``batch`` None: its views are chunks of the forward's intermediates). Under
+    ``torch.compile`` an output that views an intermediate of the traced region makes AOTAutograd
+    regenerate the alias at run time, which crashed on the first step (torch 2.14).
     """
 
     loss: torch.Tensor
@@ -125,6 +126,7 @@ class Architecture(nn.Module):
                 term = full_precision(term)
                 result.terms[name] = term
                 result.loss = result.loss + term
+        result = ObjectiveOutput(loss=result.loss, terms=result.terms)  # without the view batch (aliases)
         return LearnerOutput(loss=result.loss, objective=result, features=features.detach().clone())
 
     def before_optimizer_step(self, progress: Progress) -> None:
