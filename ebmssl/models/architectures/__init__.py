@@ -18,7 +18,7 @@ from torch import nn
 from ebmssl._autoimport import import_submodules
 from ebmssl.models.architectures.base import BUILD_CONTEXT, Architecture, LearnerOutput
 from ebmssl.models.collapse_guard import check_collapse
-from ebmssl.registry import ARCHITECTURES, ConfigError
+from ebmssl.registry import ARCHITECTURES
 from ebmssl.schema import check_keys
 
 # keys of the `model:` section that are not the architecture's: the trainer's online probe switch
