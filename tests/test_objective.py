@@ -79,8 +79,6 @@ def test_build_from_dict_path_and_name_agree(tmp_path: Path, monkeypatch: pytest
 
 
 def test_build_from_a_shipped_method_name() -> None:
-    if not (REPO / "configs" / "methods" / "simclr.yaml").is_file():
-        pytest.skip("configs/methods/simclr.yaml is not there yet")
     objective = ebmssl.build_objective("simclr")
     _check_output(objective(online=[torch.randn(6, 4), torch.randn(6, 4)], target=None))
 

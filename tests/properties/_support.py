@@ -23,7 +23,9 @@ if str(USER_COMPONENTS) not in sys.path:
     sys.path.insert(0, str(USER_COMPONENTS))
 import my_energy  # noqa: E402,F401
 
-ENERGY_PROPERTIES = frozenset({"aligned_is_diagonal", "finite", "infonce_bound", "state_roundtrip"})
+ENERGY_PROPERTIES = frozenset(
+    {"aligned_is_diagonal", "finite", "infonce_bound", "state_roundtrip", "scale_rotation_invariant", "minimal_on_identical"}
+)
 STRATEGY_PROPERTIES = frozenset(
     {
         "collapsed_worse_than_spread",
@@ -93,15 +95,16 @@ def objective_for(strategy: ebmssl.Strategy, energy_weight: float = 0.0, **kwarg
     return Objective(energy, [strategy], energy_weight=energy_weight, allow_collapse=True, **kwargs)
 
 
-def skip_if_exempt(cls: Any, component: str, prop: str) -> None:
-    """Skip (loudly) when ``cls`` declares ``prop`` in ``exempt_properties``; the reason must be real text."""
-    exempt = getattr(cls, "exempt_properties", {}) or {}
-    if prop in exempt:
-        reason = exempt[prop]
-        assert isinstance(reason, str) and reason.strip(), (
-            f"{component} declares exempt_properties[{prop!r}] = {reason!r}: the reason must be a non-empty string"
-        )
-        pytest.skip(f"{component} is exempt from {prop!r}: {reason}")
+def exemption(cls: Any, prop: str) -> str | None:
+    """The reason ``cls`` declares for not satisfying ``prop`` (``exempt_properties``), or None."""
+    return (getattr(cls, "exempt_properties", {}) or {}).get(prop)
+
+
+def applicable(names: list[str], registry: Any, prop: str, when: Any = None) -> list[str]:
+    """The components among ``names`` that ``prop`` applies to, chosen when the tests are collected (no
+    run-time skips): those that do not declare ``prop`` exempt, and for which ``when(name)`` holds.
+    tests/test_registry.py checks that every declared exemption names a known property and gives a reason."""
+    return [n for n in names if exemption(registry.get(n), prop) is None and (when is None or when(n))]
 
 
 # -- inputs ------------------------------------------------------------------------------------------
