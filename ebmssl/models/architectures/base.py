@@ -63,9 +63,9 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def default_generator(generator: torch.Generator | None) -> torch.Generator:
-    """The batch's generator for model-side randomness (masks, noise), or a fixed seed-0 CPU generator."""
-    return generator if generator is not None else torch.Generator().manual_seed(0)
+def default_generator(generator: torch.Generator | None, like: torch.Tensor) -> torch.Generator:
+    """The batch's generator for model-side randomness (masks, noise), or a fixed seed-0 generator on ``like``'s device."""
+    return generator if generator is not None else torch.Generator(device=like.device).manual_seed(0)
 
 
 class Architecture(nn.Module):

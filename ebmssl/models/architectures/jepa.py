@@ -94,7 +94,7 @@ class JEPA(Architecture):
     # -- forward ------------------------------------------------------------------------------------
     def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
         grid = self.context_encoder.grid(*images.shape[-2:])
-        masks = multi_block_masks(default_generator(generator), images.shape[0], *grid, **self.mask_config)
+        masks = multi_block_masks(default_generator(generator, images), images.shape[0], *grid, **self.mask_config)
         return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))
 
     def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:

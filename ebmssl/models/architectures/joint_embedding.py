@@ -113,7 +113,7 @@ class Learner(Architecture):
         """Per view, the patch indices the online backbone keeps (None: the whole view); None without ``mask_views``."""
         if self.mask_views is None:
             return None
-        return self.mask_views.draw(default_generator(generator), views, self.num_global, self.online.backbone)
+        return self.mask_views.draw(default_generator(generator, views[0]), views, self.num_global, self.online.backbone)
 
     def _targets_reuse_masked(self, keeps: Keeps) -> bool:
         """Whether the target branch would take its targets from masked online embeddings of global views."""

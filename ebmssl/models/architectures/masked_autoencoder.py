@@ -82,7 +82,7 @@ class MaskedAutoencoder(_Reconstruction):
     def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         images = views[0]
         grid = self.vit.grid(*images.shape[-2:])
-        masks = random_masking(default_generator(generator), images.shape[0], grid[0] * grid[1], self.mask_ratio)
+        masks = random_masking(default_generator(generator, images), images.shape[0], grid[0] * grid[1], self.mask_ratio)
         keep, masked = masks.keep.to(images.device), masks.masked.to(images.device)
         cls, visible = self.vit.tokens(images, keep)
         prediction = gather_tokens(self.decoder(visible, keep, grid), masked)
@@ -117,7 +117,7 @@ class DenoisingAutoencoder(_Reconstruction):
 
     def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         images = views[0]
-        features = self.backbone(self.corrupt(images, default_generator(generator)))
+        features = self.backbone(self.corrupt(images, default_generator(generator, images)))
         return self.score([self.decoder(features), images.flatten(1)], None, features)
 
 
