@@ -88,6 +88,8 @@ class MaskTokenTransformer(nn.Module):
 
     def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(grid_h * grid_w, width) sine-cosine positions on ``like``'s device and dtype."""
+        if torch.compiler.is_compiling():  # traced once; a cache filled while tracing is guarded on and recompiles
+            return sincos_2d(self.width, *grid).to(device=like.device, dtype=like.dtype)
         if grid not in self._positions:
             self._positions[grid] = sincos_2d(self.width, *grid)
         return self._positions[grid].to(device=like.device, dtype=like.dtype)
