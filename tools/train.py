@@ -11,8 +11,8 @@ its newest valid checkpoint, or from PATH); --overwrite (replace DIR; only a dir
 created, marked by its .ebmssl-run file, is ever deleted). Overrides use dotted keys, e.g.
 ``train.epochs=5 data.batch_size=128``.
 
-Exit codes: 0 done; 2 configuration error (nothing trained); 3 training stopped after
-train.max_skipped_steps non-finite steps in a row; 4 a checkpoint could not be loaded; 130 stopped by
+Exit codes: 0 done; 2 configuration error or a --resume checkpoint that cannot be loaded (nothing
+trained); 3 training stopped after train.max_skipped_steps non-finite steps in a row; 130 stopped by
 Ctrl-C; 143 stopped by SIGTERM (preemption). After 130 and 143 a checkpoint of the last step is saved:
 rerun the same command with --resume. See docs/reliability.md.
 """
@@ -59,15 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             # continue with the configuration the run started with (plus any overrides given now)
             config = resolve_config(str(saved), args.overrides)
         run_training(config, run_dir, resume=args.resume or False, overwrite=args.overwrite)
-    except (ConfigError, FileNotFoundError) as error:  # bad config, missing dataset: one explained paragraph
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, CheckpointError) as error:  # bad config, missing dataset, unusable
+        print(f"error: {error}", file=sys.stderr)  # --resume checkpoint: one explained paragraph
         return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 4
     except Preempted as stop:
         print(str(stop), file=sys.stderr)
         return stop.exit_code

@@ -82,11 +82,11 @@ def test_run_directory_contents_and_offline_evaluation(tmp_path: Path) -> None:
     assert offline["knn_accuracy"] == pytest.approx(report["evaluation"]["trained"]["knn_accuracy"])
 
 
-def test_evaluate_tool_explains_a_wrong_path(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "evaluate.py"), "--checkpoint", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert completed.returncode == 2 and "neither a run directory" in completed.stderr
+def test_evaluate_tool_explains_a_wrong_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.training.test_reliability import command_line
+
+    code = command_line("evaluate")(["--checkpoint", str(tmp_path)])  # in-process; the script runs as one above
+    assert code == 2 and "neither a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-E
 Architecture"; official code facebookresearch/ijepa, ``src/train.py`` and ``src/models/vision_transformer.py``):
 
 * masks: :func:`ebmssl.models.masking.multi_block_masks` (one context block, ``num_targets`` target
-  blocks), drawn from the batch's CPU generator;
+  blocks), drawn on the device from the batch's generator, with lengths fixed by the config;
 * context encoder: the ViT on the context patches only (``ViTBackbone.tokens(x, keep=context)``);
 * target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): a momentum copy of the
   context encoder run on the whole image without gradient; its final-layer-normed patch tokens are
@@ -42,13 +42,14 @@ from torch import nn
 
 from ebmssl.models.architectures._common import MaskTokenTransformer, check_section, sub_mapping
 from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
-from ebmssl.models.masking import BlockMasks, gather_tokens, multi_block_masks
+from ebmssl.models.masking import BlockMasks, block_mask_lengths, gather_tokens, multi_block_masks
 from ebmssl.models.target import TargetBranch, build_target_encoder
 from ebmssl.registry import ConfigError, register_architecture
 
 PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
 MASK_KEYS = (
     "num_targets", "target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio", "min_keep", "allow_overlap",
+    "context_keep",
 )  # fmt: skip
 
 
@@ -95,7 +96,7 @@ class JEPA(Architecture):
     def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
         grid = self.context_encoder.grid(*images.shape[-2:])
         masks = multi_block_masks(default_generator(generator, images), images.shape[0], *grid, **self.mask_config)
-        return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))
+        return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))  # no-ops: drawn there
 
     def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:
         """(M * N, Kt, D) layer-normed target tokens, block-major (official ``repeat_interleave_batch`` order)."""
@@ -180,4 +181,10 @@ def build_jepa(
         predictor = JEPAPredictor(encoder.output_dim, **predictor_spec)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.token_predictor: {error}.") from error
+    size = getattr(encoder, "image_size", None)
+    if size is not None:  # the mask lengths are a pure function of the grid and the ranges: check them once
+        try:
+            block_mask_lengths(*encoder.grid(size, size), **{k: v for k, v in mask_spec.items() if k not in ("num_targets", "allow_overlap")})
+        except ValueError as error:
+            raise ConfigError(f"{where}.masks: {error}.") from error
     return JEPA(encoder, predictor, objective, mask_spec, target)

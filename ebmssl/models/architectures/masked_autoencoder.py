@@ -110,9 +110,9 @@ class DenoisingAutoencoder(_Reconstruction):
     def corrupt(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``gaussian``: x + sigma eps; ``pixel_mask``: each pixel (all channels) zeroed with probability ``amount``."""
         if self.corruption == "gaussian":
-            noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+            noise = torch.randn(images.shape, generator=generator, device=generator.device).to(images.device, images.dtype)
             return images + self.amount * noise
-        drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator) < self.amount
+        drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator, device=generator.device) < self.amount
         return images * (~drop).to(images.device, images.dtype)
 
     def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
