@@ -29,8 +29,8 @@ from ebmssl.models.architectures._common import check_section, sub_mapping
 from ebmssl.models.architectures.base import Architecture, LearnerOutput, full_precision
 from ebmssl.models.architectures.joint_embedding import Branch
 from ebmssl.models.target import TargetBranch, build_target_encoder
-from ebmssl.registry import ConfigError, register_architecture
-from ebmssl.strategies.capacity.latent import LATENT_REGULARISERS, LatentRegulariser
+from ebmssl.registry import LATENT_REGULARISERS, ConfigError, register_architecture
+from ebmssl.strategies.capacity.latent import LatentRegulariser
 
 
 def _mlp(inputs: int, hidden: int, outputs: int, layers: int = 2) -> nn.Sequential:
