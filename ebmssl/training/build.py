@@ -128,7 +128,7 @@ def build_training(config: dict[str, Any], settings: Settings, views: Any, info:
                    device_type: str, source: str) -> dict[str, Any]:
     """Learner, optimiser and schedules: the part of a run that :func:`check_run` and :func:`build_run` share."""
     train_cfg, data_cfg = settings.train, settings.data
-    learner = build_model(config, train_cfg, views, info, num_processes, source)
+    learner = build_model(config, train_cfg, views, info, num_processes, device_type, source)
     optimizer = build_optimizer(
         train_cfg["optimizer"], learner, int(data_cfg["batch_size"]), train_cfg["lr_scaling"],
         where=f"{source}: train.optimizer", device_type=device_type, fused=train_cfg["fused_optimizer"],
@@ -226,7 +226,8 @@ def build_pipeline(data_cfg: dict[str, Any], info: Any, source: str):
     return build_views(data_cfg["views"], info, where=f"{source}: data.views")
 
 
-def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, info: Any, num_processes: int, source: str):
+def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, info: Any, num_processes: int,
+                device_type: str, source: str):
     """Objective and learner for ``views`` over data described by ``info`` (its ``num_classes`` sizes the
     online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
@@ -239,11 +240,45 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
     )
     attach_online_probe(learner, config.get("model"), info.num_classes)
     if train_cfg["sync_batchnorm"] and num_processes > 1:
-        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+        learner = synchronise_batchnorm(learner, device_type)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)
     if learner.channels_last:
         learner = learner.to(memory_format=torch.channels_last)
     return learner
+
+
+def synchronise_batchnorm(learner: nn.Module, device_type: str) -> nn.Module:
+    """``train.sync_batchnorm``: batch statistics over the global batch. On GPUs torch's SyncBatchNorm (its
+    fused NCCL kernels); elsewhere (gloo on CPUs, where DDP refuses SyncBatchNorm)
+    :class:`ebmssl.sync_batchnorm.GlobalBatchNorm`, the same statistics through one all-reduce."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    from ebmssl.sync_batchnorm import convert_to_global_batchnorm
+
+    return convert_to_global_batchnorm(learner)
+
+
+def exclude_from_buffer_broadcast(learner: nn.Module) -> list[str]:
+    """Tell DDP to broadcast only batch-norm statistics from process 0 before each forward; returns the rest.
+
+    DDP's default (``broadcast_buffers=True``) copies *every* buffer from process 0 before every forward.
+    Apart from batch-norm statistics (each process's running statistics differ without SyncBN; process 0's
+    are kept, as before), a learner's buffers are either per-process state, which the broadcast would
+    overwrite (SwAV's queue of its own process's scores), or equal on every process by construction
+    (MoCo/NNCLR queues filled from gathered keys, DINO's centre from an all-reduce, TiCo's covariance from
+    gathered anchors, EMA targets of equal weights, index tables): broadcasting those only costs time and
+    bandwidth (tens of MB per micro-step for the queues). Uses DDP's params-and-buffers-to-ignore list
+    (buffers only: parameters keep their gradient all-reduce).
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.parallel import DistributedDataParallel
+
+    kept = {f"{name}.{buffer}" if name else buffer
+            for name, module in learner.named_modules() if isinstance(module, _NormBase)
+            for buffer, _ in module.named_buffers(recurse=False)}
+    ignored = [name for name, _ in learner.named_buffers() if name not in kept]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(learner, ignored)
+    return ignored
 
 
 def uses_channels_last(setting: Any, encoder: nn.Module) -> bool:
@@ -300,6 +335,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
                               accelerator.device.type, source)
     learner, optimizer = training["learner"], training["optimizer"]
     lr_schedule, wd_schedule = training["lr_schedule"], training["wd_schedule"]
+    exclude_from_buffer_broadcast(learner)
     model, optimizer = accelerator.prepare(learner, optimizer)
     learner = accelerator.unwrap_model(model)
     options = compile_options(train_cfg["compile"], f"{source}: train.compile")
