@@ -66,8 +66,8 @@ def _compiled_steps(method: str, run_dir: Path) -> tuple[list[int], list[str], T
     counters.clear()
     trainer = Trainer(tiny(method, "train.epochs=2", "train.log_every=100"), run_dir)
     backend = CompileCounterWithBackend("aot_eager")
-    trainer.model = torch.compile(trainer.model, backend=backend)
-    per_epoch = trainer.steps_per_epoch
+    trainer.parts.model = torch.compile(trainer.parts.model, backend=backend)
+    per_epoch = trainer.parts.steps_per_epoch
     frames = []
     for step in (0, 1, per_epoch, per_epoch + 1):  # two steps of epoch 1, two of epoch 2
         trainer._set_hyperparameters(step)
@@ -101,6 +101,6 @@ def test_train_compile_true_runs_inductor_across_epochs(tmp_path: Path) -> None:
     trainer = Trainer(tiny("simclr", "train.epochs=2", "train.max_steps=8", "train.log_every=2", "train.compile=true"), tmp_path)
     assert trainer.model is not trainer.learner  # the compiled wrapper
     trainer.train()
-    assert trainer.step == 8 == 2 * trainer.steps_per_epoch
+    assert trainer.step == 8 == 2 * trainer.parts.steps_per_epoch
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], dict(counters["graph_break"])
     assert counters["inductor"], "the default backend (inductor) did not run"
