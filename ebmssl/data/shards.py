@@ -49,7 +49,8 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
 
 
 def _expand(pattern: str) -> list[str]:
-    match = _RANGE.search(pattern) or _ALTERNATIVES.search(pattern)
+    matches = [m for m in (_RANGE.search(pattern), _ALTERNATIVES.search(pattern)) if m is not None]
+    match = min(matches, key=lambda m: m.start()) if matches else None  # leftmost first: it varies slowest
     if match is None:
         return [pattern] if pattern else []
     if match.re is _RANGE:
