@@ -200,7 +200,7 @@ class StreamSource(OrderedSource):
             self._restart(step, micro)
         assert self._iterator is not None
         payload = next(self._iterator)
-        assert payload["key"] == (step, micro), (payload["key"], step, micro)
+        assert tuple(payload["key"]) == (step, micro), (payload["key"], step, micro)
         self._next = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
         for name, reason in payload["skipped"]:
             self.dataset.skips.record(name, reason)

@@ -122,8 +122,10 @@ def _unusable(reason: str):
 def label_encoding(features: Any, columns: Sequence[str], label_key: str | None, where: str):
     """(column or None, num_classes, class names or None); ConfigError for a named column that is absent."""
     datasets = import_datasets()
-    if label_key is None:
-        return ("label" if "label" in columns else None), None, None
+    if label_key is None:  # the conventional column when there is one, else unlabelled
+        if "label" not in columns:
+            return None, None, None
+        label_key = "label"
     if label_key not in columns:
         raise ConfigError(
             f"{where}.label_key: the dataset has no column {label_key!r}; its columns are {list(columns)}. "
