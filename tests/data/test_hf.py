@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from ebmssl.data.stream_source import StreamSource
 from ebmssl.data.streamed_source import StreamedSource
 from ebmssl.registry import ConfigError
 
-datasets = pytest.importorskip("datasets")  # the `hf` extra (in the dev extra, so CI runs these)
+import datasets  # the `hf` extra (also in the dev extra)
 CPU = torch.device("cpu")
 
 
@@ -132,3 +134,12 @@ def test_hub_id_without_local_copy_offline_is_a_config_error(tmp_path, monkeypat
         build_dataset({"name": "hf", "path": "someone/some-dataset-nobody-cached"}, train=True)
     message = str(error.value)
     assert "hub is offline" in message and "save_to_disk" in message and "someone/some-dataset-nobody-cached" in message
+
+
+def test_missing_extras_are_config_errors_naming_them(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the hf extra were not installed
+    with pytest.raises(ConfigError, match=r'pip install "ebmssl\[hf\]"'):
+        build_dataset({"name": "hf", "path": str(tmp_path)}, train=True)
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(ConfigError, match=r'pip install "ebmssl\[shards\]"'):
+        build_dataset({"name": "webdataset", "urls": "s3://bucket/train-{0..3}.tar"}, train=True)

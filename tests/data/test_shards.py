@@ -99,7 +99,8 @@ def test_corrupt_members_truncated_and_missing_shards_are_skipped_and_counted(tr
 
 
 def test_shards_through_an_fsspec_url(tree):
-    fsspec = pytest.importorskip("fsspec")
+    import fsspec  # the shards extra (also in the dev extra)
+
     memory = fsspec.filesystem("memory")
     local = _shards(tree, "shuffled", 8)
     for path in sorted(local.glob("*.tar")):
