@@ -37,7 +37,7 @@ from ebmssl.data.dataset import DatasetInfo
 from ebmssl.data.decode import UnusableImage, load_crops
 from ebmssl.data.source import Batch, OrderedSource, seed_for
 from ebmssl.data.streamed import IMAGENET_MEAN, IMAGENET_STD, LoaderOptions, SkipLog
-from ebmssl.data.streamed_source import CROP_SALT, crop_plan
+from ebmssl.data.streamed_source import CROP_SALT, _worker_init, crop_plan
 from ebmssl.registry import ConfigError
 
 
@@ -191,7 +191,7 @@ class StreamSource(OrderedSource):
             LaneBatches(self.dataset, self.views, self, step * self.accumulation + micro, self.augment_in_workers),
             batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=options.prefetch_factor if workers else None, timeout=options.timeout if workers else 0,
-            worker_init_fn=(lambda _: torch.set_num_threads(1)) if workers else None,
+            worker_init_fn=_worker_init if workers else None,
         )  # fmt: skip
         self._iterator, self._next = iter(loader), (step, micro)
 

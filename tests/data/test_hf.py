@@ -44,6 +44,7 @@ def test_saved_dataset_gives_the_folder_batches_for_any_workers(saved):
     dataset = build_dataset(_spec(root), train=True)
     assert len(dataset) == len(folder) and dataset.classes == folder.classes and dataset.num_classes == folder.num_classes
     assert torch.equal(dataset.targets, folder.targets) and torch.equal(dataset.images[:], folder.images[:])
+    assert torch.equal(dataset.subset(10, seed=2).images[:], folder.subset(10, seed=2).images[:])  # data.num_train
     views = build_views({"name": "simclr"}, dataset)
     common = dict(seed=1, global_batch=4, micro_batch=4, num_processes=1, process_index=0, device=CPU)
     reference = StreamedSource(folder, views, num_workers=0, **common)

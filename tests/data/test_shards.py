@@ -52,6 +52,8 @@ def test_shards_give_the_folder_batches_for_any_workers_and_resume(tree, capsys)
     folder = build_dataset({"name": "image_folder", "path": str(tree / "tree"), "image_size": 24}, train=True)
     assert len(shards) == len(folder) == 20 and shards.num_classes == 10
     assert torch.equal(shards.targets, folder.targets) and torch.equal(shards.images[:], folder.images[:])
+    subset, folder_subset = shards.subset(10, seed=1), folder.subset(10, seed=1)  # data.num_train
+    assert "#" in subset.paths[3] and torch.equal(subset.images[:], folder_subset.images[:])
     views = build_views({"name": "simclr"}, shards)
     reference = _source(folder, views, 0)
     expected = [reference.batch(step) for step in range(6)]  # crosses the epoch boundary (5 steps per epoch)

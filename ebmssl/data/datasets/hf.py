@@ -91,32 +91,29 @@ def image_reader(features: Any, image_key: str, columns: Sequence[str], where: s
         )
     feature = features[image_key] if features is not None else None
     if feature is None or isinstance(feature, datasets.Image):
-        cast = datasets.Image(decode=False) if feature is not None else None
-
-        def read(value):
-            if isinstance(value, dict):
-                return value.get("bytes") or value.get("path") or _unusable("empty image cell")
-            if isinstance(value, (bytes, str)):
-                return value
-            if hasattr(value, "save"):  # a decoded PIL image (a stream whose features are unknown)
-                import io
-
-                buffer = io.BytesIO()
-                value.save(buffer, format="PNG")
-                return buffer.getvalue()
-            return _unusable(f"image cell of type {type(value).__name__}")
-
-        return read, cast
+        return read_image_cell, (datasets.Image(decode=False) if feature is not None else None)
     if isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary", "string", "large_string"):
-        return (lambda value: value if value else _unusable("empty image cell")), None
+        return read_image_cell, None
     raise ConfigError(
         f"{where}.image_key: column {image_key!r} holds {feature}, not images (an Image feature, bytes or file "
         f"paths). Set `image_key:` to the image column."
     )
 
 
-def _unusable(reason: str):
-    raise UnusableImage(reason)
+def read_image_cell(value: Any) -> str | bytes:
+    """A cell of the image column as a file name or encoded bytes (a module-level function: it travels to
+    loader workers under any start method)."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, str)) and value:
+        return value
+    if hasattr(value, "save"):  # a decoded PIL image (a stream whose features are unknown)
+        import io
+
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue()
+    raise UnusableImage(f"image cell of type {type(value).__name__} holds no image")
 
 
 def label_encoding(features: Any, columns: Sequence[str], label_key: str | None, where: str):
