@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install data test test-fast train components benchmark clean
+.PHONY: install data test test-fast train components benchmark gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,10 @@ data:
 	  echo "note: Debian's dataset-fashion-mnist is not installed; torchvision will download Fashion-MNIST into data/"
 
 test: install data
-	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow" $(PYTEST_ARGS)
 
 train: install data
 	$(BIN)/python tools/train.py $(ARGS)
@@ -38,6 +38,9 @@ components: install
 
 benchmark: install
 	$(BIN)/python tools/benchmark.py $(ARGS)
+
+gpu-check: install
+	$(BIN)/python tools/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -224,18 +224,15 @@ def apply_where(
     """``op(images, *params)`` where ``mask`` (B,) is true, ``images`` elsewhere.
 
     Every op here acts on each image alone, so the selected images equal ``op(images[mask], ...)``. On an
-    accelerator the op runs on the whole batch and ``torch.where`` picks, which keeps shapes static and never
-    asks the host how many images were selected (``mask.nonzero()`` would wait for the device). On the CPU
-    there is no device to wait for, and the op runs on the selected images only (in place on ``images``):
-    the colour and blur stages of the loader workers cost what the recipe's probabilities ask, not the whole
-    batch for every op (16 hue rotations per view instead of one with a random jitter order).
+    accelerator the op runs on the whole batch and ``torch.where`` picks: shapes stay static and the host
+    never asks how many images were selected (``mask.nonzero()`` would wait for the device). On the host,
+    where nothing waits, only the selected images are computed (blur on half the batch costs half).
     """
-    if images.device.type != "cpu":
-        return torch.where(mask.view(-1, *([1] * (images.dim() - 1))), op(images, *params), images)
-    index = mask.nonzero().squeeze(1)
-    if index.numel() == 0:
+    if mask.device.type == "cpu":
+        index = mask.nonzero().squeeze(1)
+        if index.numel() == images.shape[0]:
+            return op(images, *params)
+        if index.numel() > 0:
+            images[index] = op(images[index], *(p[index] for p in params))  # in place, as before
         return images
-    if index.numel() == images.shape[0]:
-        return op(images, *params)
-    images[index] = op(images[index], *(p[index] for p in params))
-    return images
+    return torch.where(mask.view(-1, *([1] * (images.dim() - 1))), op(images, *params), images)

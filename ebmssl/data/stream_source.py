@@ -77,7 +77,8 @@ class StreamingDataset:
         return f"StreamingDataset(name={self.name!r}, size={self.size}, image_size={self.image_size}, channels={self.channels})"
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes or None, self.name)
+        return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes or None, self.name,
+                           self.label_column is not None, self.size)  # fmt: skip
 
     @property
     def images(self):
@@ -209,7 +210,7 @@ class StreamSource(OrderedSource):
     def batch(self, step: int, micro: int = 0) -> Batch:
         payload = self.crops(step, micro)
         labels = payload["labels"].to(self.device, non_blocking=True)
-        model_generator = self.order.model_generator(step, micro)
+        model_generator = self.order.model_generator(step, micro, self.device)
         if payload["crops"] is None:
             return Batch(views=payload["views"], labels=labels, generator=model_generator)
         crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from ebmssl.data import build_dataset, build_views, testing
-from ebmssl.data.source import build_source
+from ebmssl.data import build_dataset, build_source, build_views, testing
+
 from ebmssl.data.stream_source import StreamSource
 from ebmssl.data.streamed_source import StreamedSource
 from ebmssl.registry import ConfigError

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ebmssl.data.datasets._files import finish
+from ebmssl.data.dataset import DatasetInfo, spec_info, states_info
+from ebmssl.data.datasets._files import Channels, ImageSize, finish
 from ebmssl.data.datasets.file_list import encode_labels
 from ebmssl.data.decode import UnusableImage
 from ebmssl.registry import ConfigError, register_dataset
@@ -162,7 +163,15 @@ class RowSamples:
         return RowSamples(self.table, self.image_key, self.read_value, self.rows[np.asarray(indices, dtype=np.int64)], self.where)
 
 
+def _describe(image_size: int = 224, channels: int = 3, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, streaming: bool = False, num_samples: int | None = None,
+              **_: object) -> DatasetInfo:  # fmt: skip
+    # classes, labels and length are known once the table is opened (a stream's length: num_samples)
+    return spec_info("hf", channels, image_size, None, None, num_samples if streaming else None, mean, std)
+
+
 @register_dataset("hf")
+@states_info(_describe)
 def hf(
     path: str,
     root: str = "data",
@@ -178,8 +187,8 @@ def hf(
     cache_dir: str | None = None,
     num_samples: int | None = None,
     shuffle_buffer: int = 1000,
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: ImageSize = 224,
+    channels: Channels = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     num_workers: int = 2,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ebmssl.data.datasets._files import finish
+from ebmssl.data.dataset import DatasetInfo, spec_info, states_info
+from ebmssl.data.datasets._files import Channels, ImageSize, finish
 from ebmssl.data.datasets.file_list import encode_labels
 from ebmssl.data.shards import IMAGE_EXTENSIONS, ShardSamples, expand_urls, index_shards, is_remote
 from ebmssl.registry import ConfigError, register_dataset
@@ -33,7 +34,15 @@ def resolve_urls(urls: str | Sequence[str], root: str) -> list[str]:
     return resolved
 
 
+def _describe(image_size: int = 224, channels: int = 3, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, label_key: str | None = "cls", **_: object) -> DatasetInfo:
+    # classes, labels and length are known once the shards are indexed
+    return spec_info("webdataset", channels, image_size, 0 if label_key is None else None,
+                     False if label_key is None else None, None, mean, std)  # fmt: skip
+
+
 @register_dataset("webdataset")
+@states_info(_describe)
 def webdataset(
     urls: str | Sequence[str],
     root: str = "data",
@@ -42,8 +51,8 @@ def webdataset(
     test_urls: str | Sequence[str] | None = None,
     image_key: str | None = None,
     label_key: str | None = "cls",
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: ImageSize = 224,
+    channels: Channels = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     num_workers: int = 2,

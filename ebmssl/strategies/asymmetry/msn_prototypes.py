@@ -28,14 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebmssl.registry import register_strategy
+from ebmssl.registry import Positive, register_strategy
 from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
 
 
 def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Cosine similarities (N, K) of the rows of ``z`` (N, D) with the prototypes (K, D)."""
-    return F.normalize(z, dim=1, eps=eps) @ F.normalize(prototypes, dim=1, eps=eps).T
+    """Cosine similarities (N, K) of the rows of ``z`` (N, D) with the prototypes (K, D), in float32 even
+    under autocast (a small temperature divides them next)."""
+    with torch.autocast(z.device.type, enabled=False):
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        return F.normalize(z.to(dtype), dim=1, eps=eps) @ F.normalize(prototypes.to(dtype), dim=1, eps=eps).T
 
 
 @torch.no_grad()
@@ -64,7 +67,7 @@ class MSNPrototypes(Strategy):
         self,
         dim: int | None = None,
         num_prototypes: int = 1024,
-        temperature: float = 0.1,
+        temperature: Positive = 0.1,
         sharpen: float = 0.25,
         sinkhorn_iterations: int = 3,
         target_view: int = 0,
@@ -109,7 +112,7 @@ class MSNPrototypes(Strategy):
             )
         if self.target_view >= len(batch.target):
             raise ValueError(f"target_view={self.target_view} but the batch has {len(batch.target)} target views")
-        prototypes = self.prototypes.to(batch.online[0].dtype)
+        prototypes = self.prototypes  # scored in float32 (or the embeddings' wider dtype)
         anchors = [prototype_scores(view, prototypes) for view in batch.online]
         with torch.no_grad():
             target_scores = prototype_scores(batch.target[self.target_view].detach(), prototypes.detach())
