@@ -58,7 +58,8 @@ class StreamingDataset:
             raise ConfigError(f"{name}: channels must be 1 or 3, got {channels}")
         self.table, self.read_value, self.image_key, self.label_column = table, read_value, image_key, label_column
         self.size, self.num_classes, self.classes, self.name = int(size), int(num_classes), classes, name
-        self.image_size, self._channels, self.shuffle_buffer, self.limit = int(image_size), int(channels), int(shuffle_buffer), limit
+        self.image_size, self._channels = int(image_size), int(channels)
+        self.shuffle_buffer, self.limit = int(shuffle_buffer), limit
         default_mean, default_std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.449,), (0.226,))
         self.mean = tuple(float(m) for m in (mean if mean is not None else default_mean))
         self.std = tuple(float(s) for s in (std if std is not None else default_std))
@@ -74,7 +75,8 @@ class StreamingDataset:
         return self.size
 
     def __repr__(self) -> str:
-        return f"StreamingDataset(name={self.name!r}, size={self.size}, image_size={self.image_size}, channels={self.channels})"
+        return (f"StreamingDataset(name={self.name!r}, size={self.size}, image_size={self.image_size}, "
+                f"channels={self.channels})")  # fmt: skip
 
     def info(self) -> DatasetInfo:
         return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes or None, self.name,
@@ -124,7 +126,8 @@ class LaneBatches(IterableDataset):
     def __init__(self, dataset: StreamingDataset, views, source: "StreamSource", start: int, augment: bool) -> None:
         self.dataset, self.views, self.recipes = dataset, views, list(views.recipes)
         self.seed, self.micro_batch, self.accumulation = source.seed, source.micro_batch, source.accumulation
-        self.num_processes, self.process_index, self.start, self.augment = source.num_processes, source.process_index, start, augment
+        self.num_processes, self.process_index = source.num_processes, source.process_index
+        self.start, self.augment = start, augment
         self.lanes_per_process = max(1, source.num_workers)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -149,9 +152,11 @@ class LaneBatches(IterableDataset):
             for attempt in range(size):  # the next usable sample of the same micro-batch replaces a bad one
                 value, label = records[(position + attempt) % size]
                 try:
-                    images = load_crops(self.dataset.read_value(value), channels, crop_plan(self.recipes, seed_for(base, attempt)))
+                    plan = crop_plan(self.recipes, seed_for(base, attempt))
+                    images = load_crops(self.dataset.read_value(value), channels, plan)
                 except UnusableImage as error:
-                    skipped.append((f"{self.dataset.name}[step {step} micro {micro} position {(position + attempt) % size}]", str(error)))
+                    where = f"{self.dataset.name}[step {step} micro {micro} position {(position + attempt) % size}]"
+                    skipped.append((where, str(error)))
                     continue
                 for k, image in enumerate(images):
                     crops[k][position] = image
