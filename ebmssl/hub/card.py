@@ -25,8 +25,9 @@ LIBRARY_NAMES = {"timm": "timm", "transformers": "transformers", "torchvision": 
 METRICS = (("knn_accuracy", "kNN"), ("linear_accuracy", "linear probe"), ("few_label_accuracy", "few-label probe"))
 
 
-def method_name(config: Mapping[str, Any]) -> str:
-    source = str(config.get("_source") or "run")
+def method_name(config: Mapping[str, Any], report: Mapping[str, Any] | None = None) -> str:
+    """The config the run was started from (report.json's ``config``; the saved config.yaml's own name otherwise)."""
+    source = str((report or {}).get("config") or config.get("_source") or "run")
     return Path(source).stem
 
 
@@ -85,11 +86,11 @@ def diagnostics_table(diagnostics: Mapping[str, Any]) -> str:
     return "\n".join(["| diagnostic | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in rows)])
 
 
-def front_matter(config: Mapping[str, Any], description: Mapping[str, Any], license: str) -> str:
+def front_matter(config: Mapping[str, Any], description: Mapping[str, Any], license: str, name: str) -> str:
     dataset = ((config.get("data") or {}).get("dataset") or {}).get("name")
     lines = ["---", f"library_name: {LIBRARY_NAMES.get(description['library'], 'pytorch')}", f"license: {license}",
              "pipeline_tag: image-feature-extraction", "tags:", "- self-supervised-learning", "- ebmssl",
-             f"- {method_name(config)}", f"- {description['library']}"]
+             f"- {name}", f"- {description['library']}"]
     if dataset in HUB_DATASETS:
         lines += ["datasets:", f"- {HUB_DATASETS[dataset]}"]
     return "\n".join(lines + ["---", ""])
@@ -108,9 +109,10 @@ def model_card(
     training = report.get("training") or {}
     seconds = float(training.get("seconds", 0.0))
     clean = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    name = method_name(config, report)
     sections = [
-        front_matter(config, description, license),
-        f"# {method_name(config)}: a self-supervised {description['architecture']} backbone\n",
+        front_matter(config, description, license, name),
+        f"# {name}: a self-supervised {description['architecture']} backbone\n",
         f"Trained with ebmssl by self-supervised learning: {method_summary(config)}. "
         f"The backbone (`{description['library']}` `{description['architecture']}`, {description['in_chans']} input "
         f"channel(s), {description['num_features']} features) is exported without its projector or predictor.\n",

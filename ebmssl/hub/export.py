@@ -133,7 +133,7 @@ def write_weights(backbone: nn.Module, description: dict[str, Any], folder: Path
         return
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "library": library})
     if library == "timm":
-        from timm.models import save_config_for_hf
+        from timm.models._hub import save_config_for_hf  # timm's hub config writer (also used by its push_to_hf_hub)
 
         extra = {"library": "timm", "in_chans": description["in_chans"]}
         save_config_for_hf(backbone.model, str(folder / "config.json"), model_config=extra,
