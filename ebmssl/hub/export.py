@@ -142,6 +142,16 @@ def write_weights(backbone: nn.Module, description: dict[str, Any], folder: Path
     (folder / "config.json").write_text(json.dumps(description, indent=2))
 
 
+def publish_permissions(folder: Path) -> None:
+    """The modes a plain mkdir / open would give (mkdtemp makes the staging folder private to its owner)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def export_run(run_dir: Path, out_dir: Path, license: str = "apache-2.0", repo_id: str | None = None) -> Path:
     """Write the hub-ready folder of ``run_dir`` to ``out_dir`` (which must not exist); returns ``out_dir``.
 
@@ -167,6 +177,7 @@ def export_run(run_dir: Path, out_dir: Path, license: str = "apache-2.0", repo_i
         report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").is_file() else {}
         card = model_card(config, report, description, plots, license=license, repo_id=repo_id)
         (staging / "README.md").write_text(card)
+        publish_permissions(staging)
         staging.replace(out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
