@@ -165,3 +165,43 @@ def test_predictive_architecture_refuses_a_timm_convnet(tmp_path: Path) -> None:
     config["model"]["backbone"] = {"name": "timm", "model": "test_resnet"}
     with pytest.raises(ConfigError, match="cannot encode a subset of patches"):
         Trainer(config, tmp_path)
+
+
+@pytest.mark.parametrize("method, backbone", [("mae", TINY_VIT), ("byol", {"name": "timm", "model": "test_convnext"})])
+def test_no_host_sync_inside_a_step(method: str, backbone: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timm forward adds no host read to a step (the recorder of tests/training/test_fast_step.py)."""
+    from tests.training.test_fast_step import SYNCING, _host_side, _where
+
+    config = tiny(method, "train.epochs=1", "train.max_steps=3", "train.log_every=3")
+    config["model"]["backbone"] = backbone
+    if method == "byol":
+        config["data"]["dataset"]["image_size"] = config["data"]["views"]["image_size"] = 32
+    trainer = Trainer(config, tmp_path)
+    calls: list[str] = []
+    inside = [False]
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            if inside[0] and not _host_side(sys._getframe(1)):
+                calls.append(f"{name} in {_where(sys._getframe(1))}")
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in SYNCING:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    step = trainer.train_step
+
+    def watched(*args, **kwargs):
+        inside[0] = True
+        try:
+            return step(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    trainer.train_step = watched
+    trainer.train()
+    monkeypatch.undo()
+    assert trainer.step == 3 and calls == [], f"host reads inside train_step: {sorted(set(calls))}"
