@@ -53,7 +53,19 @@ def build_model_backbone(model_config: Mapping[str, Any] | None, in_channels: in
 
 
 def random_init_backbone(model_config: Mapping[str, Any] | None, in_channels: int, seed: int, where: str = "model") -> nn.Module:
-    """A freshly initialised backbone (seeded, global RNG untouched): the random-init baseline."""
+    """A freshly initialised backbone (seeded, global RNG untouched): the random-init baseline.
+
+    A backbone that can load pretrained weights (timm, hf: a ``pretrained`` argument) is built with
+    ``pretrained: false``, so the baseline is the architecture at random init whatever the run started from.
+    """
+    model_config = dict(model_config or {})
+    spec = model_config.get("backbone")
+    if isinstance(spec, Mapping) and spec.get("name") in BACKBONES:
+        import inspect
+
+        factory = BACKBONES.get(spec["name"])
+        if "pretrained" in inspect.signature(factory.__init__ if inspect.isclass(factory) else factory).parameters:
+            model_config["backbone"] = {**spec, "pretrained": False}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return build_model_backbone(model_config, in_channels, where)

@@ -70,6 +70,12 @@ def test_timm_export_loads_back_into_timm_with_the_same_features(trained_run: Pa
     plain = timm.create_model("test_resnet", num_classes=0)
     plain.load_state_dict(load_file(str(out / "model.safetensors")))
     torch.testing.assert_close(plain.eval()(x), encoder(x))
+    # and back into ebmssl as a backbone, e.g. to continue training from it
+    from ebmssl.models import build_backbone
+
+    again = build_backbone({"name": "timm", "model": f"local-dir:{out}"}).eval()
+    assert again.model_name == "test_resnet"
+    torch.testing.assert_close(again(x), encoder(x))
 
 
 @pytest.mark.slow  # shares one real training run (with its final evaluation) as a fixture

@@ -120,6 +120,22 @@ def test_weights_from_a_local_file(tmp_path: Path) -> None:
     assert backbone.model.num_classes == 0
 
 
+def test_the_random_init_baseline_ignores_pretrained_weights(tmp_path: Path) -> None:
+    from ebmssl.models import random_init_backbone
+
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet", num_classes=0)
+    save_file(source.state_dict(), str(tmp_path / "weights.safetensors"))
+    model = {"backbone": {"name": "timm", "model": "test_resnet", "pretrained": str(tmp_path / "weights.safetensors")}}
+    pretrained = build_backbone({**model["backbone"], "in_channels": 3})
+    baseline = random_init_backbone(model, 3, seed=0)
+    again = random_init_backbone(model, 3, seed=0)
+    key = "conv1.0.weight"
+    assert torch.equal(pretrained.model.state_dict()[key], source.state_dict()[key])
+    assert not torch.equal(baseline.model.state_dict()[key], source.state_dict()[key])
+    assert torch.equal(baseline.model.state_dict()[key], again.model.state_dict()[key])  # seeded
+
+
 def test_pretrained_reads_the_local_hub_cache_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 

@@ -8,7 +8,7 @@ classifier, which is what timm's ``forward`` then returns); their width (``outpu
 ``head_hidden_size`` (``num_features`` where there is none), and ``prefers_channels_last`` is true for
 convolutional networks (more than one ``Conv2d``), so nothing about the network is written twice.
 
-``pretrained``: false (random init, the default); true: timm's pretrained weights, read from the local
+``pretrained``: false (random init, the default except for a ``local-dir:`` folder); true: timm's pretrained weights, read from the local
 Hugging Face cache only (as with ``HF_HUB_OFFLINE=1``: nothing is downloaded; without a local copy the
 build is a ConfigError that says how to fetch it); or the path of a weights file (safetensors or a
 torch checkpoint), loaded as timm loads its own (classifier dropped, the first convolution adapted to
@@ -169,7 +169,7 @@ def cached_weights(timm: Any, name: str) -> str:
 
 
 @register_backbone("timm")
-def timm_backbone(model: str, in_channels: int = 3, pretrained: bool | str = False, **timm_kwargs: Any) -> TimmBackbone:
+def timm_backbone(model: str, in_channels: int = 3, pretrained: bool | str | None = None, **timm_kwargs: Any) -> TimmBackbone:
     """Any timm model by name (``model: resnet50``), pre-logits features; other keys are timm's keyword arguments."""
     timm = require("timm", "timm", "`backbone: {name: timm}`", WHERE)
     for key, fix in (("in_chans", "the views' channels are used (`to_rgb: true` makes 3)"),
@@ -181,7 +181,7 @@ def timm_backbone(model: str, in_channels: int = 3, pretrained: bool | str = Fal
     if name.startswith("local-dir:"):
         if not (Path(name[len("local-dir:"):]) / "config.json").is_file():
             raise ConfigError(f"{WHERE}.model: {name!r} is not a folder with a config.json (as tools/export.py writes).")
-        pretrained = True if pretrained is False else pretrained
+        pretrained = True if pretrained is None else pretrained  # the folder's weights unless told otherwise
     elif ":" in name:
         raise ConfigError(
             f"{WHERE}.model: {name!r}: ebmssl reads no hub id at run time; download the repository once "
@@ -189,6 +189,7 @@ def timm_backbone(model: str, in_channels: int = 3, pretrained: bool | str = Fal
         )
     elif not timm.is_model(name):
         raise unknown_model(timm, name)
+    pretrained = bool(pretrained) if not isinstance(pretrained, str) else pretrained
     options: dict[str, Any] = {}
     if isinstance(pretrained, str):
         if not Path(pretrained).is_file():
