@@ -51,9 +51,10 @@ def load_snippet(description: Mapping[str, Any], repo_id: str | None) -> str:
         return (f'import timm\n\nmodel = timm.create_model("{source}", pretrained=True)  # pre-logits features '
                 f'(num_classes=0)\nfeatures = model(images)  # (N, {description["num_features"]})')
     if library == "transformers":
+        read = {"cls": ".last_hidden_state[:, 0]", "pooler": ".pooler_output.flatten(1)"}.get(
+            str(description.get("pool")), ".last_hidden_state.mean(dim=1)")
         return (f'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{where}")\n'
-                f'outputs = model(pixel_values=images)  # features: {description.get("pool", "cls")} '
-                f'({description["num_features"]} wide)')
+                f'features = model(pixel_values=images){read}  # (N, {description["num_features"]})')
     if library == "torchvision":
         changes = "\n".join(f"model.{line}" for line in description.get("modifications", []))
         return (f"import torchvision\nfrom safetensors.torch import load_file\nfrom torch import nn\n\n"
@@ -64,6 +65,12 @@ def load_snippet(description: Mapping[str, Any], repo_id: str | None) -> str:
     return (f"from safetensors.torch import load_file\nfrom ebmssl.models import build_backbone\n\n"
             f"model = build_backbone({spec!r})\nmodel.load_state_dict(load_file(\"model.safetensors\"))\n"
             f"features = model(images)  # (N, {description['num_features']})")
+
+
+def view_size(data: Mapping[str, Any]) -> str:
+    views = data.get("views") or {}
+    side = views.get("image_size") or views.get("global_size") if isinstance(views, Mapping) else None
+    return f"trained on {side} px views" if side else "at the training resolution"
 
 
 def evaluation_table(evaluation: Mapping[str, Mapping[str, float]]) -> str:
@@ -117,6 +124,9 @@ def model_card(
         f"The backbone (`{description['library']}` `{description['architecture']}`, {description['in_chans']} input "
         f"channel(s), {description['num_features']} features) is exported without its projector or predictor.\n",
         "## How to load\n", "```python\n" + load_snippet(description, repo_id) + "\n```\n",
+        f"`images`: (N, {description['in_chans']}, H, W) floats, scaled to [0, 1] then normalised per channel with the "
+        f"training set's mean and std as in training (the view pipeline's evaluation transform; "
+        f"{view_size(data)}).\n",
         "## Data\n",
         f"- dataset: `{json.dumps(data.get('dataset'))}`\n- views: `{json.dumps(data.get('views'))}`\n"
         f"- batch size: {data.get('batch_size', '?')}\n",
