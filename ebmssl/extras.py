@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ebmssl.registry import ConfigError
+from torch import nn
 
-# extra name (pyproject.toml [project.optional-dependencies]) -> the modules it provides
-EXTRAS: dict[str, tuple[str, ...]] = {"timm": ("timm",), "hf": ("transformers", "huggingface_hub")}
+from ebmssl.registry import ConfigError
 
 
 def require(module: str, extra: str, what: str, where: str) -> ModuleType:
-    """Import ``module``; when it is missing, a ConfigError naming ``extra`` and the pip command."""
+    """Import ``module``; when it is missing, a ConfigError naming ``extra`` (pyproject.toml's optional
+    dependencies: ``timm``, ``hf``) and the pip command."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -22,13 +22,6 @@ def require(module: str, extra: str, what: str, where: str) -> ModuleType:
         ) from None
 
 
-def count_convolutions(module: "object") -> int:
-    """How many 2-D convolutions a network holds (a ViT has one, its patch embedding)."""
-    from torch import nn
-
-    return sum(isinstance(m, nn.Conv2d) for m in module.modules())  # type: ignore[attr-defined]
-
-
-def prefers_channels_last(module: "object") -> bool:
-    """NHWC pays off for convolutional networks: more than the single patch-embedding convolution of a ViT."""
-    return count_convolutions(module) > 1
+def prefers_channels_last(module: nn.Module) -> bool:
+    """NHWC pays off for convolutional networks: more than the one patch-embedding convolution of a ViT."""
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules()) > 1

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from ebmssl.registry import ConfigError
 
     try:
-        out = export_run(Path(args.run_dir), Path(args.out_dir), license=args.license, repo_id=args.push_to_hub)
+        out = export_run(Path(args.run_dir), Path(args.out_dir), license_id=args.license, repo_id=args.push_to_hub)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -93,9 +93,9 @@ def diagnostics_table(diagnostics: Mapping[str, Any]) -> str:
     return "\n".join(["| diagnostic | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in rows)])
 
 
-def front_matter(config: Mapping[str, Any], description: Mapping[str, Any], license: str, name: str) -> str:
+def front_matter(config: Mapping[str, Any], description: Mapping[str, Any], license_id: str, name: str) -> str:
     dataset = ((config.get("data") or {}).get("dataset") or {}).get("name")
-    lines = ["---", f"library_name: {LIBRARY_NAMES.get(description['library'], 'pytorch')}", f"license: {license}",
+    lines = ["---", f"library_name: {LIBRARY_NAMES.get(description['library'], 'pytorch')}", f"license: {license_id}",
              "pipeline_tag: image-feature-extraction", "tags:", "- self-supervised-learning", "- ebmssl",
              f"- {name}", f"- {description['library']}"]
     if dataset in HUB_DATASETS:
@@ -108,7 +108,7 @@ def model_card(
     report: Mapping[str, Any],
     description: Mapping[str, Any],
     plots: Sequence[str],
-    license: str = "apache-2.0",
+    license_id: str = "apache-2.0",
     repo_id: str | None = None,
 ) -> str:
     """README.md of an exported run (see the module docstring for its sections)."""
@@ -118,7 +118,7 @@ def model_card(
     clean = {k: v for k, v in config.items() if not str(k).startswith("_")}
     name = method_name(config, report)
     sections = [
-        front_matter(config, description, license, name),
+        front_matter(config, description, license_id, name),
         f"# {name}: a self-supervised {description['architecture']} backbone\n",
         f"Trained with ebmssl by self-supervised learning: {method_summary(config)}. "
         f"The backbone (`{description['library']}` `{description['architecture']}`, {description['in_chans']} input "
@@ -144,6 +144,6 @@ def model_card(
     if plots:
         sections += ["## Plots\n", "\n".join(f"![{Path(p).stem}]({p})" for p in plots) + "\n"]
     sections += ["## Training configuration\n", "```yaml\n" + dump_config(clean).rstrip() + "\n```\n",
-                 "## License\n", f"The weights are released under the `{license}` license (check the training data's "
+                 "## License\n", f"The weights are released under the `{license_id}` license (check the training data's "
                  f"own terms too).\n"]
     return "\n".join(sections)

@@ -152,7 +152,7 @@ def publish_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def export_run(run_dir: Path, out_dir: Path, license: str = "apache-2.0", repo_id: str | None = None) -> Path:
+def export_run(run_dir: Path, out_dir: Path, license_id: str = "apache-2.0", repo_id: str | None = None) -> Path:
     """Write the hub-ready folder of ``run_dir`` to ``out_dir`` (which must not exist); returns ``out_dir``.
 
     Everything is written into a temporary sibling folder first and renamed at the end, so an error
@@ -175,7 +175,7 @@ def export_run(run_dir: Path, out_dir: Path, license: str = "apache-2.0", repo_i
             plots = sorted(p.relative_to(staging).as_posix() for p in (staging / "plots").glob("*.png"))
         shutil.copyfile(run_dir / "config.yaml", staging / "training_config.yaml")
         report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").is_file() else {}
-        card = model_card(config, report, description, plots, license=license, repo_id=repo_id)
+        card = model_card(config, report, description, plots, license_id=license_id, repo_id=repo_id)
         (staging / "README.md").write_text(card)
         publish_permissions(staging)
         staging.replace(out_dir)

@@ -80,7 +80,7 @@ def test_timm_export_loads_back_into_timm_with_the_same_features(trained_run: Pa
 
 @pytest.mark.slow  # shares one real training run (with its final evaluation) as a fixture
 def test_model_card_is_written_from_the_run(trained_run: Path, tmp_path: Path) -> None:
-    out = export_run(trained_run, tmp_path / "hub", license="mit", repo_id="someone/simclr-timm")
+    out = export_run(trained_run, tmp_path / "hub", license_id="mit", repo_id="someone/simclr-timm")
     card = (out / "README.md").read_text()
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     meta = yaml.safe_load(front)
