@@ -72,8 +72,8 @@ def test_family_trains_a_few_steps(family: str, method: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("method", ["mae", "ijepa", "msn"])
 def test_predictive_methods_on_a_timm_vit(method: str, tmp_path: Path) -> None:
     backbone = dict(TINY_VIT)
-    if method == "ijepa":  # I-JEPA's ViT has no class token and pools the mean patch token
-        backbone.update(class_token=False, global_pool="avg")
+    if method == "ijepa":  # I-JEPA's ViT has no class token and pools the mean final-normed patch token
+        backbone.update(class_token=False, global_pool="avg", fc_norm=False)
     trainer = train_steps(method, backbone, tmp_path)
     assert isinstance(trainer.unwrapped.encoder, TimmViTBackbone)
 
@@ -176,11 +176,23 @@ def test_a_missing_extra_names_it(name: str, module: str, extra: str, monkeypatc
         build_backbone({"name": name, "model": "anything"})
 
 
-def test_predictive_architecture_refuses_a_timm_convnet(tmp_path: Path) -> None:
-    config = tiny("mae")
-    config["model"]["backbone"] = {"name": "timm", "model": "test_resnet"}
+@pytest.mark.parametrize("backbone", [{"name": "timm", "model": "test_resnet"},
+                                      {**TINY_VIT, "class_token": False, "global_pool": "avg"}])  # norm after the pool
+def test_predictive_architecture_refuses_a_backbone_without_normed_patch_tokens(backbone: dict, tmp_path: Path) -> None:
+    config = tiny("ijepa")
+    config["model"]["backbone"] = backbone
     with pytest.raises(ConfigError, match="cannot encode a subset of patches"):
         Trainer(config, tmp_path)
+
+
+def test_mean_pooled_timm_vit_features_are_the_mean_normed_patch_token() -> None:
+    backbone = build_backbone({**TINY_VIT, "class_token": False, "global_pool": "avg", "fc_norm": False}).eval()
+    assert isinstance(backbone, TimmViTBackbone) and backbone.pool == "mean"
+    x = torch.rand(2, 3, 16, 16)
+    cls, patches = backbone.tokens(x)
+    assert cls is None
+    torch.testing.assert_close(backbone(x), patches.mean(dim=1))
+    torch.testing.assert_close(backbone(x), backbone.model(x))
 
 
 @pytest.mark.parametrize("method, backbone", [("mae", TINY_VIT), ("byol", {"name": "timm", "model": "test_convnext"})])

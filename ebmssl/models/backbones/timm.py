@@ -15,12 +15,13 @@ torch checkpoint), loaded as timm loads its own (classifier dropped, the first c
 ``in_chans``). ``model: local-dir:/path`` loads a folder written by ``tools/export.py`` or timm's
 ``save_for_hf``.
 
-Vision transformers (timm's ``VisionTransformer`` with a plain patch embedding and a ``token`` or ``avg``
-pool) are token encoders (:class:`TimmViTBackbone`): ``patch_size``, ``grid(h, w)``, ``tokens(x, keep)``
+Vision transformers (timm's ``VisionTransformer`` with a plain patch embedding, a ``token`` pool, or an
+``avg`` pool with ``fc_norm: false``) are token encoders (:class:`TimmViTBackbone`): ``patch_size``, ``grid(h, w)``, ``tokens(x, keep)``
 and ``pooled``, the contract the predictive architectures (MAE, I-JEPA, JEPA) and ``mask_views`` use.
 The kept patches carry their own position embedding (added before the gather, resized to the input's
 grid with ``dynamic_img_size: true``); class and register tokens are prepended after it.
-For I-JEPA, which has no class token, write ``class_token: false, global_pool: avg``.
+For I-JEPA, which has no class token, write ``class_token: false, global_pool: avg, fc_norm: false``
+(features: the mean of the final-normed patch tokens, as the built-in ``vit`` with ``pool: mean``).
 
 The state dict keys are timm's under ``model.``; :meth:`TimmBackbone.library_state_dict` gives them
 bare (what ``timm.create_model(name, num_classes=0, ...)`` loads strictly).
@@ -119,7 +120,9 @@ class TimmViTBackbone(TimmBackbone):
 
 def is_token_encoder(model: nn.Module) -> bool:
     """A timm ViT whose patch tokens we can encode a subset of: plain patch embedding, absolute positions,
-    and a pool computed from the class token or the patch tokens alone."""
+    a pool computed from the class token or the patch tokens alone, and the final norm on every token
+    (timm's ``avg`` pool normalises only the pooled vector unless ``fc_norm: false``; MAE and I-JEPA need
+    normalised tokens, and an fc_norm the loss never reaches would be a parameter without a gradient)."""
     from timm.layers import PatchEmbed
     from timm.models.vision_transformer import VisionTransformer
 
@@ -129,6 +132,7 @@ def is_token_encoder(model: nn.Module) -> bool:
         and getattr(model, "attn_pool", None) is None
         and model.global_pool in TOKEN_POOLS
         and not (model.global_pool == "avg" and getattr(model, "pool_include_prefix", False))
+        and isinstance(model.fc_norm, nn.Identity)
     )
 
 
