@@ -67,10 +67,17 @@ def load_snippet(description: Mapping[str, Any], repo_id: str | None) -> str:
             f"features = model(images)  # (N, {description['num_features']})")
 
 
-def view_size(data: Mapping[str, Any]) -> str:
-    views = data.get("views") or {}
-    side = views.get("image_size") or views.get("global_size") if isinstance(views, Mapping) else None
-    return f"trained on {side} px views" if side else "at the training resolution"
+def input_line(description: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """What ``images`` must be: the evaluation transform of the run's views (resize, [0, 1], normalise)."""
+    prep = description.get("preprocessing") or {}
+    size = prep.get("input_size")
+    side = f"resized to {size[1]}x{size[2]}" if size else "at the training resolution"
+    if "mean" in prep:
+        stats = f"`(x - mean) / std` with mean {prep['mean']} and std {prep['std']} (in `config.json`)"
+    else:
+        stats = (f"normalised per channel with the mean and std of the training set "
+                 f"(`{json.dumps(data.get('dataset'))}`; computed from its images)")
+    return f"`images`: (N, {description['in_chans']}, H, W) floats {side}, scaled to [0, 1], then {stats}.\n"
 
 
 def evaluation_table(evaluation: Mapping[str, Mapping[str, float]]) -> str:
@@ -124,9 +131,7 @@ def model_card(
         f"The backbone (`{description['library']}` `{description['architecture']}`, {description['in_chans']} input "
         f"channel(s), {description['num_features']} features) is exported without its projector or predictor.\n",
         "## How to load\n", "```python\n" + load_snippet(description, repo_id) + "\n```\n",
-        f"`images`: (N, {description['in_chans']}, H, W) floats, scaled to [0, 1] then normalised per channel with the "
-        f"training set's mean and std as in training (the view pipeline's evaluation transform; "
-        f"{view_size(data)}).\n",
+        input_line(description, data),
         "## Data\n",
         f"- dataset: `{json.dumps(data.get('dataset'))}`\n- views: `{json.dumps(data.get('views'))}`\n"
         f"- batch size: {data.get('batch_size', '?')}\n",

@@ -85,6 +85,32 @@ def load_run_backbone(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     )
 
 
+def preprocessing(config: dict[str, Any], channels: int) -> dict[str, Any]:
+    """How training fed the encoder at evaluation: resize to the global view size, [0, 1], then per-channel
+    ``(x - mean) / std``. ``mean``/``std`` are given where the config fixes them (the views' own, or the
+    statistics the dataset states from its spec); a dataset whose statistics are computed from its images
+    leaves them out (the card says so)."""
+    data = config.get("data") or {}
+    views = data.get("views") or {}
+    size = views.get("global_size") or views.get("image_size") if isinstance(views, dict) else None
+    found: dict[str, Any] = {"input_size": [channels, int(size), int(size)]} if size else {}
+    if isinstance(views, dict) and views.get("mean") and views.get("std"):
+        return {**found, "mean": list(views["mean"]), "std": list(views["std"])}
+    try:  # the dataset's info stated from its spec (data.dataset_info, where the code base offers it)
+        from ebmssl.data import dataset_info
+        from ebmssl.data.dataset import PLACEHOLDER_MEAN, PLACEHOLDER_STD
+
+        info = dataset_info(data.get("dataset"), train=True)
+    except Exception:  # an older code base, or a dataset that cannot describe itself here: no statistics
+        return found
+    mean, std = list(info.mean), list(info.std)
+    if mean == [PLACEHOLDER_MEAN] * len(mean) and std == [PLACEHOLDER_STD] * len(std):
+        return found  # computed from the images at load time: not known from the config
+    if len(mean) != channels:  # to_rgb replicates a grayscale channel (and its statistics)
+        mean, std = mean * channels, std * channels
+    return {**found, "mean": mean, "std": std}
+
+
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
 
 
@@ -136,8 +162,16 @@ def write_weights(backbone: nn.Module, description: dict[str, Any], folder: Path
         from timm.models._hub import save_config_for_hf  # timm's hub config writer (also used by its push_to_hf_hub)
 
         extra = {"library": "timm", "in_chans": description["in_chans"]}
-        save_config_for_hf(backbone.model, str(folder / "config.json"), model_config=extra,
-                           model_args=description["model_args"])
+        data_config = {"crop_pct": 1.0, **{k: v for k, v in description.get("preprocessing", {}).items()}}
+        try:  # timm's own preprocessing fields (resolve_data_config reads them) from the run's
+            save_config_for_hf(backbone.model, str(folder / "config.json"), model_config=extra,
+                               model_args=description["model_args"], data_config=data_config)
+        except ValueError:  # a size the model cannot take as a recommendation: timm's defaults
+            save_config_for_hf(backbone.model, str(folder / "config.json"), model_config=extra,
+                               model_args=description["model_args"])
+        config = json.loads((folder / "config.json").read_text())
+        config["preprocessing"] = description.get("preprocessing", {})
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
         return
     (folder / "config.json").write_text(json.dumps(description, indent=2))
 
@@ -165,6 +199,7 @@ def export_run(run_dir: Path, out_dir: Path, license_id: str = "apache-2.0", rep
         raise ConfigError(f"{out_dir} already exists; give a new folder (the export never overwrites one).")
     backbone, config = load_run_backbone(run_dir)
     description = describe(backbone, backbone_spec(config))
+    description["preprocessing"] = preprocessing(config, int(description["in_chans"]))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
