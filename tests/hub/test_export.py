@@ -41,10 +41,11 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def hand_made_run(run_dir: Path, backbone_spec: dict, channels: int = 3) -> nn.Module:
+def hand_made_run(run_dir: Path, backbone_spec: dict, channels: int = 3, views: dict | None = None) -> nn.Module:
     """A run directory as run_training leaves it (config.yaml, backbone.safetensors), for a given backbone."""
     config = tiny_run_config("byol")
     config["model"]["backbone"] = backbone_spec
+    config["data"]["views"].update(views or {})
     run_dir.mkdir(parents=True)
     save_resolved_config(config, run_dir)
     torch.manual_seed(3)
@@ -104,7 +105,8 @@ def test_torchvision_export_loads_into_torchvision(tmp_path: Path) -> None:
     out = export_run(tmp_path / "run", tmp_path / "hub")
     config = json.loads((out / "config.json").read_text())
     assert config == {"library": "torchvision", "architecture": "resnet18", "kwargs": {}, "in_chans": 3,
-                      "num_features": 512, "modifications": ["fc = nn.Identity()"]}
+                      "num_features": 512, "modifications": ["fc = nn.Identity()"],
+                      "preprocessing": {"input_size": [3, 16, 16]}}  # synthetic data: statistics computed from images
     from safetensors.torch import load_file
 
     fresh = torchvision.models.resnet18()
@@ -128,6 +130,18 @@ def test_transformers_export_loads_with_automodel(tmp_path: Path) -> None:
     fresh = transformers.AutoModel.from_pretrained(str(out)).eval()
     x = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(fresh(pixel_values=x).last_hidden_state[:, 0], trained(x))
+
+
+def test_timm_config_carries_the_runs_preprocessing(tmp_path: Path) -> None:
+    """timm's resolve_data_config on the exported model gives the run's normalisation and view size."""
+    stats = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    hand_made_run(tmp_path / "run", dict(TIMM_BACKBONE), views=stats)
+    out = export_run(tmp_path / "run", tmp_path / "hub")
+    assert json.loads((out / "config.json").read_text())["preprocessing"] == {"input_size": [3, 16, 16], **stats}
+    data = timm.data.resolve_data_config(model=timm.create_model(f"local-dir:{out}", pretrained=True))
+    assert tuple(data["mean"]) == (0.1, 0.2, 0.3) and tuple(data["std"]) == (0.4, 0.5, 0.6)
+    assert tuple(data["input_size"]) == (3, 16, 16)
+    assert "with mean [0.1, 0.2, 0.3] and std [0.4, 0.5, 0.6]" in (out / "README.md").read_text()
 
 
 def test_bad_runs_and_outputs(tmp_path: Path) -> None:
