@@ -4,15 +4,16 @@
     accelerate launch tools/train.py --config configs/runs/simclr_fashion_mnist.yaml [key.path=value ...]
     python tools/train.py                       # the default: SimCLR on Fashion-MNIST, small ResNet, CPU-sized
 
-    python tools/train.py --config CONFIG --check # validate the whole config, print it resolved, load no data
+    python tools/train.py --config CONFIG --check # validate the whole config and build the model on the CPU
+                                                 # (the build the run makes), print it resolved; no data read
 
 Options: --output-dir DIR (default runs/<config name>); --resume [auto|PATH] (continue the run in DIR from
 its newest valid checkpoint, or from PATH); --overwrite (replace DIR; only a directory that tools/train.py
 created, marked by its .ebmssl-run file, is ever deleted). Overrides use dotted keys, e.g.
 ``train.epochs=5 data.batch_size=128``.
 
-Exit codes: 0 done; 2 configuration error (nothing trained); 3 training stopped after
-train.max_skipped_steps non-finite steps in a row; 4 a checkpoint could not be loaded; 130 stopped by
+Exit codes: 0 done; 2 configuration error or a --resume checkpoint that cannot be loaded (nothing
+trained); 3 training stopped after train.max_skipped_steps non-finite steps in a row; 130 stopped by
 Ctrl-C; 143 stopped by SIGTERM (preemption). After 130 and 143 a checkpoint of the last step is saved:
 rerun the same command with --resume. See docs/reliability.md.
 """
@@ -43,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from ebmssl.training.preemption import Preempted
     from ebmssl.training.run import default_run_dir, resolve_config, run_training
     from ebmssl.training.trainer import TrainingDiverged
-    from ebmssl.training.validate import validate_config
+    from ebmssl.training.build import check_run
 
     try:
         config = resolve_config(args.config, args.overrides)
         if args.check:
-            settings = validate_config(config)
+            settings = check_run(config)
             resolved = {**config, "train": settings.train, "eval": settings.eval, "data": settings.data}
             print(dump_config({k: v for k, v in resolved.items() if not k.startswith("_")}), end="")
             print(f"# {config.get('_source')}: the configuration is valid", file=sys.stderr)
@@ -59,15 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             # continue with the configuration the run started with (plus any overrides given now)
             config = resolve_config(str(saved), args.overrides)
         run_training(config, run_dir, resume=args.resume or False, overwrite=args.overwrite)
-    except (ConfigError, FileNotFoundError) as error:  # bad config, missing dataset: one explained paragraph
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, CheckpointError) as error:  # bad config, missing dataset, unusable
+        print(f"error: {error}", file=sys.stderr)  # --resume checkpoint: one explained paragraph
         return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 4
     except Preempted as stop:
         print(str(stop), file=sys.stderr)
         return stop.exit_code

@@ -153,7 +153,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_hsv`: channel n in (R 5, G 3, B 1) is ``v - v s clamp(min(k, 4 - k), 0, 1)``
     with ``k = (n + 6 h) mod 6``."""
     hue, saturation, value = (t.unsqueeze(1) for t in hsv.unbind(dim=1))
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)  # (5, 3, 1), made there
     k = torch.remainder(n + 6.0 * hue, 6.0)
     return (value - value * saturation * torch.minimum(k, 4.0 - k).clamp(0, 1)).clamp(0, 1)
 
@@ -199,11 +199,18 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 def apply_where(
     images: torch.Tensor, mask: torch.Tensor, op: Callable[..., torch.Tensor], *params: torch.Tensor
 ) -> torch.Tensor:
-    """Apply ``op(images[mask], *params[mask])`` to the selected images only (in place on ``images``)."""
-    index = mask.nonzero().squeeze(1)
-    if index.numel() == 0:
+    """``op(images, *params)`` where ``mask`` (B,) is true, ``images`` elsewhere.
+
+    Every op here acts on each image alone, so the selected images equal ``op(images[mask], ...)``. On an
+    accelerator the op runs on the whole batch and ``torch.where`` picks: shapes stay static and the host
+    never asks how many images were selected (``mask.nonzero()`` would wait for the device). On the host,
+    where nothing waits, only the selected images are computed (blur on half the batch costs half).
+    """
+    if mask.device.type == "cpu":
+        index = mask.nonzero().squeeze(1)
+        if index.numel() == images.shape[0]:
+            return op(images, *params)
+        if index.numel() > 0:
+            images[index] = op(images[index], *(p[index] for p in params))  # in place, as before
         return images
-    if index.numel() == images.shape[0]:
-        return op(images, *params)
-    images[index] = op(images[index], *(p[index] for p in params))
-    return images
+    return torch.where(mask.view(-1, *([1] * (images.dim() - 1))), op(images, *params), images)

@@ -1,8 +1,9 @@
 """Batch sources: where the trainer's batches come from, as a pure function of (seed, step, micro-batch, process).
 
 The trainer asks a source for ``batch(step, micro)`` and gets a :class:`Batch`: the views (augmented on
-the training device), the labels, and a CPU generator seeded from the same coordinates for any
-randomness the model itself needs (patch masks, latent noise). Nothing depends on iterator state, so
+the training device), the labels, and a generator on the training device seeded from the same coordinates
+for any randomness the model itself needs (patch masks, latent noise), so no step copies random draws from
+the host. Nothing depends on iterator state, so
 a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 
@@ -30,7 +31,7 @@ class Batch:
 
     views: list[torch.Tensor]
     labels: torch.Tensor
-    generator: torch.Generator  # CPU generator for model-side randomness, seeded by (seed, step, micro, process)
+    generator: torch.Generator  # device generator for model-side randomness, seeded by (seed, step, micro, process)
 
 
 class EpochOrder:
@@ -53,6 +54,8 @@ class EpochOrder:
         self.steps_per_epoch = self.size // self.global_batch
         self._epoch: int | None = None
         self._order: torch.Tensor | None = None
+        self._device_epoch: tuple[int, torch.device] | None = None
+        self._device_order: torch.Tensor | None = None
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         if self._epoch != epoch:
@@ -71,13 +74,31 @@ class EpochOrder:
         offset = (micro * self.num_processes + self.process_index) * self.micro_batch
         return order[start + offset : start + offset + self.micro_batch]
 
+    def device_indices(self, step: int, micro: int, device: torch.device) -> torch.Tensor:
+        """:meth:`indices` on ``device``: the epoch's permutation is copied there once per epoch (from pinned
+        memory, without waiting, on a GPU), and each micro-batch slices it on the device."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.indices(step, micro)
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if self._device_epoch != (epoch, device):
+            order = self.epoch_order(epoch)
+            if torch.cuda.is_available():
+                order = order.pin_memory()
+            self._device_order = order.to(device, non_blocking=True)
+            self._device_epoch = (epoch, device)
+        start = position * self.global_batch + (micro * self.num_processes + self.process_index) * self.micro_batch
+        return self._device_order[start : start + self.micro_batch]
+
     def view_seed(self, step: int, micro: int) -> int:
         """Seed of the views' generator of micro-batch ``(step, micro)`` of this process."""
         return seed_for(self.seed, step, micro, self.process_index)
 
-    def model_generator(self, step: int, micro: int) -> torch.Generator:
-        """The CPU generator for model-side randomness of ``(step, micro)`` (``Batch.generator``)."""
-        return torch.Generator().manual_seed(seed_for(self.seed, step, micro, self.process_index, MODEL_SALT))
+    def model_generator(self, step: int, micro: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator on ``device`` for model-side randomness of ``(step, micro)`` (``Batch.generator``);
+        seeding a device generator is a host-side call (no copy, no wait)."""
+        seed = seed_for(self.seed, step, micro, self.process_index, MODEL_SALT)
+        return torch.Generator(device=device).manual_seed(seed)
 
 
 class OrderedSource:
@@ -135,28 +156,9 @@ class InMemorySource(OrderedSource):
             self.images, self.targets = self.images.to(device), self.targets.to(device)
 
     def batch(self, step: int, micro: int = 0) -> Batch:
-        indices = self.indices(step, micro).to(self.images.device)
+        indices = self.order.device_indices(step, micro, self.images.device)
         images = self.images[indices].to(self.device, non_blocking=True)
         labels = self.targets[indices].to(self.device, non_blocking=True)
         generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
-        return Batch(views=self.views(images, generator), labels=labels, generator=self.order.model_generator(step, micro))
-
-
-ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU
-
-
-def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
-                 process_index: int, device: torch.device):
-    """The batch source for ``dataset``: a :class:`~ebmssl.data.streamed_source.StreamedSource` (loader
-    workers crop files at full resolution) for a streamed dataset, else an :class:`InMemorySource`,
-    whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
-    common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
-                  process_index=process_index, device=device)  # fmt: skip
-    if getattr(dataset, "streamed", False):
-        from ebmssl.data.streamed_source import StreamedSource
-
-        return StreamedSource(dataset, views, **common)
-    device = torch.device(device)
-    images = dataset.images
-    on_device = device.type != "cpu" and images.numel() * images.element_size() <= ON_DEVICE_LIMIT
-    return InMemorySource(dataset, views, on_device=on_device, **common)
+        model_generator = self.order.model_generator(step, micro, self.device)
+        return Batch(views=self.views(images, generator), labels=labels, generator=model_generator)

@@ -175,7 +175,7 @@ class StreamedSource(OrderedSource):
     def batch(self, step: int, micro: int = 0) -> Batch:
         payload = self.crops(step, micro)
         labels = payload["labels"].to(self.device, non_blocking=True)
-        model_generator = self.order.model_generator(step, micro)
+        model_generator = self.order.model_generator(step, micro, self.device)
         if payload["crops"] is None:  # the worker ran the photometric stage (CPU training)
             return Batch(views=payload["views"], labels=labels, generator=model_generator)
         crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]

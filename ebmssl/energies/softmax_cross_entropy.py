@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl.energies.base import Energy
-from ebmssl.registry import register_energy
+from ebmssl.registry import Positive, register_energy
 
 if TYPE_CHECKING:
     from ebmssl.strategies.base import ViewBatch
@@ -29,7 +29,7 @@ class SoftmaxCrossEntropyEnergy(Energy):
     Minimal (the entropy of ``p_b``) when the online softmax equals ``p_b``.
     """
 
-    def __init__(self, temperature: float = 0.1, target_temperature: float | None = None) -> None:
+    def __init__(self, temperature: Positive = 0.1, target_temperature: Positive | None = None) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -59,6 +59,5 @@ class SoftmaxCrossEntropyEnergy(Energy):
         q = target_distribution(torch.stack(views[len(online_ids) :]), self.target_temperature)
         # (V, N*K) @ (N*K, T): a plain matrix product over the flattened (sample, class) axis
         terms = -(log_p.flatten(1) @ q.flatten(1).T) / views[0].shape[0]
-        rows = torch.tensor([online_ids.index(i) for i, _ in batch.pairs], device=terms.device)
-        cols = torch.tensor([target_ids.index(j) for _, j in batch.pairs], device=terms.device)
-        return batch.reduce_pairs(terms[rows, cols])
+        # one element per pair, picked with Python indices (an index tensor from a list would be a host copy)
+        return batch.reduce_pairs(torch.stack([terms[online_ids.index(i), target_ids.index(j)] for i, j in batch.pairs]))

@@ -1,4 +1,4 @@
-"""Patch masks for masked image modelling, drawn from the batch's CPU generator.
+"""Patch masks for masked image modelling, drawn on the device of the batch's generator.
 
 Every sampler here is a pure function of its arguments and of the generator's state: the trainer hands
 each micro-batch a generator seeded by (seed, step, micro, process) (``ebmssl.data.source.Batch``), so a
@@ -14,11 +14,17 @@ row-major patch grid (index = row * grid_w + column), the form :meth:`ViTBackbon
   are drawn per batch; per sample, ``num_targets`` target blocks (scale 0.15-0.2, aspect 0.75-1.5) and
   one context block (scale 0.85-1.0, aspect 1) from which every target patch is removed; each block
   keeps more than ``min_keep`` patches (as the official rejection loop, which relaxes the
-  target-removal constraint one block at a time after 20 failed tries); all masks of one kind are cut
-  to the shortest in the batch so they stack. Deviations: every draw comes from the given generator
-  (the official code draws block positions from the global RNG), and a block's top-left corner ranges
-  over every position that fits (``0 .. grid - size``; the official ``randint(0, grid - size)`` never
-  places a block on the last row or column).
+  target-removal constraint one block at a time after 20 failed tries). Deviations: every draw comes
+  from the given generator, on its device, in one vectorised pass (the official code draws block
+  positions from the global RNG in a Python loop); a block's top-left corner ranges over every position
+  that fits (``0 .. grid - size``; the official ``randint(0, grid - size)`` never places a block on the
+  last row or column); and every mask keeps a number of patches fixed by the config
+  (:func:`block_mask_lengths`) instead of being cut to the shortest mask of the batch: a target block
+  keeps the smallest block the target ranges allow (its first patches in row-major order, the
+  official cut), the context keeps ``context_keep`` patches (default ``min_keep + 1``, the least the
+  official sampler keeps) and a context candidate is accepted when it holds that many. So every
+  process and every step has the same shapes (gathers across processes, ``torch.compile``), and no
+  step reads the device.
 """
 
 from __future__ import annotations
@@ -57,70 +63,90 @@ def random_masking(generator: torch.Generator, batch: int, num_patches: int, rat
     len_keep = int(num_patches * (1 - ratio))
     if len_keep < 1:
         raise ValueError(f"mask ratio {ratio} leaves no visible patch out of {num_patches}")
-    noise = torch.rand(batch, num_patches, generator=generator)
+    noise = torch.rand(batch, num_patches, generator=generator, device=generator.device)
     order = torch.argsort(noise, dim=1)
     keep, _ = order[:, :len_keep].sort(dim=1)
     masked, _ = order[:, len_keep:].sort(dim=1)
     return RandomMasks(keep=keep, masked=masked)
 
 
-def sample_block_size(
-    generator: torch.Generator, grid_h: int, grid_w: int, scale: tuple[float, float], aspect_ratio: tuple[float, float]
-) -> tuple[int, int]:
-    """One (height, width) for a batch, as I-JEPA's ``_sample_block_size``.
+def _block_shape(u, grid_h: int, grid_w: int, scale: tuple[float, float], aspect_ratio: tuple[float, float]):
+    """I-JEPA's ``_sample_block_size`` for a uniform draw ``u`` (a float, or a float64 tensor on any device).
 
-    One uniform draw u sets both the scale s = s_min + u (s_max - s_min) and the aspect ratio
-    a = a_min + u (a_max - a_min); area = int(H W s); h = round(sqrt(area a)), w = round(sqrt(area / a)),
-    each shrunk until it is smaller than the grid side.
+    One draw sets both the scale s = s_min + u (s_max - s_min) and the aspect ratio a = a_min + u (a_max -
+    a_min); area = int(H W s); h = round(sqrt(area a)), w = round(sqrt(area / a)) (half to even, as Python's
+    ``round``), each shrunk below the grid side and at least 1.
     """
-    u = float(torch.rand(1, generator=generator))
+    if isinstance(u, torch.Tensor):
+        area = torch.floor(grid_h * grid_w * (scale[0] + u * (scale[1] - scale[0])))
+        ratio = aspect_ratio[0] + u * (aspect_ratio[1] - aspect_ratio[0])
+        h = torch.round(torch.sqrt(area * ratio)).clamp(1, grid_h - 1 if grid_h > 1 else 1).long()
+        w = torch.round(torch.sqrt(area / ratio)).clamp(1, grid_w - 1 if grid_w > 1 else 1).long()
+        return h, w
     area = int(grid_h * grid_w * (scale[0] + u * (scale[1] - scale[0])))
     ratio = aspect_ratio[0] + u * (aspect_ratio[1] - aspect_ratio[0])
-    h = int(round(math.sqrt(area * ratio)))
-    w = int(round(math.sqrt(area / ratio)))
-    while h >= grid_h:
-        h -= 1
-    while w >= grid_w:
-        w -= 1
+    h = min(int(round(math.sqrt(area * ratio))), grid_h - 1)
+    w = min(int(round(math.sqrt(area / ratio))), grid_w - 1)
     return max(h, 1), max(w, 1)
 
 
-def _block(generator: torch.Generator, grid_h: int, grid_w: int, h: int, w: int) -> torch.Tensor:
-    top = int(torch.randint(0, grid_h - h + 1, (1,), generator=generator))
-    left = int(torch.randint(0, grid_w - w + 1, (1,), generator=generator))
-    mask = torch.zeros(grid_h, grid_w, dtype=torch.bool)
-    mask[top : top + h, left : left + w] = True
-    return mask
+def sample_block_size(
+    generator: torch.Generator, grid_h: int, grid_w: int, scale: tuple[float, float], aspect_ratio: tuple[float, float]
+) -> tuple[int, int]:
+    """One (height, width) on the host, as I-JEPA's ``_sample_block_size`` (see :func:`_block_shape`)."""
+    return _block_shape(float(torch.rand(1, generator=generator)), grid_h, grid_w, scale, aspect_ratio)
 
 
-def _sample_block(
-    generator: torch.Generator,
-    grid_h: int,
-    grid_w: int,
-    size: tuple[int, int],
-    min_keep: int,
-    forbidden: list[torch.Tensor] | None = None,
-    patience: int = 20,
-) -> torch.Tensor:
-    """A block with more than ``min_keep`` patches; ``forbidden`` masks are removed from it, the last
-    ones released one at a time after every ``patience`` failures (the official ``constrain_mask``)."""
-    tries = failures = 0
-    while True:
-        mask = _block(generator, grid_h, grid_w, *size)
-        if forbidden:
-            for region in forbidden[: max(len(forbidden) - tries, 0)]:
-                mask &= ~region
-        if int(mask.sum()) > min_keep:
-            return mask
-        failures += 1
-        if failures == patience:
-            failures = 0
-            tries += 1
-            if tries > (len(forbidden) if forbidden else 0) + 100:
-                raise ValueError(
-                    f"cannot place a {size[0]}x{size[1]} block with more than {min_keep} patches on a "
-                    f"{grid_h}x{grid_w} grid; lower min_keep"
-                )
+def smallest_block(grid_h: int, grid_w: int, scale: tuple[float, float], aspect_ratio: tuple[float, float]) -> int:
+    """The fewest patches a block of the given ranges can hold, min over u of h(u) w(u): a pure function of the
+    config (the shape changes at finitely many u; a fine scan of [0, 1] visits every piece)."""
+    return min(math.prod(_block_shape(i / 20000, grid_h, grid_w, scale, aspect_ratio)) for i in range(20001))
+
+
+def _first_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` smallest row-major indices where ``mask`` (..., L) is true, ascending (rows hold at least
+    ``count``): a sort with a static shape in place of ``nonzero`` (no host read)."""
+    length = mask.shape[-1]
+    index = torch.arange(length, device=mask.device)
+    keys = torch.where(mask, index, index + length)
+    return keys.sort(dim=-1).values[..., :count]
+
+
+def _blocks(generator: torch.Generator, shape: tuple[int, ...], grid_h: int, grid_w: int, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Boolean (*shape, H * W) masks of h x w blocks at uniformly drawn top-left corners (every position that fits)."""
+    device = generator.device
+    corner = torch.rand((*shape, 2), generator=generator, device=device, dtype=torch.float64)
+    top = torch.floor(corner[..., 0] * (grid_h - h + 1)).long().unsqueeze(-1)
+    left = torch.floor(corner[..., 1] * (grid_w - w + 1)).long().unsqueeze(-1)
+    rows = torch.arange(grid_h * grid_w, device=device) // grid_w
+    cols = torch.arange(grid_h * grid_w, device=device) % grid_w
+    return (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+
+
+@dataclass(frozen=True)
+class MaskLengths:
+    """How many patches every I-JEPA mask keeps: a pure function of the grid and the block ranges."""
+
+    target: int  # patches per target block: the smallest block the target ranges allow
+    context: int  # patches per context: ``context_keep``, or min_keep + 1 (the least the official sampler keeps)
+
+
+def block_mask_lengths(
+    grid_h: int, grid_w: int, target_scale=(0.15, 0.2), target_aspect_ratio=(0.75, 1.5), context_scale=(0.85, 1.0),
+    context_aspect_ratio=(1.0, 1.0), min_keep: int = 10, context_keep: int | None = None,
+) -> MaskLengths:  # fmt: skip
+    """The fixed mask lengths of :func:`multi_block_masks` (ValueError when the ranges cannot provide them)."""
+    if min_keep >= grid_h * grid_w:
+        raise ValueError(f"min_keep={min_keep} must be smaller than the {grid_h * grid_w} patches of the grid")
+    target = smallest_block(grid_h, grid_w, target_scale, target_aspect_ratio)
+    context = int(context_keep) if context_keep is not None else min_keep + 1
+    largest = smallest_block(grid_h, grid_w, context_scale, context_aspect_ratio)
+    if context > largest or context < 1:
+        raise ValueError(
+            f"cannot place a context block with {context} patches on a {grid_h}x{grid_w} grid (the smallest context "
+            f"block holds {largest}); lower min_keep or context_keep"
+        )
+    return MaskLengths(target=target, context=context)
 
 
 def multi_block_masks(
@@ -135,30 +161,45 @@ def multi_block_masks(
     context_aspect_ratio: tuple[float, float] = (1.0, 1.0),
     min_keep: int = 10,
     allow_overlap: bool = False,
+    context_keep: int | None = None,
+    patience: int = 20,
 ) -> BlockMasks:
-    """I-JEPA multi-block masks for a batch (see the module docstring); a pure function of ``generator``."""
+    """I-JEPA multi-block masks for a batch (see the module docstring), on the generator's device.
+
+    A pure function of ``generator``, drawn in one pass with static shapes (no host read): per batch one
+    target and one context block shape; per sample ``num_targets`` target blocks and, for each relaxation
+    level r = 0..M (the last r target blocks released from the constraint, as the official loop after every
+    ``patience`` failures), ``patience`` context candidates; the first candidate in (r, try) order that keeps
+    at least ``lengths.context`` patches is taken (level M always does). Every mask keeps the first
+    :func:`block_mask_lengths` patches in row-major order (the official collator's cut, with a length fixed by
+    the config instead of the shortest mask of the batch).
+    """
     if num_targets < 1:
         raise ValueError(f"num_targets must be at least 1, got {num_targets}")
-    if min_keep >= grid_h * grid_w:
-        raise ValueError(f"min_keep={min_keep} must be smaller than the {grid_h * grid_w} patches of the grid")
-    target_size = sample_block_size(generator, grid_h, grid_w, target_scale, target_aspect_ratio)
-    context_size = sample_block_size(generator, grid_h, grid_w, context_scale, context_aspect_ratio)
-    # a target block never holds more patches than its rectangle; keep min_keep reachable
-    target_keep = min(min_keep, target_size[0] * target_size[1] - 1)
-    contexts, targets = [], []
-    for _ in range(batch):
-        blocks = [_sample_block(generator, grid_h, grid_w, target_size, target_keep) for _ in range(num_targets)]
-        forbidden = None if allow_overlap else blocks
-        context = _sample_block(generator, grid_h, grid_w, context_size, min_keep, forbidden)
-        targets.append([torch.nonzero(b.flatten()).squeeze(1) for b in blocks])
-        contexts.append(torch.nonzero(context.flatten()).squeeze(1))
-    shortest_context = min(c.numel() for c in contexts)
-    shortest_target = min(t.numel() for per_sample in targets for t in per_sample)
-    context = torch.stack([c[:shortest_context] for c in contexts])
-    target = torch.stack(
-        [torch.stack([per_sample[m][:shortest_target] for per_sample in targets]) for m in range(num_targets)]
+    lengths = block_mask_lengths(grid_h, grid_w, target_scale, target_aspect_ratio, context_scale,
+                                 context_aspect_ratio, min_keep, context_keep)  # fmt: skip
+    device = generator.device
+    u = torch.rand(2, generator=generator, device=device, dtype=torch.float64)
+    target_h, target_w = _block_shape(u[0], grid_h, grid_w, target_scale, target_aspect_ratio)
+    context_h, context_w = _block_shape(u[1], grid_h, grid_w, context_scale, context_aspect_ratio)
+    targets = _blocks(generator, (batch, num_targets), grid_h, grid_w, target_h, target_w)  # (N, M, L)
+    levels = 1 if allow_overlap else num_targets + 1
+    candidates = _blocks(generator, (batch, levels, patience), grid_h, grid_w, context_h, context_w)  # (N, R, T, L)
+    if not allow_overlap:
+        # level r forbids the first M - r target blocks: cumulative unions, from none (level M) to all (level 0)
+        unions = torch.cumsum(targets.long(), dim=1).clamp(max=1).bool()  # (N, M, L): union of the first m + 1
+        empty = torch.zeros_like(unions[:, :1])
+        forbidden = torch.cat([unions.flip(1), empty], dim=1)  # level r -> union of the first M - r blocks
+        candidates = candidates & ~forbidden.unsqueeze(2)
+    ok = (candidates.sum(dim=-1) >= lengths.context).flatten(1)  # (N, R * T); the last level always holds
+    ok[:, -patience:] = True
+    first = ok.to(torch.int8).argmax(dim=1)  # the first acceptable candidate
+    flat = candidates.flatten(1, 2)
+    chosen = flat.gather(1, first.view(-1, 1, 1).expand(-1, 1, flat.shape[-1])).squeeze(1)  # (N, L)
+    return BlockMasks(
+        context=_first_indices(chosen, lengths.context),
+        targets=_first_indices(targets, lengths.target).transpose(0, 1).contiguous(),
     )
-    return BlockMasks(context=context, targets=target)
 
 
 def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

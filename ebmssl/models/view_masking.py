@@ -17,7 +17,7 @@ written for any joint-embedding method::
   view shared by all its samples (the official MSN draws one ``randperm`` per forward).
 
 Masks are drawn as :func:`ebmssl.models.masking.random_masking` draws them (uniform noise per patch,
-argsort, the first K) from the batch's CPU generator (seeded by seed, step, micro-batch and process),
+argsort, the first K) from the batch's device generator (seeded by seed, step, micro-batch and process),
 view by view in index order, so a resumed or multi-process run draws the masks an uninterrupted single
 run draws. Only the online branch is masked: an EMA target encodes full views, and a target taken from
 the online branch (``online``, ``stop_gradient``) is re-encoded from the full global views when one of
@@ -104,7 +104,7 @@ class ViewMasking:
             num_patches = int(grid_h * grid_w)
             rows = view.shape[0] if self.per_sample else 1
             # random_masking's draw (uniform noise, argsort, the first K), with K at least one
-            order = torch.argsort(torch.rand(rows, num_patches, generator=generator), dim=1)
+            order = torch.argsort(torch.rand(rows, num_patches, generator=generator, device=generator.device), dim=1)
             keep, _ = order[:, : self.kept(num_patches)].sort(dim=1)
             keeps[index] = keep.expand(view.shape[0], -1).to(view.device)
         return keeps

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -69,20 +70,21 @@ class Agreement:
     round trip and never waits for the GPU.
     """
 
-    def __init__(self, every_minutes: float | None) -> None:
+    def __init__(self, every_minutes: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # seconds; tests pass a controlled clock
         self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.group = None
         if self.distributed and dist.get_backend() != "gloo":
             self.group = dist.new_group(backend="gloo")
         self.every_seconds = float(every_minutes) * 60 if every_minutes else None
-        self.last_save = time.monotonic()
+        self.last_save = self.clock()
 
     def saved(self) -> None:
-        self.last_save = time.monotonic()
+        self.last_save = self.clock()
 
     def decide(self, signum: int) -> tuple[int, bool]:
         """(the agreed signal number or 0, whether a timed checkpoint is due), equal on every process."""
-        due = self.every_seconds is not None and time.monotonic() - self.last_save >= self.every_seconds
+        due = self.every_seconds is not None and self.clock() - self.last_save >= self.every_seconds
         if not self.distributed:
             return signum, due
         flags = torch.tensor([signum, int(due)], dtype=torch.int64)

@@ -53,10 +53,9 @@ def run_training(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     from accelerate import PartialState
 
-    from ebmssl.training.build import cpu_only
-    from ebmssl.training.validate import validate_config
+    from ebmssl.training.build import check_run, cpu_only
 
-    settings = validate_config(config)  # every section, before a directory is made or a dataset loads
+    settings = check_run(config)  # every section, built on the CPU, before a directory is made or a dataset loads
     # the process group is made here; a process stuck in a collective (a peer died) gives up after the timeout
     timeout = datetime.timedelta(minutes=float(settings.train["collective_timeout_minutes"]))
     state = PartialState(cpu=cpu_only(), timeout=timeout)

@@ -27,12 +27,11 @@ import torch
 
 from ebmssl.data.source import seed_for
 from ebmssl.strategies.base import Progress
-from ebmssl.training.build import RunParts, build_run, cpu_only, release_accelerator_state  # noqa: F401
+from ebmssl.training.build import build_run
 from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests
 from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
-from ebmssl.training.validate import data_section  # noqa: F401  (re-exported for tools/evaluate.py)
 
 
 class TrainingDiverged(RuntimeError):

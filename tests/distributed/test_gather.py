@@ -15,6 +15,7 @@ import torch
 from tests.distributed._harness import assert_matches, launch_two_processes, single_process_objective
 from tests.distributed.worker import build, inputs
 
+
 WORKER = Path(__file__).with_name("worker.py")
 SEED, VIEWS, BATCH, DIM = 3, 2, 16, 8
 

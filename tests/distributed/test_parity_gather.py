@@ -13,6 +13,7 @@ import torch
 from tests.distributed._harness import assert_matches, launch_two_processes, single_process_objective
 from tests.distributed.worker import build, inputs
 
+
 WORKER = Path(__file__).with_name("worker.py")
 SEED, VIEWS, BATCH, DIM = 5, 3, 16, 8
 

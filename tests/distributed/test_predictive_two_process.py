@@ -13,6 +13,7 @@ import pytest
 from tests.distributed._harness import assert_matches, launch_two_processes
 from tests.distributed.predictive_worker import build, inputs, loss_and_grad
 
+
 WORKER = Path(__file__).with_name("predictive_worker.py")
 SEED, BATCH = 5, 8
 METHODS = ["ijepa", "jepa_vicreg", "jepa_sigreg"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ from ebmssl.training.run import run_training
 from ebmssl.training.rundir import MARKER, prepare_run_dir
 from ebmssl.training.trainer import Trainer
 from tests.training.test_methods_end_to_end import tiny_run_config
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,13 +83,10 @@ def test_overwrite_refuses_what_ebmssl_did_not_create(case: str, tmp_path: Path,
     assert (target / "thesis.tex").read_text() == "years of work"
 
 
-def test_overwrite_refusal_from_the_command_line(tmp_path: Path) -> None:
+def test_overwrite_refusal_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train.py"), "--output-dir", str(tmp_path), "--overwrite"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert completed.returncode == 2 and "refuses to delete" in completed.stderr
+    code = command_line()(["--output-dir", str(tmp_path), "--overwrite"])
+    assert code == 2 and "refuses to delete" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -249,28 +248,38 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["moco_v2", "dino"])
-def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(method: str, tmp_path: Path) -> None:
-    config = tiny(method, "train.epochs=3", "train.max_steps=null", "train.log_every=3", "data.dataset.num_samples=256", "eval.knn_every_epochs=0")
+@pytest.mark.parametrize(
+    "method, signum, code",
+    # a queue + EMA target under a scheduler's SIGTERM; a center + EMA teacher under a real Ctrl-C
+    [("moco_v2", signal.SIGTERM, 143), ("dino", signal.SIGINT, 130)],
+    ids=["moco_v2-SIGTERM-143", "dino-SIGINT-130"],
+)
+def test_a_signal_mid_epoch_then_resume_matches_the_uninterrupted_run(method: str, signum: int, code: int, tmp_path: Path) -> None:
+    config = tiny(method, "train.epochs=2", "train.max_steps=null", "train.log_every=3", "data.dataset.num_samples=256", "eval.knn_every_epochs=0")
     path = write_config(config, tmp_path / "run.yaml")
     full = subprocess.run(train_command(path, tmp_path / "full"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     process = subprocess.Popen(train_command(path, tmp_path / "split"), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "split" / "metrics.jsonl"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300  # bounds a hang only; the signal is sent on progress, not on time
     while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # past step 6 of 48
-            process.send_signal(signal.SIGTERM)
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # past step 6 of 32
+            process.send_signal(signum)
             break
         time.sleep(0.005)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 143, stderr[-3000:]
-    assert "stopped by SIGTERM" in stderr and "--resume" in stderr
-    stopped = latest_checkpoint(tmp_path / "split" / "checkpoints")
+    stdout, stderr = process.communicate(timeout=300)
+    name = signal.Signals(signum).name
+    assert process.returncode == code, stderr[-3000:]
+    assert f"received {name}" in stdout + stderr and f"stopped by {name}" in stderr and "--resume" in stderr
+    if signum == signal.SIGINT:
+        assert "press Ctrl-C again to exit at once" in stdout + stderr
+    stopped = latest_checkpoint(tmp_path / "split" / "checkpoints")  # verified against its manifest
     step = int(stopped.name.split("-")[1])
-    assert 6 <= step < 48 and step % 16, step  # mid-epoch (16 steps per epoch)
+    assert 6 <= step < 16, step  # mid-epoch (16 steps per epoch): the resumed run crosses an epoch end
+    assert f"stopped by {name} at step {step};" in stderr
     resumed = subprocess.run(train_command(path, tmp_path / "split", "--resume"), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {stopped}" in resumed.stdout + resumed.stderr
     expected, got = records(tmp_path / "full"), records(tmp_path / "split")
     assert [r["step"] for r in got] == [r["step"] for r in expected]
     for a, b in zip(expected, got):
@@ -279,18 +288,104 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(method: str
                 assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], key)
 
 
+def command_line(tool: str = "train") -> Any:
+    """``main`` of tools/<tool>.py (the exit code it returns is the process's), run in this process: no
+    interpreter start per case. The scripts themselves run as processes in the slow tests."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"ebmssl_{tool}_tool", ROOT / "tools" / f"{tool}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_a_run_that_keeps_diverging_exits_with_3_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ebmssl.training import optim
+
+    # a config cannot ask for lr 1e30 (the optimiser's lr range refuses it): the optimiser is handed it directly
+    monkeypatch.setattr(optim, "scaled_learning_rate", lambda *args, **kwargs: 1.0e30)
+    config = tiny("simclr", "train.epochs=1", "train.max_steps=4", "train.log_every=2", "train.max_skipped_steps=2",
+                  "train.checkpoint_every_epochs=0")
+    path = write_config(config, tmp_path / "run.yaml")
+    code = command_line()(["--config", str(path), "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "error: 2 steps in a row were non-finite (train.max_skipped_steps=2)" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unloadable_resume_checkpoint_exits_with_2_and_runs_nothing(
+    three_checkpoints: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(three_checkpoints, tmp_path)
+    newest = run_dir / "checkpoints" / "step-00000003"
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("EBMSSL_PWNED", str(pwned))
+    with open(newest / "optimizer.pt", "wb") as handle:
+        pickle.dump({"state": _Payload()}, handle)
+    write_manifest(newest, 3)  # verifies, so only the loader's refusal can stop it
+    config = write_config(tiny("moco_v2", "train.max_steps=4"), tmp_path / "run.yaml")
+    code = command_line()(["--config", str(config), "--output-dir", str(run_dir), "--resume", str(newest)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: --resume" in err and "refused to load" in err and not pwned.exists()
+    assert latest_checkpoint(run_dir / "checkpoints") == newest  # nothing trained, nothing saved
+
+
 def test_resume_from_an_explicit_checkpoint(three_checkpoints: Path, tmp_path: Path) -> None:
     run_dir = copy_run(three_checkpoints, tmp_path)
     trainer = Trainer(tiny("moco_v2", "train.max_steps=3"), run_dir, resume="step-00000001")
     assert trainer.step == 1 and trainer.parts.resumed_from.name == "step-00000001"
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_timed_checkpoints_fall_due_and_restart_after_a_save() -> None:
     from ebmssl.training.preemption import Agreement
 
-    agreement = Agreement(every_minutes=0.5 / 60_000)  # half a millisecond
-    time.sleep(0.01)
+    clock = ManualClock()
+    agreement = Agreement(every_minutes=0.5, clock=clock)  # every 30 s
+    clock.now += 29.999
+    assert agreement.decide(0) == (0, False)
+    clock.now += 0.001
     assert agreement.decide(0) == (0, True)
+    assert agreement.decide(signal.SIGTERM) == (signal.SIGTERM, True)  # due until a save restarts the interval
     agreement.saved()
     assert agreement.decide(signal.SIGTERM) == (signal.SIGTERM, False)
-    assert Agreement(every_minutes=None).decide(0) == (0, False)
+    clock.now += 30.0
+    assert agreement.decide(0) == (0, True)
+    clock.now += 10**6
+    assert Agreement(every_minutes=None, clock=clock).decide(0) == (0, False)
+
+
+def test_the_loop_saves_when_the_clock_says_a_timed_checkpoint_is_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.checkpoint_every_minutes in the loop, on a clock that moves 10 s per reading (no sleeping)."""
+    import functools
+
+    from ebmssl.training import trainer as trainer_module
+    from ebmssl.training.preemption import Agreement
+
+    readings: list[float] = []
+
+    def clock() -> float:
+        readings.append(10.0 * len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(trainer_module, "Agreement", functools.partial(Agreement, clock=clock))
+    config = tiny("simclr", "train.epochs=2", "train.max_steps=7", "train.checkpoint_every_minutes=0.5",
+                  "train.checkpoint_every_epochs=0", "train.keep_checkpoints=0", "eval.knn_every_epochs=0")
+    Trainer(config, tmp_path).train()
+    # readings: start 0; steps 1-3 decide at 10, 20, 30 (due: 30 s since 0), the save reads 40; steps 4-6 at
+    # 50, 60, 70 (due), the save reads 80; step 7 at 90 is the last step (always saved)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert saved == ["step-00000003", "step-00000006", "step-00000007"], (saved, readings)

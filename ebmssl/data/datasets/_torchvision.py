@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ebmssl.data.dataset import not_found
+
+DOWNLOAD_TIMEOUT_SECONDS = 60.0  # per connection attempt and per read: a missing network fails, never hangs
+
+
+@contextmanager
+def download_timeout(seconds: float = DOWNLOAD_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Give every socket opened inside the block (torchvision's urllib downloads) a timeout of ``seconds``."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def load_torchvision(
@@ -20,7 +35,8 @@ def load_torchvision(
 ) -> Any:
     """``factory(root, download=False, **kwargs)``; if absent and ``download``, retry with download=True.
 
-    Raises DatasetNotFoundError naming the dataset, the directory tried and the fixes.
+    The download runs under :func:`download_timeout`. Raises DatasetNotFoundError naming the dataset, the
+    directory tried and the fixes (the offline ones first).
     """
     path = os.path.join(os.path.abspath(root), folder)
     try:
@@ -29,14 +45,16 @@ def load_torchvision(
         first_error: BaseException = error
     if download:
         try:
-            return factory(root, download=True, **kwargs)
+            with download_timeout():
+                return factory(root, download=True, **kwargs)
         except Exception as error:  # noqa: BLE001  (network errors come in many types)
             raise not_found(
                 name,
-                [path, "download (failed)"],
+                [path, f"download (failed; timeout {DOWNLOAD_TIMEOUT_SECONDS:g} s)"],
                 [
-                    f"check the internet connection, or place the files under {path} and set `root: {root}`",
+                    f"offline: place the files under {path} (or point `root:` at them) and set `download: false`",
                     *extra_fixes,
+                    "check the internet connection",
                 ],
                 error,
             ) from error

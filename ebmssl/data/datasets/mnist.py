@@ -2,8 +2,8 @@
 
 Both load through torchvision (``root/MNIST/raw``, ``root/FashionMNIST/raw``). Fashion-MNIST also reads
 the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/*-ubyte.gz``) when the
-torchvision copy is absent and downloading is off or fails, so it works offline where that package is
-installed.
+torchvision copy is absent, before it would download, so it works offline where that package is installed.
+Downloads run with a socket timeout (``_torchvision.DOWNLOAD_TIMEOUT_SECONDS``): no network fails, never hangs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torchvision import datasets as tv_datasets
 
-from ebmssl.data.dataset import DatasetNotFoundError, ImageDataset, not_found
-from ebmssl.data.datasets._torchvision import load_torchvision
+from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset, not_found, spec_info, states_info
+from ebmssl.data.datasets._torchvision import DOWNLOAD_TIMEOUT_SECONDS, load_torchvision
 from ebmssl.registry import register_dataset
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -62,7 +62,15 @@ def _system_files(directory: str, train: bool) -> tuple[str, str]:
     )
 
 
+def _describe(name: str, mean: tuple, std: tuple):
+    def describe(train: bool = True, **_: object) -> DatasetInfo:
+        return spec_info(name, 1, 28, 10, True, 60000 if train else 10000, mean, std)
+
+    return describe
+
+
 @register_dataset("mnist")
+@states_info(_describe("mnist", MNIST_MEAN, MNIST_STD))
 def mnist(root: str = "data", train: bool = True, download: bool = True) -> ImageDataset:
     """MNIST digits: 60,000 train / 10,000 test 28x28 grayscale images (torchvision download)."""
     raw = load_torchvision("mnist", tv_datasets.MNIST, root, download, "MNIST/raw", train=train)
@@ -70,18 +78,26 @@ def mnist(root: str = "data", train: bool = True, download: bool = True) -> Imag
 
 
 @register_dataset("fashion_mnist")
+@states_info(_describe("fashion_mnist", FASHION_MNIST_MEAN, FASHION_MNIST_STD))
 def fashion_mnist(
     root: str = "data", train: bool = True, download: bool = True, system_dir: str = FASHION_MNIST_SYSTEM_DIR
 ) -> ImageDataset:
-    """Fashion-MNIST: 60,000 / 10,000 28x28 grayscale images; torchvision path, download, then the Debian files."""
+    """Fashion-MNIST: 60,000 / 10,000 28x28 grayscale images; torchvision's copy, the Debian files, then a download."""
     torchvision_dir = os.path.join(os.path.abspath(root), "FashionMNIST", "raw")
-    tried = [torchvision_dir]
+    image_file, label_file = _system_files(system_dir, train)
+    tried = [torchvision_dir, system_dir]
     errors: list[BaseException] = []
     try:
         raw = tv_datasets.FashionMNIST(root, train=train, download=False)
         return _from_torchvision(raw, "fashion_mnist", FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_CLASSES)
     except RuntimeError as error:
         errors.append(error)
+    if os.path.isfile(image_file) and os.path.isfile(label_file):  # local files win over any download
+        images, labels = read_idx(image_file), read_idx(label_file)
+        return ImageDataset(
+            images.unsqueeze(1).contiguous(), labels.to(torch.int64), 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+            "fashion_mnist", FASHION_MNIST_CLASSES,
+        )  # fmt: skip
     if download:
         try:
             raw = load_torchvision(
@@ -89,17 +105,12 @@ def fashion_mnist(
             )
             return _from_torchvision(raw, "fashion_mnist", FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_CLASSES)
         except DatasetNotFoundError as error:
-            tried.append("download (failed)")
+            tried.append(f"download (failed; timeout {DOWNLOAD_TIMEOUT_SECONDS:g} s)")
             errors.append(error.__cause__ or error)
-    image_file, label_file = _system_files(system_dir, train)
-    tried.append(system_dir)
-    if os.path.isfile(image_file) and os.path.isfile(label_file):
-        images, labels = read_idx(image_file), read_idx(label_file)
-        return ImageDataset(
-            images.unsqueeze(1).contiguous(), labels.to(torch.int64), 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
-            "fashion_mnist", FASHION_MNIST_CLASSES,
-        )  # fmt: skip
-    fixes = ["point `root:` at a directory holding FashionMNIST/raw/ (torchvision's layout)"]
-    fixes.insert(0, "check the internet connection" if download else "set `download: true` (needs internet)")
-    fixes.append(f"install the Debian package (`apt-get install dataset-fashion-mnist`, files in {system_dir})")
+    fixes = [
+        f"offline: install the Debian package (`apt-get install dataset-fashion-mnist`, files in {system_dir}) "
+        f"and set `download: false`",
+        "point `root:` at a directory holding FashionMNIST/raw/ (torchvision's layout)",
+        "check the internet connection" if download else "set `download: true` (needs internet)",
+    ]
     raise not_found("fashion_mnist", tried, fixes, errors[-1] if errors else None)

@@ -160,6 +160,7 @@ class ViewPipeline:
         if self.to_rgb:
             mean, std = mean * 3, std * 3
         self.mean, self.std = tuple(mean), tuple(std)
+        self._statistics_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self.recipes = list(recipes)
         self.num_global = int(num_global)
         self.num_views = len(self.recipes)
@@ -179,9 +180,17 @@ class ViewPipeline:
         return x
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype)
-        return A.normalize(x, mean, std)
+        return A.normalize(x, *self._statistics(x.device, x.dtype))
+
+    def _statistics(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std as tensors on ``device``, made there by fills (no host-to-device copy), once."""
+        cache, key = self._statistics_cache, (device, dtype)
+        if key not in cache:
+            cache[key] = tuple(  # type: ignore[assignment]
+                torch.stack([torch.full((), float(v), device=device, dtype=dtype) for v in values])
+                for values in (self.mean, self.std)
+            )
+        return cache[key]
 
     # -- API -------------------------------------------------------------------------------------
     @torch.no_grad()

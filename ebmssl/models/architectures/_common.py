@@ -150,10 +150,11 @@ class MaskTokenTransformer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
         init_mask_token(self.mask_token, std=0.02)
         self.transformer = TransformerStack(width, depth, num_heads, mlp_ratio)
-        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+        self._positions: dict[tuple, torch.Tensor] = {}
 
     def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(grid_h * grid_w, width) sine-cosine positions on ``like``'s device and dtype."""
-        if grid not in self._positions:
-            self._positions[grid] = sincos_2d(self.width, *grid)
-        return self._positions[grid].to(device=like.device, dtype=like.dtype)
+        key = (grid, like.device, like.dtype)  # made and moved once per run, not copied every step
+        if key not in self._positions:
+            self._positions[key] = sincos_2d(self.width, *grid).to(device=like.device, dtype=like.dtype)
+        return self._positions[key]

@@ -8,7 +8,7 @@ I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-E
 Architecture"; official code facebookresearch/ijepa, ``src/train.py`` and ``src/models/vision_transformer.py``):
 
 * masks: :func:`ebmssl.models.masking.multi_block_masks` (one context block, ``num_targets`` target
-  blocks), drawn from the batch's CPU generator;
+  blocks), drawn on the device from the batch's generator, with lengths fixed by the config;
 * context encoder: the ViT on the context patches only (``ViTBackbone.tokens(x, keep=context)``);
 * target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): a momentum copy of the
   context encoder run on the whole image without gradient; its final-layer-normed patch tokens are
@@ -49,7 +49,7 @@ from ebmssl.models.architectures._common import (
     momentum_step,
     sub_mapping,
 )
-from ebmssl.models.masking import BlockMasks, gather_tokens, multi_block_masks
+from ebmssl.models.masking import BlockMasks, block_mask_lengths, gather_tokens, multi_block_masks
 from ebmssl.registry import ConfigError, register_architecture
 from ebmssl.strategies.base import Progress
 from ebmssl.models.architectures.joint_embedding import LearnerOutput
@@ -58,6 +58,7 @@ MODEL_KEYS = ("architecture", "backbone", "token_predictor", "masks", "target_en
 PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
 MASK_KEYS = (
     "num_targets", "target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio", "min_keep", "allow_overlap",
+    "context_keep",
 )  # fmt: skip
 
 
@@ -125,10 +126,10 @@ class JEPA(nn.Module):
     # -- forward ------------------------------------------------------------------------------------
     def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=images.device).manual_seed(0)
         grid = self.context_encoder.grid(*images.shape[-2:])
         masks = multi_block_masks(generator, images.shape[0], *grid, **self.mask_config)
-        return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))
+        return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))  # no-ops: drawn there
 
     def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:
         """(M * N, Kt, D) layer-normed target tokens, block-major (official ``repeat_interleave_batch`` order)."""
@@ -234,5 +235,11 @@ def build_jepa(
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.token_predictor: {error}.") from error
     probe = OnlineLinearProbe(encoder.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
+    size = getattr(encoder, "image_size", None)
+    if size is not None:  # the mask lengths are a pure function of the grid and the ranges: check them once
+        try:
+            block_mask_lengths(*encoder.grid(size, size), **{k: v for k, v in masks.items() if k not in ("num_targets", "allow_overlap")})
+        except ValueError as error:
+            raise ConfigError(f"{where}.masks: {error}.") from error
     model = JEPA(encoder, predictor, objective, masks, momentum, probe)
     return model

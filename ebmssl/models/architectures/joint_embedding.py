@@ -136,7 +136,7 @@ class Learner(nn.Module):
         if self.mask_views is None:
             return None
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=views[0].device).manual_seed(0)
         return self.mask_views.draw(generator, views, self.num_global, self.online.backbone)
 
     def _targets_reuse_masked(self, keeps: Keeps) -> bool:
@@ -191,7 +191,7 @@ class Learner(nn.Module):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> LearnerOutput:
-        """``generator``: a CPU generator seeded by (seed, step, micro, process) for model-side randomness
+        """``generator``: a device generator seeded by (seed, step, micro, process) for model-side randomness
         (the ``mask_views`` masks; a fixed seed-0 generator when None)."""
         views = list(views)
         keeps = self.draw_masks(views, generator)

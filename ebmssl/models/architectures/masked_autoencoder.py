@@ -113,7 +113,7 @@ class MaskedAutoencoder(_ReconstructionBase):
     ) -> LearnerOutput:
         images = views[0]
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=images.device).manual_seed(0)
         grid = self.vit.grid(*images.shape[-2:])
         masks = random_masking(generator, images.shape[0], grid[0] * grid[1], self.mask_ratio)
         keep, masked = masks.keep.to(images.device), masks.masked.to(images.device)
@@ -147,9 +147,9 @@ class DenoisingAutoencoder(_ReconstructionBase):
     def corrupt(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``gaussian``: x + sigma eps; ``pixel_mask``: each pixel (all channels) zeroed with probability ``amount``."""
         if self.corruption == "gaussian":
-            noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+            noise = torch.randn(images.shape, generator=generator, device=generator.device).to(images.device, images.dtype)
             return images + self.amount * noise
-        drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator) < self.amount
+        drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator, device=generator.device) < self.amount
         return images * (~drop).to(images.device, images.dtype)
 
     def forward(
@@ -157,7 +157,7 @@ class DenoisingAutoencoder(_ReconstructionBase):
     ) -> LearnerOutput:
         images = views[0]
         if generator is None:
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=images.device).manual_seed(0)
         features = self.backbone(self.corrupt(images, generator))
         reconstruction = self.decoder(features)
         with torch.autocast(device_type=images.device.type, enabled=False):

@@ -15,7 +15,7 @@ for a deterministic energy) and a per-sample cost ``penalty`` (N,), in nats wher
 * ``noisy_bottleneck``: z = tanh(mu) + sigma_0 eps with a fixed sigma_0, R = 0: a bounded, noisy channel
   of ``latent_dim`` dimensions carries at most latent_dim / 2 log(1 + 1 / sigma_0^2) nats.
 
-Noise comes from the caller's generator (the batch's CPU generator during training).
+Noise comes from the caller's generator, on its device (the batch's device generator during training).
 """
 
 from __future__ import annotations
@@ -23,17 +23,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ebmssl.registry import Registry
-
-LATENT_REGULARISERS = Registry("latent regulariser")
-
-
-def register_latent_regulariser(name: str):
-    return LATENT_REGULARISERS.register(name)
+from ebmssl.registry import register_latent_regulariser
 
 
 def _noise(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device).to(device=like.device, dtype=like.dtype)
 
 
 class LatentRegulariser(nn.Module):

@@ -15,11 +15,13 @@ integrated with the trapezoid rule on ``knots`` points of [0, t_max], doubled by
 defaults: 17 knots, t_max = 3). SIGReg is the mean of EP_k over the K slices (official MINIMAL.md:
 K = 256), then the mean over views. The same directions serve every view of a step.
 
-Directions: a generator seeded with ``seed + step`` draws A (float32, on the CPU, then moved to the
-input's device and dtype), so a run is reproducible and every process uses the same directions as long
-as the steps agree (the step advances in ``update`` and is set by ``set_progress``; it is kept on the host,
-so no step reads the device, and mirrored in a buffer saved with ``state_dict``). The official library seeds a generator on the input's device with its own
-step counter synchronised by an all-reduce MAX; on the CPU with seed 0 the draws are the same.
+Directions: A is a pure function of (``seed``, step), drawn on the device by a counter-based generator
+(:func:`random_directions`: SplitMix64 hashes of (seed, step, index), Box-Muller), so a run is reproducible
+and every process uses the same directions as long as the steps agree (the step is a device buffer saved
+with ``state_dict``, advanced in ``update`` and set by ``set_progress``: no step reads it on the host, and
+``torch.compile`` sees it as a tensor, so it does not recompile per step). The official library seeds a
+torch generator on the input's device with its own step counter synchronised by an all-reduce MAX; the
+directions follow the same law (normalised N(0, I) columns) from another random stream.
 Across processes the projections are gathered with gradient, so the statistic is the one of the
 global batch (the official code all-reduces the ECF means, which is the same value).
 
@@ -34,6 +36,8 @@ go to ``energy_weight`` and this strategy's ``weight``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -65,11 +69,45 @@ def epps_pulley(projections: torch.Tensor, knots: int = 17, t_max: float = 3.0) 
     return (error @ weights) * n
 
 
-def random_directions(dim: int, num_slices: int, seed: int) -> torch.Tensor:
-    """(dim, num_slices) unit-norm Gaussian directions from a CPU generator seeded with ``seed`` (float32)."""
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed))
-    directions = torch.randn((dim, num_slices), generator=generator)
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    """A 64-bit constant as the int64 torch stores (two's complement)."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 ``x`` (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser (Steele et al. 2014) on int64 tensors (products wrap modulo 2^64)."""
+    x = x + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shift_right(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift_right(x, 27)) * _signed(0x94D049BB133111EB)
+    return x ^ _shift_right(x, 31)
+
+
+def random_directions(
+    dim: int, num_slices: int, seed: int, step: torch.Tensor | int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """(dim, num_slices) unit-norm Gaussian directions (float32), a pure function of (seed, step).
+
+    Counter-based: uniforms are SplitMix64 hashes of (seed, step, index), turned Gaussian by Box-Muller, all
+    on the device of ``step`` (a tensor, e.g. the strategy's step buffer) or ``device``. Nothing is read on
+    the host or copied from it, and a traced step sees the step as a tensor input (no recompile per step).
+    """
+    if not isinstance(step, torch.Tensor):
+        step = torch.full((), int(step), dtype=torch.long, device=device)
+    count = dim * num_slices
+    key = _splitmix64(_splitmix64(step.to(torch.long) + _signed(int(seed) * 0xD1B54A32D192ED03)))
+    bits = _splitmix64(key + torch.arange(2 * count, device=step.device, dtype=torch.long))
+    uniform = (_shift_right(bits, 11).to(torch.float64) + 0.5) * 2.0**-53  # (0, 1), 53 random bits
+    radius = torch.sqrt(-2.0 * torch.log(uniform[:count]))
+    directions = (radius * torch.cos(2 * math.pi * uniform[count:])).to(torch.float32).view(dim, num_slices)
     return directions / directions.norm(p=2, dim=0)
 
 
@@ -116,14 +154,7 @@ class SIGReg(Strategy):
         self.center_target = center_target
         self.num_global_views = num_global_views
         self.bound_global_views: int | None = None
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._host_step = 0  # the step on the host: choosing directions must not read the device buffer
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        saved = state_dict.get(prefix + "step")
-        if saved is not None:
-            self._host_step = int(saved)  # once, at load time (a checkpoint's tensors are on the CPU)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # chooses the directions (on the device)
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.bound_global_views = int(sizes.num_global_views)
@@ -131,8 +162,9 @@ class SIGReg(Strategy):
     def directions(
         self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
-        """This step's (dim, num_slices) directions, identical on every process at the same step."""
-        directions = random_directions(dim, self.num_slices, self.seed + self._host_step)
+        """This step's (dim, num_slices) directions, identical on every process at the same step; made on the
+        step buffer's device from the buffer itself (no host value enters a traced step)."""
+        directions = random_directions(dim, self.num_slices, self.seed, self.step)
         return directions.to(device=device, dtype=dtype)
 
     def statistic(self, x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -157,12 +189,7 @@ class SIGReg(Strategy):
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
-        self._set_step(self._host_step + 1)
+        self.step.add_(1)  # on the device
 
     def set_progress(self, progress: Progress) -> None:
-        self._set_step(int(progress.step))
-
-    def _set_step(self, step: int) -> None:
-        """The host counter and the saved buffer together (``fill_`` from a Python int: no device read)."""
-        self._host_step = step
-        self.step.fill_(step)
+        self.step.fill_(int(progress.step))  # outside the traced step; ``fill_`` from a Python int: no device read

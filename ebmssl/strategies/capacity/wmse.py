@@ -47,12 +47,12 @@ def whiten(x: torch.Tensor, eps: float = 0.0, check: bool = True) -> torch.Tenso
 
 
 def shared_permutation(n: int, device: torch.device | None = None) -> torch.Tensor:
-    """``torch.randperm(n)`` from the default generator (as the official code), identical on every process."""
-    perm = torch.randperm(n)
+    """``torch.randperm(n)`` from ``device``'s default generator (the official code draws from the default
+    generator), drawn there (no host-to-device copy), identical on every process (broadcast from process 0)."""
+    perm = torch.randperm(n, device=device if device is not None else "cpu")
     if distributed.is_distributed():
-        perm = perm.to(device if device is not None else "cpu")
         dist.broadcast(perm, src=0)
-    return perm.to(device) if device is not None else perm
+    return perm
 
 
 def sub_batches(perm: torch.Tensor, w_size: int) -> list[torch.Tensor]:

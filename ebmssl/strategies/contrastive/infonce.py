@@ -78,12 +78,13 @@ class InfoNCE(Strategy):
         logits = -energy.pairwise(torch.cat(anchors, dim=0), candidates)  # (U * n, V * global_n)
         global_n = candidates.shape[0] // len(views)
         rows = torch.arange(len(anchors) * n, device=logits.device)
-        view_of_row = torch.tensor(anchor_ids, device=logits.device).repeat_interleave(n)
+        # the view of each row, filled on the device (a tensor from a Python list would be a host copy)
+        view_of_row = torch.cat([torch.full((n,), i, device=logits.device, dtype=torch.long) for i in anchor_ids])
         self_index = view_of_row * global_n + distributed.local_offset(n) + rows % n
         exclude = torch.zeros_like(logits, dtype=torch.bool)
         exclude[rows, self_index] = True
         per_view = log_partition(logits, exclude).view(len(anchors), n).mean(dim=1)
-        return batch.reduce_pairs(per_view[[anchor_ids.index(i) for i, _ in batch.pairs]])
+        return batch.reduce_pairs(torch.stack([per_view[anchor_ids.index(i)] for i, _ in batch.pairs]))
 
     def _pair_term(self, batch: ViewBatch, energy: nn.Module, a: torch.Tensor, b: torch.Tensor, pair: Pair) -> torch.Tensor:
         n = a.shape[0]
