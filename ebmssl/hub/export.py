@@ -39,13 +39,16 @@ def backbone_spec(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def channel_candidates(config: dict[str, Any]) -> list[int]:
-    """The input channels the backbone may have been built for: what the config states first, then 3 and 1."""
+    """The input channels the backbone may have been built for: the view pipeline's (built from the dataset's
+    stated info, no file read) first, then 3 and 1; the weights decide among them."""
     data = config.get("data") or {}
     stated = []
-    if (data.get("views") or {}).get("to_rgb"):
-        stated.append(3)
-    if isinstance((data.get("dataset") or {}).get("channels"), int):
-        stated.append(int(data["dataset"]["channels"]))
+    try:
+        from ebmssl.data import build_views, dataset_info
+
+        stated.append(int(build_views(data["views"], dataset_info(data["dataset"], train=True)).channels))
+    except Exception:  # a dataset that cannot describe itself without its files: let the weights tell
+        pass
     return list(dict.fromkeys([*stated, 3, 1]))
 
 
