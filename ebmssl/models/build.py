@@ -71,6 +71,33 @@ def random_init_backbone(model_config: Mapping[str, Any] | None, in_channels: in
         return build_model_backbone(model_config, in_channels, where)
 
 
+@torch.no_grad()
+def check_backbone_input(backbone: nn.Module, channels: int, sizes: Sequence[int], where: str = "model.backbone") -> None:
+    """Run ``backbone`` once on two blank images of each size (eval mode, then its mode restored): a size it
+    cannot take (too small for its downsampling, a fixed ViT input size) is a ConfigError here, before training,
+    not an error inside the first step."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for size in dict.fromkeys(int(s) for s in sizes):
+            try:
+                out = backbone(torch.zeros(2, int(channels), size, size))
+            except (RuntimeError, AssertionError, ValueError) as error:
+                detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ConfigError(
+                    f"{where}: {type(backbone).__name__} cannot encode the {channels}x{size}x{size} views ({detail}). "
+                    f"Use views of a size the model takes, or configure the model for them (timm: `img_size: {size}` "
+                    f"or `dynamic_img_size: true`; convolutional networks need enough pixels for their downsampling)."
+                ) from None
+            if out.dim() != 2 or out.shape[1] != backbone.output_dim:
+                raise ConfigError(
+                    f"{where}: {type(backbone).__name__} returned shape {tuple(out.shape)} for {size}x{size} views; "
+                    f"a backbone returns (N, output_dim={backbone.output_dim})."
+                )
+    finally:
+        backbone.train(was_training)
+
+
 def build_head(spec: Mapping[str, Any] | str, input_dim: int, where: str = "model.head") -> nn.Module:
     """Build one registered head; ``input_dim`` is passed as a keyword and must not appear in ``spec``.
 

@@ -211,3 +211,17 @@ def test_no_host_sync_inside_a_step(method: str, backbone: dict) -> None:
     syncs = record(method, f"model.backbone={json.dumps(backbone)}")
     found = dict(syncs.forward + syncs.backward)
     assert found == {}, f"{method} on {backbone['name']}: host-device synchronisations in one step: {found}"
+
+
+@pytest.mark.parametrize("backbone, message", [
+    ({"name": "timm", "model": "test_convnext"}, r"cannot encode the 3x16x16 views .*enough pixels"),  # 32x downsampling
+    ({"name": "timm", "model": "vit_tiny_patch16_224", "depth": 1, "patch_size": 4},  # fixed 224 px input
+     r"cannot encode the 3x16x16 views .*img_size: 16"),
+])
+def test_a_view_size_the_model_cannot_take_is_refused_by_the_check(backbone: dict, message: str) -> None:
+    from ebmssl.training.build import check_run
+
+    config = tiny("simclr")
+    config["model"]["backbone"] = backbone
+    with pytest.raises(ConfigError, match=message):
+        check_run(config)
