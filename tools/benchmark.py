@@ -143,9 +143,9 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
         flops = counter.get_total_flops()  # model forward + backward (+ the objective) of one step
     median = statistics.median(times)
     row = {
-        "config": str(config.get("_source")), "batch": trainer.micro_batch, "views": trainer.views.num_views,
-        "median_step_ms": 1e3 * median, "images_per_s": trainer.micro_batch / median,
-        "seconds_per_epoch_50k": 50_000 / (trainer.micro_batch / median), "achieved_tflops": flops / median / 1e12,
+        "config": str(config.get("_source")), "batch": trainer.parts.micro_batch, "views": trainer.parts.views.num_views,
+        "median_step_ms": 1e3 * median, "images_per_s": trainer.parts.micro_batch / median,
+        "seconds_per_epoch_50k": 50_000 / (trainer.parts.micro_batch / median), "achieved_tflops": flops / median / 1e12,
         "peak_memory_mib": peak_memory_mib(device),
     }  # fmt: skip
     if args.peak_tflops:

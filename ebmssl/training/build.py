@@ -70,6 +70,27 @@ def release_accelerator_state() -> None:
     GradientState._reset_state()
 
 
+def resolve_mixed_precision(setting: Any) -> str | None:
+    """``train.mixed_precision``: ``auto`` -> None, so accelerate uses its own setting (``accelerate launch
+    --mixed_precision bf16``, the ``accelerate config`` file through ``accelerate launch``, or the
+    ACCELERATE_MIXED_PRECISION environment variable; ``no`` without any); anything else is used as given."""
+    return None if setting in (None, "auto") else str(setting)
+
+
+def apply_device_defaults(train_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """CUDA speed defaults: TF32 for float32 matmuls and convolutions (``train.tf32``) and cuDNN autotuning
+    (``train.cudnn_benchmark``, off when ``train.deterministic``). Nothing changes on other devices;
+    returns what was set."""
+    if device.type != "cuda":
+        return {}
+    tf32 = bool(train_cfg.get("tf32", True))
+    benchmark = bool(train_cfg.get("cudnn_benchmark", True)) and not train_cfg.get("deterministic", False)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = benchmark
+    return {"tf32": tf32, "cudnn_benchmark": benchmark}
+
+
 def make_accelerator(train_cfg: dict[str, Any]):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
@@ -78,7 +99,7 @@ def make_accelerator(train_cfg: dict[str, Any]):
     timeout = datetime.timedelta(minutes=float(train_cfg["collective_timeout_minutes"]))
     return Accelerator(
         cpu=cpu_only(),
-        mixed_precision=str(train_cfg["mixed_precision"]),
+        mixed_precision=resolve_mixed_precision(train_cfg["mixed_precision"]),
         gradient_accumulation_steps=int(train_cfg["grad_accumulation"]),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
@@ -128,7 +149,7 @@ def build_training(config: dict[str, Any], settings: Settings, views: Any, info:
                    device_type: str, source: str) -> dict[str, Any]:
     """Learner, optimiser and schedules: the part of a run that :func:`check_run` and :func:`build_run` share."""
     train_cfg, data_cfg = settings.train, settings.data
-    learner = build_model(config, train_cfg, views, info, num_processes, source)
+    learner = build_model(config, train_cfg, views, info, num_processes, device_type, source)
     optimizer = build_optimizer(
         train_cfg["optimizer"], learner, int(data_cfg["batch_size"]), train_cfg["lr_scaling"],
         where=f"{source}: train.optimizer", device_type=device_type, fused=train_cfg["fused_optimizer"],
@@ -229,7 +250,8 @@ def build_pipeline(data_cfg: dict[str, Any], info: Any, source: str):
     return build_views(data_cfg["views"], info, where=f"{source}: data.views")
 
 
-def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, info: Any, num_processes: int, source: str):
+def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, info: Any, num_processes: int,
+                device_type: str, source: str):
     """Objective and learner for ``views`` over data described by ``info`` (its ``num_classes`` sizes the
     online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
@@ -241,11 +263,45 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
         num_classes=info.num_classes, where=f"{source}: model",
     )
     if train_cfg["sync_batchnorm"] and num_processes > 1:
-        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+        learner = synchronise_batchnorm(learner, device_type)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)
     if learner.channels_last:
         learner = learner.to(memory_format=torch.channels_last)
     return learner
+
+
+def synchronise_batchnorm(learner: nn.Module, device_type: str) -> nn.Module:
+    """``train.sync_batchnorm``: batch statistics over the global batch. On GPUs torch's SyncBatchNorm (its
+    fused NCCL kernels); elsewhere (gloo on CPUs, where DDP refuses SyncBatchNorm)
+    :class:`ebmssl.sync_batchnorm.GlobalBatchNorm`, the same statistics through one all-reduce."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    from ebmssl.sync_batchnorm import convert_to_global_batchnorm
+
+    return convert_to_global_batchnorm(learner)
+
+
+def exclude_from_buffer_broadcast(learner: nn.Module) -> list[str]:
+    """Tell DDP to broadcast only batch-norm statistics from process 0 before each forward; returns the rest.
+
+    DDP's default (``broadcast_buffers=True``) copies *every* buffer from process 0 before every forward.
+    Apart from batch-norm statistics (each process's running statistics differ without SyncBN; process 0's
+    are kept, as before), a learner's buffers are either per-process state, which the broadcast would
+    overwrite (SwAV's queue of its own process's scores), or equal on every process by construction
+    (MoCo/NNCLR queues filled from gathered keys, DINO's centre from an all-reduce, TiCo's covariance from
+    gathered anchors, EMA targets of equal weights, index tables): broadcasting those only costs time and
+    bandwidth (tens of MB per micro-step for the queues). Uses DDP's params-and-buffers-to-ignore list
+    (buffers only: parameters keep their gradient all-reduce).
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.parallel import DistributedDataParallel
+
+    kept = {f"{name}.{buffer}" if name else buffer
+            for name, module in learner.named_modules() if isinstance(module, _NormBase)
+            for buffer, _ in module.named_buffers(recurse=False)}
+    ignored = [name for name, _ in learner.named_buffers() if name not in kept]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(learner, ignored)
+    return ignored
 
 
 def uses_channels_last(setting: Any, encoder: nn.Module) -> bool:
@@ -292,6 +348,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
     if train_cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    apply_device_defaults(train_cfg, accelerator.device)
 
     data = build_data(data_cfg, train_cfg, eval_cfg, accelerator, source)
     total_steps = int(train_cfg["epochs"]) * data["steps_per_epoch"]
@@ -302,6 +359,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
                               accelerator.device.type, source)
     learner, optimizer = training["learner"], training["optimizer"]
     lr_schedule, wd_schedule = training["lr_schedule"], training["wd_schedule"]
+    exclude_from_buffer_broadcast(learner)
     model, optimizer = accelerator.prepare(learner, optimizer)
     learner = accelerator.unwrap_model(model)
     options = compile_options(train_cfg["compile"], f"{source}: train.compile")

@@ -155,7 +155,10 @@ def moved_optimizer(optimizer: torch.optim.Optimizer, moved: dict[int, nn.Parame
     inner = getattr(optimizer, "optimizer", optimizer)
     for group in inner.param_groups:
         group["params"] = [moved[id(p)] for p in group["params"]]
+        if group.get("fused"):  # torch's fused kernels have no fake-tensor implementation: the foreach path
+            group["fused"], group["foreach"] = False, True
     inner.state.clear()
+    inner.__dict__.pop("_step_supports_amp_scaling", None)
     return inner
 
 
