@@ -55,7 +55,7 @@ def test_hf_backbone_trains_a_few_steps(tmp_path: Path) -> None:
     trainer = Trainer(config, tmp_path)
     trainer.train()
     assert trainer.step == 2 and all(math.isfinite(r["loss"]) for r in trainer.history)
-    assert isinstance(trainer.unwrapped.encoder, HFBackbone)
+    assert isinstance(trainer.learner.encoder, HFBackbone)
 
 
 def test_a_hub_id_without_a_local_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

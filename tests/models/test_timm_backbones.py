@@ -38,11 +38,11 @@ def train_steps(method: str, backbone: dict, tmp_path: Path, steps: int = 2, sid
         config["data"]["dataset"]["image_size"] = config["data"]["views"]["image_size"] = side
     config["model"]["backbone"] = backbone
     trainer = Trainer(config, tmp_path)
-    before = [p.detach().clone() for p in trainer.unwrapped.encoder.parameters()]
+    before = [p.detach().clone() for p in trainer.learner.encoder.parameters()]
     trainer.train()
     losses = [r["loss"] for r in trainer.history]
     assert trainer.step == steps and losses and all(math.isfinite(v) for v in losses)
-    after = list(trainer.unwrapped.encoder.parameters())
+    after = list(trainer.learner.encoder.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before)), "the timm backbone did not train"
     return trainer
 
@@ -76,7 +76,7 @@ def test_predictive_methods_on_a_timm_vit(method: str, tmp_path: Path) -> None:
     if method == "ijepa":  # I-JEPA's ViT has no class token and pools the mean final-normed patch token
         backbone.update(class_token=False, global_pool="avg", fc_norm=False)
     trainer = train_steps(method, backbone, tmp_path)
-    assert isinstance(trainer.unwrapped.encoder, TimmViTBackbone)
+    assert isinstance(trainer.learner.encoder, TimmViTBackbone)
 
 
 def test_timm_vit_token_encoder_contract() -> None:
