@@ -206,8 +206,9 @@ def timm_backbone(model: str, in_channels: int = 3, pretrained: bool | str | Non
                                     **timm_kwargs, **options)
     except (TypeError, ValueError, AssertionError, KeyError) as error:
         raise ConfigError(
-            f"{WHERE}: timm.create_model({name!r}, ...) rejected the arguments {timm_kwargs!r}: {error or type(error).__name__} (an image size it cannot take?). The keys "
-            f"besides `model` and `pretrained` go to timm unchanged."
+            f"{WHERE}: timm.create_model({name!r}, ...) rejected the arguments {timm_kwargs!r}: "
+            f"{error or type(error).__name__} (an image size it cannot take?). The keys besides `model` and "
+            f"`pretrained` go to timm unchanged."
         ) from error
     if name.startswith("local-dir:"):
         name = str(network.pretrained_cfg.get("architecture", name))
