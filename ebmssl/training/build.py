@@ -256,12 +256,13 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
     online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
     from ebmssl.models.architectures import build_learner
+    from ebmssl.training.online_probe import attach_online_probe
 
     objective = build_objective(config)
     learner = build_learner(
-        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-        num_classes=info.num_classes, where=f"{source}: model",
+        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels), where=f"{source}: model",
     )
+    attach_online_probe(learner, config.get("model"), info.num_classes)
     if train_cfg["sync_batchnorm"] and num_processes > 1:
         learner = synchronise_batchnorm(learner, device_type)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)

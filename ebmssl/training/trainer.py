@@ -129,15 +129,17 @@ class Trainer:
                 views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
             with acc.accumulate(self.model):
                 with acc.autocast():
-                    out = self.model(views, batch.labels, batch.generator)
-                acc.backward(out.loss)
-                losses.append(out.loss.detach())
+                    out = self.model(views, generator=batch.generator)
+                probe = self.learner.probe(out.features, batch.labels) if self.learner.probe is not None else None
+                loss = out.loss if probe is None else out.loss + probe.loss  # the probe sees detached features
+                acc.backward(loss)
+                losses.append(loss.detach())
                 terms["loss"].append(out.objective.loss.detach())
                 for key, value in out.objective.terms.items():
                     terms.setdefault(f"term/{key}", []).append(value.detach())
-                if out.probe_loss is not None:
-                    terms.setdefault("probe/loss", []).append(out.probe_loss.detach())
-                    terms.setdefault("probe/accuracy", []).append((out.probe_logits.argmax(1) == batch.labels).float().mean())
+                if probe is not None:
+                    terms.setdefault("probe/loss", []).append(probe.loss.detach())
+                    terms.setdefault("probe/accuracy", []).append(probe.accuracy)
                 if acc.sync_gradients:
                     if tc["grad_clip"]:
                         acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))

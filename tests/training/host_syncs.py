@@ -171,7 +171,7 @@ def step(trainer: Trainer, learner: nn.Module, optimizer, index: int, backward: 
     views = batch.views
     if learner.channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
-    out = learner(views, batch.labels, batch.generator)
+    out = learner(views, generator=batch.generator)
     if backward:
         out.loss.backward()
     else:
@@ -212,7 +212,7 @@ def record(method: str, *overrides: str, run_dir: Path | None = None) -> StepSyn
         cpu = SyncRecorder("cpu")
         learner.objective.set_progress(trainer.progress(0))
         batch = trainer.source.batch(0, 0)
-        out = learner(batch.views, batch.labels, batch.generator)
+        out = learner(batch.views, generator=batch.generator)
         with cpu:
             out.loss.backward()
         trainer.optimizer.zero_grad(set_to_none=True)
