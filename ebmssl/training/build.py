@@ -206,6 +206,7 @@ def check_run(config: dict[str, Any]) -> Settings:
     the info each dataset states from its spec: no file is read and nothing is written. Every problem is a
     ConfigError naming the file and the key. Returns the resolved settings."""
     from ebmssl.data import dataset_info
+    from ebmssl.models.build import check_backbone_input
 
     source = str(config.get("_source", "<config>"))
     settings = validate_config(config)
@@ -228,6 +229,8 @@ def check_run(config: dict[str, Any]) -> Settings:
         views = _guarded("data.views", source, lambda: build_pipeline(data_cfg, info, source))
         parts = _guarded("model", source, lambda: build_training(
             config, settings, views, info, num_processes=1, device_type="cpu", source=source))
+        _guarded("model.backbone", source, lambda: check_backbone_input(  # the global views' sizes it must take
+            parts["learner"].encoder, views.channels, views.view_sizes()[: views.num_global], "model.backbone"))
     run = RunShape(int(data_cfg["batch_size"]), world_size(), int(settings.train["grad_accumulation"]))
     _guarded("objective", source, lambda: check_objective(parts["learner"], views, run))
     return settings
