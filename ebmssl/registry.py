@@ -262,6 +262,7 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 ARCHITECTURES = Registry("architecture")
 TARGETS = Registry("target branch", "target branches")
+PATCH_TERMS = Registry("patch term")
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -274,6 +275,7 @@ REGISTRIES: dict[str, Registry] = {
     "schedules": SCHEDULES,
     "architectures": ARCHITECTURES,
     "targets": TARGETS,
+    "patch_terms": PATCH_TERMS,
 }
 
 register_energy = ENERGIES.register

@@ -18,7 +18,7 @@ from torch import nn
 
 from ebmssl._autoimport import import_submodules
 from ebmssl.models.collapse_guard import check_collapse
-from ebmssl.registry import ARCHITECTURES
+from ebmssl.registry import ARCHITECTURES, ConfigError
 
 
 def build_learner(
@@ -37,6 +37,13 @@ def build_learner(
     name = str(model_config.pop("architecture", "joint_embedding"))
     builder = ARCHITECTURES.get(name, where=f"{where}.architecture")
     architecture = builder(model_config, objective, num_global, in_channels, num_classes, where)
+    patch_terms = list(getattr(objective, "patch_term_names", []))
+    if patch_terms and not getattr(architecture, "feeds_tokens", False):
+        raise ConfigError(
+            f"{where}.architecture: objective.patch_terms ({', '.join(patch_terms)}) compare token sets, but the "
+            f"{name!r} architecture passes the objective no `tokens=`. Use an architecture that feeds patch tokens "
+            f"(`feeds_tokens = True`; see docs/design.md, \"Energies over token sets\"), or remove `patch_terms:`."
+        )
     check_collapse(architecture, objective, where)
     return architecture
 
