@@ -107,10 +107,16 @@ class IBOTPatch(PatchTerm):
                 active = torch.cat([masks[v].reshape(-1) for v in views])
                 codes = sinkhorn_codes(flat, epsilon=temperature, iterations=self.sinkhorn_iterations, active=active)
                 return list(codes.split([t.shape[0] * t.shape[1] for t in teacher]))  # flat rows, reshaped below
-            width = teacher[0].shape[-1]
-            if self.center.shape[1] != width:
-                self.center = torch.zeros(1, width, dtype=teacher[0].dtype, device=teacher[0].device)
+            self._ensure_width(teacher[0])
             return [F.softmax((t - self.center.to(t.dtype)) / temperature, dim=-1) for t in teacher]
+
+    def _ensure_width(self, teacher: torch.Tensor) -> None:
+        """Size the centre (zeros) from the first teacher tokens seen; a width change is an error."""
+        width = int(teacher.shape[-1])
+        if self.center.shape[1] == 0:
+            self.center = torch.zeros(1, width, dtype=teacher.dtype, device=teacher.device)
+        elif self.center.shape[1] != width:
+            raise ValueError(f"ibot_patch: the teacher tokens have width {width} but the centre has {self.center.shape[1]}")
 
     def loss(self, tokens: TokenSets) -> torch.Tensor:
         masks = tokens.require("masks", "ibot_patch")
@@ -128,6 +134,7 @@ class IBOTPatch(PatchTerm):
             return
         views = self._views(tokens)
         teacher = torch.cat([tokens.target[v].detach().reshape(-1, tokens.target[v].shape[-1]) for v in views])
+        self._ensure_width(teacher)
         dtype = torch.promote_types(self.center.dtype, teacher.dtype)
         if self.center_tokens == "masked":
             weights = torch.cat([tokens.masks[v].reshape(-1, 1) for v in views]).to(dtype)
