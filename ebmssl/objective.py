@@ -26,9 +26,7 @@ from ebmssl.energies.base import Energy
 from ebmssl.energies.tokens import PatchTerm, TokenSets
 from ebmssl.registry import ENERGIES, PATCH_TERMS, STRATEGIES, ConfigError, check_arguments
 from ebmssl.schema import OBJECTIVE_KEYS, TOP_LEVEL_KEYS, check_keys
-from ebmssl.strategies.base import Pair, Progress, Sizes, Strategy, ViewBatch
-
-COLLAPSE_FAMILIES = ("contrastive", "asymmetry", "capacity")
+from ebmssl.strategies.base import FAMILIES, Pair, Progress, Sizes, Strategy, ViewBatch
 
 
 @dataclass
@@ -123,7 +121,7 @@ class Objective(nn.Module):
         return [
             (family, f"{name} ({family})")
             for name, strategy in zip(self.term_names, self.strategies)
-            if (family := getattr(strategy, "family", None)) in COLLAPSE_FAMILIES
+            if (family := getattr(strategy, "family", None)) in FAMILIES
             and getattr(strategy, "prevents_collapse", True)
         ] + [
             (term.family, f"{name} ({term.family}, patch term)")

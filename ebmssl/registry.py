@@ -20,13 +20,48 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration problem, described in one paragraph: where, which key, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The accepted interval of a number, declared beside its type: ``lr: Annotated[float, Range(above=0, high=100)]``.
+
+    ``low``/``high`` are inclusive bounds, ``above`` an exclusive lower bound; numbers must also be finite.
+    The registry checks it on a component's arguments and the run schema (:mod:`ebmssl.schema`) on every
+    ``train:`` / ``eval:`` / ``data:`` key, so a range is written once, where the value is declared.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` lies outside the range (None when inside)."""
+        if not math.isfinite(value):
+            return "it must be a finite number"
+        if self.above is not None and not value > self.above:
+            return f"it must be greater than {self.above}"
+        if self.low is not None and value < self.low:
+            return f"it must be at least {self.low}"
+        if self.high is not None and value > self.high:
+            return f"it must be at most {self.high:g}" if isinstance(self.high, float) else f"it must be at most {self.high}"
+        return None
+
+
+# the plausible ceiling of any count (steps, epochs, samples, widths): far beyond real runs, far below
+# values that would exhaust memory or time (1e12)
+MAX_COUNT = 10**9
+Positive = Annotated[float, Range(above=0)]  # temperatures, timeouts
+Count = Annotated[int, Range(low=1, high=MAX_COUNT)]
 
 
 def _closest(word: str, options: Sequence[str], n: int = 3) -> list[str]:
@@ -153,7 +188,7 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature:
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable forward references: skip type checks rather than fail
         return {}
 
@@ -166,14 +201,36 @@ def describe_signature(factory: Callable[..., Any]) -> str:
             continue
         text = p.name
         if p.name in hints:
-            text += f": {_type_name(hints[p.name])}"
+            text += f": {type_name(hints[p.name])}"
         if p.default is not p.empty:
             text += f" = {p.default!r}"
         parts.append(text)
     return ", ".join(parts) if parts else "(none)"
 
 
+def _ranges(tp: Any) -> tuple[Any, list[Range]]:
+    """``tp`` without ``Annotated``, and the Range marks it carried."""
+    if get_origin(tp) is Annotated:
+        base, *extras = get_args(tp)
+        return base, [e for e in extras if isinstance(e, Range)]
+    return tp, []
+
+
+def type_name(tp: Any) -> str:
+    """A YAML user's reading of a type: ``int (>= 1, <= 1000000000)``, ``'no' | 'bf16'``, ``float | None``."""
+    tp, ranges = _ranges(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in get_args(tp))
+    text = _type_name(tp)
+    for r in ranges:
+        bounds = [f"> {r.above}" if r.above is not None else "", f">= {r.low}" if r.low is not None else "",
+                  f"<= {r.high}" if r.high is not None else ""]
+        text += f" ({', '.join(b for b in bounds if b)})"
+    return text
+
+
 def _type_name(tp: Any) -> str:
+    tp, _ = _ranges(tp)
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if get_origin(tp) in (Union, types.UnionType):
@@ -183,15 +240,33 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _matches(value: Any, tp: Any) -> bool:
-    """A permissive structural check for the types YAML can produce."""
+def value_problem(value: Any, tp: Any) -> str | None:
+    """Why ``value`` does not fit ``tp`` (its type, then the Range marks of an ``Annotated`` type); None if it fits."""
+    if not matches_type(value, tp):
+        return f"expects {type_name(tp)}, got {value!r} ({type(value).__name__})"
+    base, ranges = _ranges(tp)
+    if get_origin(base) in (Union, types.UnionType):  # the ranges of the member the value matched
+        member = next(a for a in get_args(base) if matches_type(value, a))
+        base, more = _ranges(member)
+        ranges = ranges + more
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for r in ranges:
+            problem = r.problem(value)
+            if problem:
+                return f"is {value!r}; {problem}"
+    return None
+
+
+def matches_type(value: Any, tp: Any) -> bool:
+    """A structural check for the types YAML can produce (a bool is not a number; Literal compares types too)."""
+    tp, _ = _ranges(tp)
     if tp is Any or tp is inspect.Parameter.empty:
         return True
     origin = get_origin(tp)
-    if origin is Literal:
-        return value in get_args(tp)
     if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in get_args(tp))
+        return any(matches_type(value, a) for a in get_args(tp))
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in get_args(tp))
     if tp is type(None):
         return value is None
     if tp is float:
@@ -207,11 +282,18 @@ def _matches(value: Any, tp: Any) -> bool:
             return False
         args = [a for a in get_args(tp) if a is not Ellipsis]
         if origin is tuple and len(args) > 1:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-        return not args or all(_matches(v, args[0]) for v in value)
+            return len(value) == len(args) and all(matches_type(v, a) for v, a in zip(value, args))
+        return not args or all(matches_type(v, args[0]) for v in value)
     if origin in (dict, Mapping) or tp in (dict,):
         return isinstance(value, Mapping)
     return True  # modules, tensors, callables: not checked here
+
+
+def _dotted(where: str, key: str) -> str:
+    """The dotted key of argument ``key`` of the component at ``where`` ("run.yaml: objective.energy" ->
+    "objective.energy.key"); the bare key when ``where`` names no section."""
+    section = where.rsplit(": ", 1)[-1].strip()
+    return f"{section}.{key}" if section and " " not in section else key
 
 
 def check_arguments(factory: Callable[..., Any], kwargs: Mapping[str, Any], what: str, where: str = "") -> None:
@@ -239,11 +321,11 @@ def check_arguments(factory: Callable[..., Any], kwargs: Mapping[str, Any], what
         )
     hints = _hints(factory)
     for key, value in kwargs.items():
-        if key in hints and not _matches(value, hints[key]):
+        problem = value_problem(value, hints[key]) if key in hints else None
+        if problem:
             raise ConfigError(
-                f"{_location(where)}{what} argument {key!r} expects {_type_name(hints[key])}, got "
-                f"{value!r} ({type(value).__name__}). Fix the value of `{key}:`. Accepted arguments: "
-                f"{describe_signature(factory)}."
+                f"{_location(where)}`{_dotted(where, key)}` ({what} argument) {problem}. Fix the value of `{key}:`. "
+                f"Accepted arguments: {describe_signature(factory)}."
             )
 
 
@@ -262,7 +344,8 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 ARCHITECTURES = Registry("architecture")
 TARGETS = Registry("target branch", "target branches")
-PATCH_TERMS = Registry("patch term")
+LATENT_REGULARISERS = Registry("latent regulariser")  # the capacity limit of a latent-variable model's z
+PATCH_TERMS = Registry("patch term")  # terms over token sets (ebmssl.energies.tokens)
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -275,6 +358,7 @@ REGISTRIES: dict[str, Registry] = {
     "schedules": SCHEDULES,
     "architectures": ARCHITECTURES,
     "targets": TARGETS,
+    "latent_regularisers": LATENT_REGULARISERS,
     "patch_terms": PATCH_TERMS,
 }
 
@@ -288,3 +372,4 @@ register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_architecture = ARCHITECTURES.register
 register_target = TARGETS.register
+register_latent_regulariser = LATENT_REGULARISERS.register

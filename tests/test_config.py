@@ -60,11 +60,11 @@ BAD_CONFIGS = {
     ),
     "wrong_type": (
         "objective:\n  energy: {name: cosine, temperature: hot}\n  strategies: [infonce]\n",
-        ["objective.energy", "'temperature'", "expects float", "'hot'", "Fix the value of `temperature:`"],
+        ["objective.energy", "objective.energy.temperature`", "expects float", "'hot'", "Fix the value of `temperature:`"],
     ),
     "value_outside_literal": (
         "objective:\n  energy: {name: cosine}\n  strategies:\n    - {name: infonce, negatives: some}\n",
-        ["strategies[0]", "'negatives'", "'cross' | 'all'", "'some'"],
+        ["strategies[0]", "strategies[0].negatives`", "'cross' | 'all'", "'some'"],
     ),
     "wrong_weight_type": (
         "objective:\n  energy: {name: cosine}\n  strategies:\n    - {name: infonce, weight: heavy}\n",
@@ -76,7 +76,7 @@ BAD_CONFIGS = {
     ),
     "bad_objective_value": (
         "objective:\n  energy: {name: cosine}\n  strategies: [infonce]\n  pair_reduction: average\n",
-        ["'pair_reduction'", "'average'", "'mean' | 'sum'"],
+        ["objective.pair_reduction`", "'average'", "'mean' | 'sum'"],
     ),
     "missing_energy": (
         "objective:\n  strategies: [infonce]\n",

@@ -17,7 +17,7 @@ from ebmssl.objective import Objective, ObjectiveOutput
 from ebmssl.models.target import EMATarget, build_target
 from ebmssl.registry import HEADS, STRATEGIES, TARGETS, ConfigError
 from ebmssl.strategies.base import Progress
-from ebmssl.training.learner import build_learner
+from ebmssl.models.architectures import build_learner
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD_CONFIGS = sorted((REPO / "configs" / "methods").glob("*.yaml"))

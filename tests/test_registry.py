@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ebmssl
-from ebmssl.objective import COLLAPSE_FAMILIES
+from ebmssl.strategies.base import FAMILIES as COLLAPSE_FAMILIES
 from ebmssl.registry import ENERGIES, REGISTRIES, STRATEGIES, ConfigError, Registry, first_doc_line
 
 try:  # tests/ is a package (tests/__init__.py) or a rootdir on sys.path
@@ -82,9 +82,9 @@ BUILD_ERRORS = {
     "not a mapping": (["box"], ["must be a mapping"]),
     "argument typo": ({"name": "box", "size": 1, "lable": "y"}, ["'lable'", "Did you mean 'label'"]),
     "missing argument": ({"name": "box"}, ["missing the required argument(s) 'size'"]),
-    "wrong type": ({"name": "box", "size": "big"}, ["'size' expects int", "'big'", "Fix the value of `size:`"]),
-    "bool is not int": ({"name": "box", "size": True}, ["'size' expects int"]),
-    "list item type": ({"name": "box", "size": 1, "tags": [1]}, ["'tags' expects"]),
+    "wrong type": ({"name": "box", "size": "big"}, ["size` (widget 'box' argument) expects int", "'big'", "Fix the value of `size:`"]),
+    "bool is not int": ({"name": "box", "size": True}, ["size` (widget 'box' argument) expects int"]),
+    "list item type": ({"name": "box", "size": 1, "tags": [1]}, ["tags` (widget 'box' argument) expects"]),
 }
 
 

@@ -19,7 +19,7 @@ Suites:
 * ``peers``: against lightly (optional extra ``bench``): each objective's forward + backward against
   lightly's loss on identical tensors, and SimCLR / BYOL / VICReg training throughput and peak memory
   (ResNet-18, small-image stem, 32 px, batch 128, CPU) against a plain loop with lightly's losses,
-  heads and transforms (see tools/bench_peers.py). Without lightly the peer columns are skipped.
+  heads and transforms (see benchmarks/peers.py). Without lightly the peer columns are skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from benchmarks.inputs import objective_inputs, shrink_to  # noqa: E402
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -57,27 +59,6 @@ def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def objective_inputs(config: dict, batch: int, dim: int, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    generator = torch.Generator().manual_seed(0)
-    views = config.get("views") or {}
-    num_views = 2 + (int(views.get("num_local", 0)) if views.get("name") == "multicrop" else 0)
-    online = [torch.randn(batch, dim, generator=generator).to(device).requires_grad_(True) for _ in range(num_views)]
-    target = None
-    if (config.get("model") or {}).get("target", "none") != "none":
-        target = [torch.randn(batch, dim, generator=generator).to(device) for _ in range(2)]
-    return online, target
-
-
-def shrink_to(config: Any, dim: int) -> Any:
-    """Set every size that must match the embedding width (queues, prototypes, centers) to ``dim``."""
-    keys = {"dim", "output_dim", "num_prototypes", "input_dim"}
-    if isinstance(config, dict):
-        return {k: (dim if k in keys and isinstance(v, int) and not isinstance(v, bool) else shrink_to(v, dim)) for k, v in config.items()}
-    if isinstance(config, list):
-        return [shrink_to(v, dim) for v in config]
-    return config
 
 
 def bench_objectives(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
@@ -162,9 +143,9 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
         flops = counter.get_total_flops()  # model forward + backward (+ the objective) of one step
     median = statistics.median(times)
     row = {
-        "config": str(config.get("_source")), "batch": trainer.micro_batch, "views": trainer.views.num_views,
-        "median_step_ms": 1e3 * median, "images_per_s": trainer.micro_batch / median,
-        "seconds_per_epoch_50k": 50_000 / (trainer.micro_batch / median), "achieved_tflops": flops / median / 1e12,
+        "config": str(config.get("_source")), "batch": trainer.parts.micro_batch, "views": trainer.parts.views.num_views,
+        "median_step_ms": 1e3 * median, "images_per_s": trainer.parts.micro_batch / median,
+        "seconds_per_epoch_50k": 50_000 / (trainer.parts.micro_batch / median), "achieved_tflops": flops / median / 1e12,
         "peak_memory_mib": peak_memory_mib(device),
     }  # fmt: skip
     if args.peak_tflops:
@@ -377,10 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     suites = ["objectives", "views", "train", "decode", "loader", "peers"] if args.suite == "all" else [args.suite]
     for suite in suites:
         if suite.startswith("peer"):
-            import bench_peers
+            from benchmarks import peers
 
-            rows = {"peers": bench_peers.bench_peers, "peer-objectives": bench_peers.bench_objectives_vs_lightly,
-                    "peer-training": bench_peers.bench_training_vs_lightly}[suite](args, device)  # fmt: skip
+            rows = {"peers": peers.bench_peers, "peer-objectives": peers.bench_objectives_vs_lightly,
+                    "peer-training": peers.bench_training_vs_lightly}[suite](args, device)  # fmt: skip
         else:
             suite_fn = {"objectives": bench_objectives, "views": bench_views, "train": bench_train,
                         "decode": bench_decode, "loader": bench_loader}[suite]  # fmt: skip

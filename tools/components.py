@@ -4,7 +4,7 @@
     python tools/components.py                       # everything
     python tools/components.py --registry strategies # one registry (energies, strategies, backbones,
                                                      # heads, targets, architectures, datasets, views,
-                                                     # optimizers, schedules)
+                                                     # optimizers, schedules, latent_regularisers)
     python tools/components.py --imports my_module   # also register a user's own components first
     python tools/components.py --verbose             # constructor arguments too
 

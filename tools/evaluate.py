@@ -51,7 +51,7 @@ def load_backbone(run_dir: Path, checkpoint: Path | None, config, views, num_cla
 
     import ebmssl
     from ebmssl.registry import ConfigError
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     objective = ebmssl.build_objective(config)
     learner = build_learner(config.get("model") or {}, objective, views.num_global, views.channels, num_classes,
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from ebmssl.data import build_dataset, build_views
     from ebmssl.registry import ConfigError
     from ebmssl.training.report import evaluate_encoders, format_table
-    from ebmssl.training.settings import EVAL_DEFAULTS, resolve_section
-    from ebmssl.training.trainer import data_section
+    from ebmssl.schema import EvalSection, resolve_section
+    from ebmssl.training.validate import data_section
 
     try:
         run_dir, checkpoint = find_run(Path(args.checkpoint))
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         test_set = build_dataset(data.get("test_dataset") or data["dataset"], train=False)
         views = build_views(data["views"], train_set)
         backbone = load_backbone(run_dir, checkpoint, config, views, train_set.num_classes)
-        eval_cfg = resolve_section(config, "eval", EVAL_DEFAULTS, str(run_dir / "config.yaml"))
+        eval_cfg = resolve_section(config.get("eval"), EvalSection, "eval.", str(run_dir / "config.yaml"))
         for key, value in (("knn_k", args.knn_k), ("knn_temperature", args.knn_temperature), ("labels_per_class", args.labels_per_class),
                            ("linear_epochs", args.linear_epochs), ("num_train", args.num_train)):
             if value is not None:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true", help="analyse the finished runs only; train nothing")
     args = parser.parse_args(argv)
 
-    from ebmssl.experiments.runner import run_experiment
+    from experiments.runner import run_experiment
     from ebmssl.registry import ConfigError
 
     try:

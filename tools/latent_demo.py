@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 from ebmssl.config import load_config  # noqa: E402
 from ebmssl.energies.euclidean import SquaredEuclideanEnergy  # noqa: E402
 from ebmssl.models.architectures.latent_variable import LatentVariablePredictor  # noqa: E402
-from ebmssl.strategies.capacity.latent import LATENT_REGULARISERS  # noqa: E402
+from ebmssl.registry import LATENT_REGULARISERS  # noqa: E402
 
 
 class Task:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="ebmssl runs")
     args = parser.parse_args(argv)
 
-    from ebmssl.experiments.report import render_report
+    from experiments.report import render_report
 
     try:
         path = render_report(args.run_dirs, args.output, args.title)

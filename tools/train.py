@@ -4,7 +4,8 @@
     accelerate launch tools/train.py --config configs/runs/simclr_fashion_mnist.yaml [key.path=value ...]
     python tools/train.py                       # the default: SimCLR on Fashion-MNIST, small ResNet, CPU-sized
 
-    python tools/train.py --config CONFIG --check # validate the whole config, print it resolved, load no data
+    python tools/train.py --config CONFIG --check # validate the whole config and build the model on the CPU
+                                                 # (the build the run makes), print it resolved; no data read
 
 Options: --output-dir DIR (default runs/<config name>); --resume [auto|PATH] (continue the run in DIR from
 its newest valid checkpoint, or from PATH); --overwrite (replace DIR; only a directory that tools/train.py
@@ -43,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from ebmssl.training.preemption import Preempted
     from ebmssl.training.run import default_run_dir, resolve_config, run_training
     from ebmssl.training.trainer import TrainingDiverged
-    from ebmssl.training.validate import validate_config
+    from ebmssl.training.build import check_run
 
     try:
         config = resolve_config(args.config, args.overrides)
         if args.check:
-            settings = validate_config(config)
+            settings = check_run(config)
             resolved = {**config, "train": settings.train, "eval": settings.eval, "data": settings.data}
             print(dump_config({k: v for k, v in resolved.items() if not k.startswith("_")}), end="")
             print(f"# {config.get('_source')}: the configuration is valid", file=sys.stderr)

@@ -11,19 +11,24 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from ebmssl.data import augment  # noqa: F401
 from ebmssl.data import datasets, views  # noqa: F401  (registers the built-in components)
 from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset
+from ebmssl.data.source import InMemorySource
 from ebmssl.data.views.base import ViewPipeline, ViewRecipe
-from ebmssl.registry import DATASETS, VIEWS, ConfigError
+from ebmssl.registry import DATASETS, VIEWS, ConfigError, check_arguments
 
 __all__ = [
     "DatasetInfo",
+    "dataset_info",
     "DatasetNotFoundError",
     "ImageDataset",
     "ViewPipeline",
     "ViewRecipe",
     "build_dataset",
+    "build_source",
     "build_views",
 ]
 
@@ -36,6 +41,28 @@ def build_dataset(spec: Mapping[str, Any] | str, train: bool, where: str = "data
     if not isinstance(dataset, ImageDataset) and not getattr(dataset, "streamed", False):
         raise ConfigError(f"{where}: dataset {spec!r} built {type(dataset).__name__}, expected an ImageDataset.")
     return dataset
+
+
+def dataset_info(spec: Mapping[str, Any] | str, train: bool, where: str = "data.dataset") -> DatasetInfo:
+    """What the dataset ``spec`` holds (channels, image size, classes, labelled, length), from the spec alone.
+
+    The spec's arguments are checked against the factory's typed signature (names, types, ranges) and the
+    factory's ``describe`` (attached with :func:`ebmssl.data.dataset.states_info`) answers without reading a
+    file. A dataset registered without one is loaded to learn its info (the dataset contract asks for it).
+    """
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"{where}: expected a mapping with a `name:` key (one of {', '.join(DATASETS.names())}), got {spec!r}.")
+    factory = DATASETS.get(spec["name"], where)
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "train")}
+    check_arguments(factory, {**kwargs, "train": bool(train)}, f"dataset {spec['name']!r}", where)
+    describe = getattr(factory, "describe", None)
+    if describe is None:
+        return build_dataset(spec, train=train, where=where).info()
+    try:
+        return describe(train=bool(train), **kwargs)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"{where}: dataset {spec['name']!r} cannot describe itself from {dict(spec)!r}: {error}.") from None
 
 
 def build_views(spec: Mapping[str, Any] | str, dataset_info: Any, where: str = "data.views") -> ViewPipeline:
@@ -71,3 +98,23 @@ def build_views(spec: Mapping[str, Any] | str, dataset_info: Any, where: str = "
             f"{where}: view pipeline {spec['name']!r} built {type(pipeline).__name__}, expected a ViewPipeline."
         )
     return pipeline
+
+
+ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU
+
+
+def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
+                 process_index: int, device: torch.device):
+    """The batch source for ``dataset``: a :class:`~ebmssl.data.streamed_source.StreamedSource` (loader
+    workers crop files at full resolution) for a streamed dataset, else an :class:`InMemorySource`,
+    whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
+    common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
+                  process_index=process_index, device=device)  # fmt: skip
+    if getattr(dataset, "streamed", False):
+        from ebmssl.data.streamed_source import StreamedSource  # loader workers: imported only when streaming
+
+        return StreamedSource(dataset, views, **common)
+    device = torch.device(device)
+    images = dataset.images
+    on_device = device.type != "cpu" and images.numel() * images.element_size() <= ON_DEVICE_LIMIT
+    return InMemorySource(dataset, views, on_device=on_device, **common)

@@ -34,7 +34,13 @@ def not_found(
 
 @dataclass
 class DatasetInfo:
-    """What a view pipeline needs to know about its data (an ImageDataset offers the same fields)."""
+    """What the views and the model need to know about a dataset (an ImageDataset offers the same fields).
+
+    A registered dataset states it from its spec alone, without reading a file (see :func:`states_info`):
+    ``channels``, ``image_size``, ``num_classes`` (None: known only once the files are listed),
+    ``labelled`` (None: unknown until read), ``length`` (None: unknown) and the normalisation ``mean`` /
+    ``std`` (placeholders of 0.5 / 0.25 per channel where they are computed from the images).
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -42,6 +48,34 @@ class DatasetInfo:
     image_size: int | None = None
     num_classes: int | None = None
     name: str = ""
+    labelled: bool | None = None
+    length: int | None = None
+
+
+PLACEHOLDER_MEAN, PLACEHOLDER_STD = 0.5, 0.25
+
+
+def spec_info(
+    name: str, channels: int, image_size: int | None, num_classes: int | None, labelled: bool | None,
+    length: int | None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+) -> DatasetInfo:
+    """A :class:`DatasetInfo` from what a spec says (statistics computed from images: placeholders)."""
+    mean = tuple(mean) if mean is not None else (PLACEHOLDER_MEAN,) * channels
+    std = tuple(std) if std is not None else (PLACEHOLDER_STD,) * channels
+    return DatasetInfo(mean, std, int(channels), image_size, num_classes, name, labelled, length)
+
+
+def states_info(describe):
+    """Attach ``describe(**arguments) -> DatasetInfo`` to a dataset factory: its info from the same keyword
+    arguments as the factory (``train`` included), reading no file. The build check (``tools/train.py
+    --check`` and the start of every run) builds views and model from it; the dataset contract in
+    CONTRIBUTING.md asks every dataset for one."""
+
+    def decorator(factory):
+        factory.describe = describe
+        return factory
+
+    return decorator
 
 
 class ImageDataset(Dataset):
@@ -96,7 +130,8 @@ class ImageDataset(Dataset):
         return int(self.images.shape[2])
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes, self.name)
+        labelled = bool(self.num_classes) and bool((self.targets >= 0).any())
+        return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes, self.name, labelled, len(self))
 
     def eval_images(self, indices: torch.Tensor | Sequence[int] | slice) -> torch.Tensor:
         """uint8 images at ``indices`` (already at evaluation resolution)."""

@@ -162,23 +162,3 @@ class InMemorySource(OrderedSource):
         generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
         model_generator = self.order.model_generator(step, micro, self.device)
         return Batch(views=self.views(images, generator), labels=labels, generator=model_generator)
-
-
-ON_DEVICE_LIMIT = 4 * 2**30  # bytes of uint8 images an in-memory dataset may copy to a GPU
-
-
-def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: int, num_processes: int,
-                 process_index: int, device: torch.device):
-    """The batch source for ``dataset``: a :class:`~ebmssl.data.streamed_source.StreamedSource` (loader
-    workers crop files at full resolution) for a streamed dataset, else an :class:`InMemorySource`,
-    whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
-    common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
-                  process_index=process_index, device=device)  # fmt: skip
-    if getattr(dataset, "streamed", False):
-        from ebmssl.data.streamed_source import StreamedSource
-
-        return StreamedSource(dataset, views, **common)
-    device = torch.device(device)
-    images = dataset.images
-    on_device = device.type != "cpu" and images.numel() * images.element_size() <= ON_DEVICE_LIMIT
-    return InMemorySource(dataset, views, on_device=on_device, **common)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl.energies.base import Energy
-from ebmssl.registry import register_energy
+from ebmssl.registry import Positive, register_energy
 
 
 @register_energy("cosine")
@@ -21,7 +21,7 @@ class CosineEnergy(Energy):
     scale_invariant = True  # property tests: invariant to positive rescaling and shared rotations
     minimal_on_identical = True
 
-    def __init__(self, temperature: float = 1.0, eps: float = 1e-12) -> None:
+    def __init__(self, temperature: Positive = 1.0, eps: float = 1e-12) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")

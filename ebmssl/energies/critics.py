@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebmssl.energies.base import Energy
-from ebmssl.registry import register_energy
+from ebmssl.registry import Positive, register_energy
 
 
 def critic_mlp(dim: int, hidden_dim: int, output_dim: int, num_layers: int = 1) -> nn.Sequential:
@@ -123,7 +123,7 @@ class DotCritic(SeparableScoreEnergy):
     it gives can grow with the embedding norm (use ``normalize`` for a bounded critic).
     """
 
-    def __init__(self, temperature: float = 1.0, normalize: bool = False, eps: float = 1e-12) -> None:
+    def __init__(self, temperature: Positive = 1.0, normalize: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl.energies.base import Energy
-from ebmssl.registry import register_energy
+from ebmssl.registry import Positive, register_energy
 
 if TYPE_CHECKING:
     from ebmssl.strategies.base import ViewBatch
@@ -29,7 +29,7 @@ class SoftmaxCrossEntropyEnergy(Energy):
     Minimal (the entropy of ``p_b``) when the online softmax equals ``p_b``.
     """
 
-    def __init__(self, temperature: float = 0.1, target_temperature: float | None = None) -> None:
+    def __init__(self, temperature: Positive = 0.1, target_temperature: Positive | None = None) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")

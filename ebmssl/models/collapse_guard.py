@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ebmssl.registry import ConfigError
-
-FAMILIES = ("contrastive", "asymmetry", "capacity")
+from ebmssl.strategies.base import FAMILIES
 
 
 def collapse_mechanisms(architecture: Any, objective: Any) -> list[tuple[str, str]]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
 Family = Literal["contrastive", "asymmetry", "capacity"]
+FAMILIES: tuple[str, ...] = get_args(Family)  # the three ways to keep the energy surface from going flat
 Pair = tuple[int, int]
 
 
@@ -55,6 +56,21 @@ class Sizes:
     online_dim: int
     target_dim: int
     num_global_views: int
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """How a run splits its batch, for :meth:`Strategy.check_run`: the global batch (over every process and
+    accumulation step), the number of processes and the accumulation steps."""
+
+    global_batch: int
+    num_processes: int = 1
+    grad_accumulation: int = 1
+
+    @property
+    def process_batch(self) -> int:
+        """Rows one process sees per optimiser step (its micro-batches together)."""
+        return self.global_batch // self.num_processes
 
 
 @dataclass
@@ -149,6 +165,13 @@ class Strategy(nn.Module):
 
     def bind_sizes(self, sizes: Sizes) -> None:
         """Size buffers from the architecture's widths (called by the builder before training)."""
+        return None
+
+    def check_run(self, run: RunShape, where: str) -> None:
+        """Refuse, with a ConfigError naming ``{where}.<argument>`` (``where``: the dotted key, e.g.
+        ``objective.strategies.0``), arguments that cannot work with this run's batch split (a queue that one
+        step would overwrite). Called by the build check before any data loads; checks that need only the
+        arguments themselves belong in their types (``Range`` marks)."""
         return None
 
     def carry(self, batch: ViewBatch, value: Any) -> ViewBatch:

@@ -1,9 +1,11 @@
 """Building a run: everything the training loop needs, from a resolved config, in one place.
 
-:func:`build_run` validates the whole config (:func:`ebmssl.training.validate.validate_config`, before any
-data loads), then makes, in order: the Accelerate state, the seeded RNGs, the data (datasets, views, the
-batch source), the learner, the optimiser and the schedules, and restores a checkpoint when resuming.
-The loop (:mod:`ebmssl.training.trainer`) only reads the :class:`RunParts` it returns.
+The model side of a run is built by one function, :func:`build_training` (objective, learner, optimiser,
+schedules) from the view pipeline and a dataset's info. :func:`check_run` is that build on the CPU with
+the info the datasets state from their specs (no file read, no directory made): ``tools/train.py --check``
+and the start of every run. :func:`build_run` then makes, in order: the Accelerate state, the seeded RNGs,
+the data (datasets, views, the batch source), the same parts from the loaded training set, and restores
+a checkpoint when resuming. The loop (:mod:`ebmssl.training.trainer`) only reads the :class:`RunParts`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from torch import nn
 from ebmssl.registry import SCHEDULES, ConfigError
 from ebmssl.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
 from ebmssl.training.optim import build_optimizer
-from ebmssl.training.validate import validate_config
+from ebmssl.strategies.base import RunShape
+from ebmssl.training.validate import Settings, validate_config, world_size
 
 
 @dataclass
@@ -86,9 +89,8 @@ def build_data(
     data_cfg: dict[str, Any], train_cfg: dict[str, Any], eval_cfg: dict[str, Any], accelerator: Any, source: str
 ) -> dict[str, Any]:
     """Datasets, views and the batch source, with the batch arithmetic checked against the data."""
-    from ebmssl.data import build_dataset, build_views
+    from ebmssl.data import build_dataset, build_source
     from ebmssl.data.evalsets import eval_datasets
-    from ebmssl.data.source import build_source
 
     seed = int(train_cfg["seed"])
     dataset_spec = data_cfg["dataset"]
@@ -98,7 +100,7 @@ def build_data(
     eval_train_set, test_set, eval_skipped = eval_datasets(data_cfg, eval_cfg, train_set, source)
     if eval_skipped:
         accelerator.print(f"NOTE: {eval_skipped}")
-    views = build_views(data_cfg["views"], train_set)
+    views = build_pipeline(data_cfg, train_set, source)
     global_batch = int(data_cfg["batch_size"])
     per_step = accelerator.num_processes * int(train_cfg["grad_accumulation"])
     if global_batch % per_step:
@@ -122,6 +124,90 @@ def build_data(
             "global_batch": global_batch, "micro_batch": micro_batch, "steps_per_epoch": steps_per_epoch}
 
 
+def build_training(config: dict[str, Any], settings: Settings, views: Any, info: Any, num_processes: int,
+                   device_type: str, source: str) -> dict[str, Any]:
+    """Learner, optimiser and schedules: the part of a run that :func:`check_run` and :func:`build_run` share."""
+    train_cfg, data_cfg = settings.train, settings.data
+    learner = build_model(config, train_cfg, views, info, num_processes, device_type, source)
+    optimizer = build_optimizer(
+        train_cfg["optimizer"], learner, int(data_cfg["batch_size"]), train_cfg["lr_scaling"],
+        where=f"{source}: train.optimizer", device_type=device_type, fused=train_cfg["fused_optimizer"],
+    )
+    lr_schedule = SCHEDULES.build(train_cfg["schedule"], where=f"{source}: train.schedule")
+    wd = train_cfg["weight_decay_schedule"]
+    wd_schedule = SCHEDULES.build(wd, where=f"{source}: train.weight_decay_schedule") if wd else None
+    return {"learner": learner, "optimizer": optimizer, "lr_schedule": lr_schedule, "wd_schedule": wd_schedule}
+
+
+def check_objective(learner: nn.Module, views: Any, run: Any) -> None:
+    """What needs the built objective and the views: explicit view pairs index existing views, and each
+    strategy accepts the run's batch split ``run`` (:meth:`ebmssl.strategies.base.Strategy.check_run`)."""
+    objective = getattr(learner, "objective", None)
+    if objective is None:
+        return
+    pairs = getattr(objective, "pairs", None)
+    if isinstance(pairs, (list, tuple)):
+        for index, pair in enumerate(pairs):
+            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < views.num_views for i in pair):
+                raise ConfigError(
+                    f"`objective.pairs.{index}` is {pair!r}: view indices must be whole numbers from 0 to "
+                    f"{views.num_views - 1} (the view pipeline makes {views.num_views} views, global first)."
+                )
+    for index, strategy in enumerate(getattr(objective, "strategies", ())):
+        strategy.check_run(run, f"objective.strategies.{index}")
+
+
+def _guarded(step: str, source: str, build):
+    """Run one builder of the check; anything but a ConfigError becomes one that names the section."""
+    try:
+        return build()
+    except ConfigError as error:
+        if source in str(error):
+            raise
+        raise ConfigError(f"{source}: {error}") from None  # a component's message without the file
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "allocate" not in str(error):
+            raise ConfigError(f"{source}: `{step}` could not be built (RuntimeError: {error}). Check that section.") from None
+        raise ConfigError(
+            f"{source}: `{step}` asks for more memory than this machine has. A size in `model`, `objective` or "
+            f"`data.dataset` (a width, a queue, a number of classes) is far too large."
+        ) from None
+    except Exception as error:  # a component that validates late: still the user's config at fault
+        raise ConfigError(f"{source}: `{step}` could not be built ({type(error).__name__}: {error}). Check that section.") from None
+
+
+def check_run(config: dict[str, Any]) -> Settings:
+    """Validate ``config`` and build the run's model side on the CPU, exactly as :func:`build_run` will, from
+    the info each dataset states from its spec: no file is read and nothing is written. Every problem is a
+    ConfigError naming the file and the key. Returns the resolved settings."""
+    from ebmssl.data import dataset_info
+
+    source = str(config.get("_source", "<config>"))
+    settings = validate_config(config)
+    data_cfg, eval_cfg = settings.data, settings.eval
+    specs = [("data.dataset", data_cfg["dataset"], True), ("data.test_dataset", data_cfg["test_dataset"], False),
+             ("eval.dataset", eval_cfg["dataset"], True), ("eval.dataset", eval_cfg["dataset"], False)]
+    infos = {}
+    for dotted, spec, train in specs:
+        if spec is not None:
+            infos[(dotted, train)] = _guarded(dotted, source, lambda: dataset_info(spec, train, f"{source}: {dotted}"))
+    info = infos[("data.dataset", True)]
+    if data_cfg["num_train"] and info.length is not None:
+        info.length = min(info.length, int(data_cfg["num_train"]))
+    if info.length is not None and info.length < int(data_cfg["batch_size"]):
+        raise ConfigError(
+            f"{source}: `data.batch_size` is {data_cfg['batch_size']}, more than the {info.length} training images of "
+            f"{info.name}. Lower data.batch_size or raise data.num_train."
+        )
+    with torch.random.fork_rng(devices=[]):  # building must not move the run's random streams
+        views = _guarded("data.views", source, lambda: build_pipeline(data_cfg, info, source))
+        parts = _guarded("model", source, lambda: build_training(
+            config, settings, views, info, num_processes=1, device_type="cpu", source=source))
+    run = RunShape(int(data_cfg["batch_size"]), world_size(), int(settings.train["grad_accumulation"]))
+    _guarded("objective", source, lambda: check_objective(parts["learner"], views, run))
+    return settings
+
+
 def compile_options(spec: Any, where: str) -> dict[str, Any] | None:
     """``train.compile``: false -> None; true -> {}; a mapping -> torch.compile keyword arguments."""
     if spec in (False, None):
@@ -133,21 +219,65 @@ def compile_options(spec: Any, where: str) -> dict[str, Any] | None:
     raise ConfigError(f"{where}: expected false, true or a mapping such as {{mode: max-autotune}}, got {spec!r}.")
 
 
-def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, train_set: Any, accelerator: Any, source: str):
+def build_pipeline(data_cfg: dict[str, Any], info: Any, source: str):
+    """The view pipeline of ``data.views`` for data described by ``info`` (a dataset or its DatasetInfo)."""
+    from ebmssl.data import build_views
+
+    return build_views(data_cfg["views"], info, where=f"{source}: data.views")
+
+
+def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, info: Any, num_processes: int,
+                device_type: str, source: str):
+    """Objective and learner for ``views`` over data described by ``info`` (its ``num_classes`` sizes the
+    online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     objective = build_objective(config)
     learner = build_learner(
         config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-        num_classes=train_set.num_classes, where=f"{source}: model",
+        num_classes=info.num_classes, where=f"{source}: model",
     )
-    if train_cfg["sync_batchnorm"] and accelerator.num_processes > 1:
-        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    if train_cfg["sync_batchnorm"] and num_processes > 1:
+        learner = synchronise_batchnorm(learner, device_type)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)
     if learner.channels_last:
         learner = learner.to(memory_format=torch.channels_last)
     return learner
+
+
+def synchronise_batchnorm(learner: nn.Module, device_type: str) -> nn.Module:
+    """``train.sync_batchnorm``: batch statistics over the global batch. On GPUs torch's SyncBatchNorm (its
+    fused NCCL kernels); elsewhere (gloo on CPUs, where DDP refuses SyncBatchNorm)
+    :class:`ebmssl.sync_batchnorm.GlobalBatchNorm`, the same statistics through one all-reduce."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    from ebmssl.sync_batchnorm import convert_to_global_batchnorm
+
+    return convert_to_global_batchnorm(learner)
+
+
+def exclude_from_buffer_broadcast(learner: nn.Module) -> list[str]:
+    """Tell DDP to broadcast only batch-norm statistics from process 0 before each forward; returns the rest.
+
+    DDP's default (``broadcast_buffers=True``) copies *every* buffer from process 0 before every forward.
+    Apart from batch-norm statistics (each process's running statistics differ without SyncBN; process 0's
+    are kept, as before), a learner's buffers are either per-process state, which the broadcast would
+    overwrite (SwAV's queue of its own process's scores), or equal on every process by construction
+    (MoCo/NNCLR queues filled from gathered keys, DINO's centre from an all-reduce, TiCo's covariance from
+    gathered anchors, EMA targets of equal weights, index tables): broadcasting those only costs time and
+    bandwidth (tens of MB per micro-step for the queues). Uses DDP's params-and-buffers-to-ignore list
+    (buffers only: parameters keep their gradient all-reduce).
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.parallel import DistributedDataParallel
+
+    kept = {f"{name}.{buffer}" if name else buffer
+            for name, module in learner.named_modules() if isinstance(module, _NormBase)
+            for buffer, _ in module.named_buffers(recurse=False)}
+    ignored = [name for name, _ in learner.named_buffers() if name not in kept]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(learner, ignored)
+    return ignored
 
 
 def uses_channels_last(setting: Any, encoder: nn.Module) -> bool:
@@ -181,13 +311,13 @@ def resolve_resume(run_dir: Path, resume: bool | str | Path, announce) -> Path:
 
 
 def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> RunParts:
-    """Validate ``config`` (unless ``settings`` from :func:`validate_config` are given) and build every part
-    of the run; restore a checkpoint if ``resume``."""
+    """Check ``config`` (unless ``settings`` from :func:`check_run` are given) and build every part of the
+    run; restore a checkpoint if ``resume``."""
     from accelerate.utils import set_seed
 
     config = dict(config)
     source = str(config.get("_source", "<config>"))
-    settings = settings if settings is not None else validate_config(config)
+    settings = settings if settings is not None else check_run(config)
     train_cfg, eval_cfg, data_cfg = settings.train, settings.eval, settings.data
     accelerator = make_accelerator(train_cfg)
     set_seed(int(train_cfg["seed"]), device_specific=False)
@@ -200,15 +330,11 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
     if train_cfg["max_steps"]:
         total_steps = min(total_steps, int(train_cfg["max_steps"]))
 
-    learner = build_model(config, train_cfg, data["views"], data["train_set"], accelerator, source)
-    optimizer = build_optimizer(
-        train_cfg["optimizer"], learner, data["global_batch"], train_cfg["lr_scaling"],
-        where=f"{source}: train.optimizer", device_type=accelerator.device.type,
-        fused=train_cfg["fused_optimizer"],
-    )
-    lr_schedule = SCHEDULES.build(train_cfg["schedule"], where=f"{source}: train.schedule")
-    wd = train_cfg["weight_decay_schedule"]
-    wd_schedule = SCHEDULES.build(wd, where=f"{source}: train.weight_decay_schedule") if wd else None
+    training = build_training(config, settings, data["views"], data["train_set"], accelerator.num_processes,
+                              accelerator.device.type, source)
+    learner, optimizer = training["learner"], training["optimizer"]
+    lr_schedule, wd_schedule = training["lr_schedule"], training["wd_schedule"]
+    exclude_from_buffer_broadcast(learner)
     model, optimizer = accelerator.prepare(learner, optimizer)
     learner = accelerator.unwrap_model(model)
     options = compile_options(train_cfg["compile"], f"{source}: train.compile")

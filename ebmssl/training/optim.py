@@ -14,7 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ebmssl.registry import OPTIMIZERS, ConfigError, register_optimizer
+from typing import Annotated
+
+from ebmssl.registry import OPTIMIZERS, ConfigError, Range, check_arguments, register_optimizer
+
+# an optimiser's arguments and their ranges, declared once on the factories below
+LearningRate = Annotated[float, Range(above=0, high=1000)]  # after batch scaling too
+Momentum = Annotated[float, Range(low=0, high=1)]
+WeightDecay = Annotated[float, Range(low=0, high=10)]
 
 
 class LARS(torch.optim.Optimizer):
@@ -72,28 +79,28 @@ def parameter_groups(named_parameters: Iterable[tuple[str, torch.Tensor]], weigh
 
 
 @register_optimizer("sgd")
-def sgd(params: list, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False,
+def sgd(params: list, lr: LearningRate = 0.1, momentum: Momentum = 0.9, weight_decay: WeightDecay = 5e-4, nesterov: bool = False,
         fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """SGD with momentum; biases and norm parameters without weight decay."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused, foreach=foreach)
 
 
 @register_optimizer("adamw")
-def adamw(params: list, lr: float = 1e-3, weight_decay: float = 0.05, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
+def adamw(params: list, lr: LearningRate = 1e-3, weight_decay: WeightDecay = 0.05, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
           fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019); biases and norm parameters without weight decay."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, fused=fused, foreach=foreach)
 
 
 @register_optimizer("adam")
-def adam(params: list, lr: float = 1e-3, weight_decay: float = 0.0, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
+def adam(params: list, lr: LearningRate = 1e-3, weight_decay: WeightDecay = 0.0, betas: list[float] = (0.9, 0.999), eps: float = 1e-8,
          fused: bool | None = None, foreach: bool | None = None) -> torch.optim.Optimizer:
     """Adam (Kingma & Ba 2015) with L2 weight decay (MMCR's official optimiser); norm/bias parameters undecayed."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, fused=fused, foreach=foreach)
 
 
 @register_optimizer("lars")
-def lars(params: list, lr: float = 0.3, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.02) -> torch.optim.Optimizer:
+def lars(params: list, lr: LearningRate = 0.3, momentum: Momentum = 0.9, weight_decay: WeightDecay = 1e-6, eta: float = 0.02) -> torch.optim.Optimizer:
     """LARS (You et al. 2017); biases and norm parameters excluded from decay and adaptation."""
     return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta)
 
@@ -131,6 +138,8 @@ def build_optimizer(
         )
     spec = dict(spec)
     factory = OPTIMIZERS.get(spec["name"], where)
+    # types and ranges as written (before lr scaling and the float() calls below)
+    check_arguments(factory, {k: v for k, v in spec.items() if k != "name"} | {"params": []}, f"optimizer {spec['name']!r}", where)
     import inspect
 
     default_wd = inspect.signature(factory).parameters["weight_decay"].default
@@ -144,7 +153,11 @@ def build_optimizer(
             spec["foreach"] = True
     if "lr" in spec:
         spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
-    optimizer = OPTIMIZERS.build(spec, where=where, params=groups)
+    kwargs = {k: v for k, v in spec.items() if k != "name"}  # checked above; lr now scaled by the global batch
+    try:
+        optimizer = factory(params=groups, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: optimizer {spec['name']!r} rejected its arguments {kwargs!r}: {error}.") from error
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer

@@ -40,6 +40,27 @@ def pixel_features(images: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
+def sharded_features(
+    encoder: nn.Module | None, images: Any, transform: Any, device: torch.device | str
+) -> torch.Tensor:
+    """Features of every image (``None``: raw pixels), each process extracting its shard
+    (:func:`ebmssl.distributed.shard`) and the shards gathered: the same (N, F) CPU tensor on every process."""
+    from ebmssl import distributed
+    from ebmssl.evaluation import extract_features
+
+    total = int(images.shape[0])
+    rows = distributed.shard(total)
+    local = images[rows] if rows.stop > rows.start else images[:1]  # an empty shard still has the feature width
+    if encoder is None:
+        features = pixel_features(local)
+    else:
+        features = extract_features(encoder, local, transform, device=device)
+    if rows.stop <= rows.start:
+        features = features[:0]
+    return distributed.gather_shards(features.cpu(), total)
+
+
+@torch.no_grad()
 def evaluate_encoders(
     encoders: Mapping[str, nn.Module | None],
     train_set: Any,
@@ -51,10 +72,13 @@ def evaluate_encoders(
 ) -> dict[str, dict[str, float]]:
     """Evaluate each encoder (None means raw pixels) with the same kNN / linear / few-label protocol.
 
+    Called by every process of a run: each extracts the features of its shard of the images, the shards
+    are gathered (:func:`sharded_features`), and every process runs the probes on the same features (the
+    same results; none waits in a collective while another evaluates). In one process: all of it there.
     ``train_set`` / ``test_set``: in-memory datasets (``images`` a uint8 tensor) or streamed ones (``images``
     decodes evaluation-resolution rows on demand); features are extracted a batch at a time either way.
     """
-    from ebmssl.evaluation import evaluate_features, extract_features
+    from ebmssl.evaluation import evaluate_features
 
     train_images, train_labels = train_set.images, train_set.targets
     if eval_cfg.get("num_train"):
@@ -66,11 +90,8 @@ def evaluate_encoders(
         test_images, test_labels = subset.images, subset.targets
     results: dict[str, dict[str, float]] = {}
     for name, encoder in encoders.items():
-        if encoder is None:
-            train_features, test_features = pixel_features(train_images), pixel_features(test_images)
-        else:
-            train_features = extract_features(encoder, train_images, transform, device=device)
-            test_features = extract_features(encoder, test_images, transform, device=device)
+        train_features = sharded_features(encoder, train_images, transform, device)
+        test_features = sharded_features(encoder, test_images, transform, device)
         results[name] = evaluate_features(
             train_features.cpu(), train_labels, test_features.cpu(), test_labels, num_classes=train_set.num_classes,
             knn_k=int(eval_cfg["knn_k"]), knn_temperature=float(eval_cfg["knn_temperature"]),

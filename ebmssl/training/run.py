@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ebmssl import distributed
 from ebmssl.config import apply_overrides, load_config
 from ebmssl.schema import DEFAULT_RUN_CONFIG
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
@@ -53,10 +54,9 @@ def run_training(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     from accelerate import PartialState
 
-    from ebmssl.training.build import cpu_only
-    from ebmssl.training.validate import validate_config
+    from ebmssl.training.build import check_run, cpu_only
 
-    settings = validate_config(config)  # every section, before a directory is made or a dataset loads
+    settings = check_run(config)  # every section, built on the CPU, before a directory is made or a dataset loads
     # the process group is made here; a process stuck in a collective (a peer died) gives up after the timeout
     timeout = datetime.timedelta(minutes=float(settings.train["collective_timeout_minutes"]))
     state = PartialState(cpu=cpu_only(), timeout=timeout)
@@ -68,38 +68,42 @@ def run_training(
     if acc.is_main_process and not resume:
         save_resolved_config(config, run_dir)
     acc.print(
-        f"training {config.get('_source')} for {trainer.total_steps} steps ({trainer.steps_per_epoch}/epoch, global "
-        f"batch {trainer.global_batch}, {acc.num_processes} process(es), device {acc.device}) -> {run_dir}"
+        f"training {config.get('_source')} for {trainer.parts.total_steps} steps ({trainer.parts.steps_per_epoch}"
+        f"/epoch, global batch {trainer.parts.global_batch}, {acc.num_processes} process(es), device {acc.device})"
+        f" -> {run_dir}"
     )
     stats = trainer.train()
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
+    parts, learner = trainer.parts, trainer.learner
+    # every process from here on: the diagnostics are local (same inputs and weights on each), the
+    # evaluation shards its feature extraction and runs the probes on every process, so no process waits
+    # in a collective while another works (see docs/multi_node.md)
+    final_diag = final_diagnostics(trainer)
+    report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
+    report["collapse"] = final_diag.get("collapse", [])
+    if parts.eval_cfg["final"] and parts.test_set is None:
+        report["evaluation_skipped"] = parts.eval_skipped
+        acc.print(f"final evaluation skipped: {parts.eval_skipped}")
+    elif parts.eval_cfg["final"]:
+        started = time.perf_counter()
+        encoders: dict[str, Any] = {"trained": learner.encoder}
+        if parts.eval_cfg["baselines"]:
+            encoders["random_init"] = random_encoder(trainer)
+            if pixel_baseline:
+                encoders["raw_pixels"] = None
+        target = getattr(learner, "target", None)
+        if evaluate_target and target is not None and hasattr(target, "backbone"):
+            encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
+        results = evaluate_encoders(
+            encoders, parts.eval_train_set, parts.test_set, parts.views.eval_transform, parts.eval_cfg,
+            device=acc.device, seed=int(parts.train_cfg["seed"]),
+        )
+        report["evaluation"] = results
+        report["evaluation_seconds"] = time.perf_counter() - started
+        acc.print("\n" + format_table(results))
     if acc.is_main_process:
-        learner = trainer.unwrapped
         export_backbone(learner.encoder, run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
-        final_diag = final_diagnostics(trainer)
-        report["diagnostics"] = {k: v for k, v in final_diag.items() if not isinstance(v, list)}
-        report["collapse"] = final_diag.get("collapse", [])
-        if trainer.eval_cfg["final"] and trainer.test_set is None:
-            report["evaluation_skipped"] = trainer.eval_skipped
-            acc.print(f"final evaluation skipped: {trainer.eval_skipped}")
-        elif trainer.eval_cfg["final"]:
-            started = time.perf_counter()
-            encoders: dict[str, Any] = {"trained": learner.encoder}
-            if trainer.eval_cfg["baselines"]:
-                encoders["random_init"] = random_encoder(trainer)
-                if pixel_baseline:
-                    encoders["raw_pixels"] = None
-            target = getattr(learner, "target", None)
-            if evaluate_target and target is not None and hasattr(target, "backbone"):
-                encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
-            results = evaluate_encoders(
-                encoders, trainer.eval_train_set, trainer.test_set, trainer.views.eval_transform, trainer.eval_cfg,
-                device=acc.device, seed=int(trainer.train_cfg["seed"]),
-            )
-            report["evaluation"] = results
-            report["evaluation_seconds"] = time.perf_counter() - started
-            acc.print("\n" + format_table(results))
         report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
         write_report(run_dir, report)
         final_path = run_dir / "final_diagnostics.json"
@@ -114,18 +118,27 @@ def random_encoder(trainer: Trainer) -> torch.nn.Module:
     """A freshly initialised backbone of the same architecture (seeded), for the random-init baseline."""
     from ebmssl.models import random_init_backbone
 
-    model = trainer.config.get("model")
-    return random_init_backbone(model, trainer.views.channels, int(trainer.train_cfg["seed"]) + 12345).to(trainer.accelerator.device)
+    parts = trainer.parts
+    model = parts.config.get("model")
+    encoder = random_init_backbone(model, parts.views.channels, int(parts.train_cfg["seed"]) + 12345)
+    return encoder.to(parts.accelerator.device)
 
 
 @torch.no_grad()
 def final_diagnostics(trainer: Trainer) -> dict[str, Any]:
+    """Diagnostics, singular values and energy samples of two fixed views of the first training images;
+    local to each process (:func:`ebmssl.distributed.local_only`), so any process may call it alone."""
+    with distributed.local_only():
+        return _final_diagnostics(trainer)
+
+
+def _final_diagnostics(trainer: Trainer) -> dict[str, Any]:
     from ebmssl.energies.cosine import CosineEnergy
     from ebmssl.evaluation import collect_diagnostics, detect_collapse, energy_statistics, singular_values
 
-    learner = trainer.unwrapped
+    learner = trainer.learner
     learner.eval()
-    z1, z2 = trainer.diagnostic_embeddings(min(512, len(trainer.train_set)), salt=1)
+    z1, z2 = trainer.diagnostic_embeddings(min(512, len(trainer.parts.train_set)), salt=1)
     diagnostics: dict[str, Any] = dict(collect_diagnostics(z1, z2, learner.objective.energy))
     diagnostics["singular_values"] = singular_values(z1).cpu().tolist()
     try:

@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ebmssl import distributed
 from ebmssl.data.source import seed_for
 from ebmssl.strategies.base import Progress
-from ebmssl.training.build import RunParts, build_run, cpu_only, release_accelerator_state  # noqa: F401
+from ebmssl.training.build import RunParts, build_run
+from ebmssl.training.callbacks import Callback, EpochEnd, default_callbacks
 from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests
 from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
-from ebmssl.training.validate import data_section  # noqa: F401  (re-exported for tools/evaluate.py)
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,41 +46,59 @@ _seed_for = seed_for
 class Trainer:
     """Trains the parts built by :func:`build_run`; ``train()`` runs the loop."""
 
-    def __init__(self, config: Mapping[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None) -> None:
-        parts = build_run(dict(config), Path(run_dir), resume, settings)
-        self.parts = parts
-        self.config, self.run_dir, self.accelerator = parts.config, parts.run_dir, parts.accelerator
-        self.train_cfg, self.eval_cfg, self.data_cfg = parts.train_cfg, parts.eval_cfg, parts.data_cfg
-        self.train_set, self.test_set, self.views, self.source = parts.train_set, parts.test_set, parts.views, parts.batches
-        self.eval_train_set, self.eval_skipped = parts.eval_train_set, parts.eval_skipped
-        self.global_batch, self.micro_batch = parts.global_batch, parts.micro_batch
-        self.steps_per_epoch, self.total_steps = parts.steps_per_epoch, parts.total_steps
-        self.learner, self.model, self.optimizer = parts.learner, parts.model, parts.optimizer
-        self.step = parts.start_step
+    def __init__(
+        self, config: Mapping[str, Any], run_dir: Path, resume: bool | str | Path = False, settings: Any = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:  # fmt: skip
+        self.parts: RunParts = build_run(dict(config), Path(run_dir), resume, settings)
+        self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]  # end-of-epoch work, in order
+        self.step = self.parts.start_step
         self.diagnostics_history: list[dict[str, Any]] = []
         self.guard = StepGuard(self.learner, self.optimizer, self.accelerator.device)
         self.guard.set_step(self.step)
         self.running: dict[str, torch.Tensor] = {}
-        self._restore_loop_state(parts.loop_state)
-        if parts.resumed_from is not None and self.accelerator.is_main_process:
-            read_jsonl(self.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
+        self._restore_loop_state(self.parts.loop_state)
+        if self.parts.resumed_from is not None and self.accelerator.is_main_process:
+            read_jsonl(self.parts.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
+
+    # what the step itself uses, read from the parts (everything else: ``trainer.parts``)
+    @property
+    def accelerator(self):
+        return self.parts.accelerator
 
     @property
-    def unwrapped(self):
-        return self.learner
+    def learner(self) -> torch.nn.Module:
+        return self.parts.learner
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.parts.model
+
+    @property
+    def optimizer(self):
+        return self.parts.optimizer
+
+    @property
+    def source(self):
+        return self.parts.batches
+
+    @property
+    def train_cfg(self) -> dict[str, Any]:
+        return self.parts.train_cfg
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """Every logged record of the run (read from metrics.jsonl: nothing grows in memory)."""
-        return read_jsonl(self.run_dir / "metrics.jsonl")
+        return read_jsonl(self.parts.run_dir / "metrics.jsonl")
 
     def progress(self, step: int) -> Progress:
-        return Progress(step=step, total_steps=self.total_steps, epoch=step / self.steps_per_epoch,
+        return Progress(step=step, total_steps=self.parts.total_steps, epoch=step / self.parts.steps_per_epoch,
                         total_epochs=int(self.train_cfg["epochs"]))
 
     def _set_hyperparameters(self, step: int) -> float:
-        lr_factor = self.parts.lr_schedule(step, self.total_steps)
-        wd_factor = self.parts.wd_schedule(step, self.total_steps) if self.parts.wd_schedule else 1.0
+        total = self.parts.total_steps
+        lr_factor = self.parts.lr_schedule(step, total)
+        wd_factor = self.parts.wd_schedule(step, total) if self.parts.wd_schedule else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor
             group["weight_decay"] = group.get("base_weight_decay", group["weight_decay"]) * wd_factor
@@ -128,32 +147,34 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        acc, tc = self.accelerator, self.train_cfg
+        acc, tc, parts = self.accelerator, self.train_cfg, self.parts
         main = acc.is_main_process
-        writer = tensorboard_writer(self.run_dir / "tensorboard") if main else None
-        bar = progress_bar(self.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
+        writer = tensorboard_writer(parts.run_dir / "tensorboard") if main else None
+        bar = progress_bar(parts.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
         agreement = Agreement(tc["checkpoint_every_minutes"])
         every_epochs, every_steps = int(tc["checkpoint_every_epochs"]), tc["checkpoint_every_steps"]
         stop_at = tc["stop_at_step"]
         started, images_seen, logged = time.perf_counter(), 0, {}
         self.model.train()
         try:
-            with StopRequests(acc.print) as stops:
-                while self.step < self.total_steps:
+            with StopRequests(acc.print) as stops, distributed.checked_gathers() as gathers:
+                first = self.step
+                while self.step < parts.total_steps:
                     lr = self._set_hyperparameters(self.step)
+                    gathers.begin_step(verify=self.step == first or self.step % parts.steps_per_epoch == 0)
                     logged = self.train_step(self.step)
                     self.step += 1
-                    images_seen += self.micro_batch * int(tc["grad_accumulation"]) * self.views.num_views
+                    images_seen += parts.micro_batch * int(tc["grad_accumulation"]) * parts.views.num_views
                     bar.update(1)
                     signum, clock_due = agreement.decide(stops.signum)
-                    last = self.step == self.total_steps
-                    end_of_epoch = self.step % self.steps_per_epoch == 0 or last
-                    epoch = math.ceil(self.step / self.steps_per_epoch)
+                    last = self.step == parts.total_steps
+                    end_of_epoch = self.step % parts.steps_per_epoch == 0 or last
+                    epoch = math.ceil(self.step / parts.steps_per_epoch)
                     if self.step % int(tc["log_every"]) == 0 or end_of_epoch:
                         record = self._log(lr, logged, started, images_seen, writer)
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
                     if end_of_epoch:
-                        self._epoch_end(epoch, writer)
+                        self.epoch_end(epoch, writer)
                     stopping = bool(signum) or (stop_at is not None and self.step >= int(stop_at) and not last)
                     if (
                         stopping or clock_due or last
@@ -167,11 +188,28 @@ class Trainer:
                     if stopping:
                         acc.print(f"stopped at step {self.step} (train.stop_at_step); continue with --resume")
                         break
+        except (RuntimeError, OSError) as error:
+            lost = distributed.peer_lost(error, f"at step {self.step}", float(tc["collective_timeout_minutes"]))
+            if lost is None or isinstance(error, distributed.UnequalGather):
+                raise
+            raise lost from error
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
         return {"steps": self.step, "seconds": time.perf_counter() - started, "images_seen": images_seen}
+
+    @torch.no_grad()
+    def epoch_end(self, epoch: int, writer=None) -> EpochEnd:
+        """Run the end-of-epoch callbacks, in order, on every process (learner in eval mode, no gradient)."""
+        end = EpochEnd(epoch=epoch, step=self.step, writer=writer)
+        self.learner.eval()
+        try:
+            for callback in self.callbacks:
+                callback(self, end)
+        finally:
+            self.learner.train()
+        return end
 
     # -- the once-per-interval host side ----------------------------------------------------------------
     def _check_skips(self) -> dict[str, Any]:
@@ -179,7 +217,7 @@ class Trainer:
         counters = self.guard.read()
         limit = int(self.train_cfg["max_skipped_steps"])
         if counters["longest_streak"] >= limit:
-            checkpoint = latest_checkpoint(self.run_dir / "checkpoints")
+            checkpoint = latest_checkpoint(self.parts.run_dir / "checkpoints")
             terms = ", ".join(counters["bad_terms"]) or "the updated weights (overflow)"
             raise TrainingDiverged(
                 f"{counters['longest_streak']} steps in a row were non-finite (train.max_skipped_steps={limit}), from "
@@ -199,14 +237,14 @@ class Trainer:
         sums = dict(zip(keys, values))
         count = max(sums.pop("count", 0.0), 1.0)
         self.running = {}
-        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": lr}
+        record = {"step": self.step, "epoch": round(self.step / self.parts.steps_per_epoch, 4), "lr": lr}
         record.update({k: v / count for k, v in sums.items()})
         record.setdefault("loss", float("nan"))  # every step of the interval was skipped
         record.update(logged)
         record["skipped_steps"] = counters["skipped"]
         record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
         if acc.is_main_process:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            append_jsonl(self.parts.run_dir / "metrics.jsonl", record)
             if writer is not None:
                 for key, value in record.items():
                     if key != "step" and isinstance(value, (int, float)):
@@ -224,56 +262,14 @@ class Trainer:
         """Projector outputs (float32) of two augmented views of the first ``rows`` training images.
 
         The views come from a fixed generator (seed, ``salt``), so every call with the same arguments
-        compares the model on the same inputs; the caller puts the learner in eval mode.
+        compares the model on the same inputs (on every process alike); the caller puts the learner in
+        eval mode and, with several processes, runs this under :func:`ebmssl.distributed.local_only`.
         """
-        learner = self.unwrapped
         device = self.accelerator.device
-        images = self.train_set.images[:rows].to(device)
+        images = self.parts.train_set.images[:rows].to(device)
         generator = torch.Generator(device=device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9 + salt))
-        embeddings = learner.embed(self.views(images, generator)[:2])
+        embeddings = self.learner.embed(self.parts.views(images, generator)[:2])
         return embeddings[0].float(), embeddings[1].float()
-
-    @torch.no_grad()
-    def _epoch_end(self, epoch: int, writer) -> None:
-        if not self.accelerator.is_main_process:
-            self.accelerator.wait_for_everyone()
-            return
-        from ebmssl.evaluation import collect_diagnostics, detect_collapse, extract_features, knn_accuracy
-
-        learner = self.unwrapped
-        learner.eval()
-        z1, z2 = self.diagnostic_embeddings(min(int(self.eval_cfg["monitor_samples"]), len(self.train_set), 512), salt=0)
-        diagnostics = collect_diagnostics(z1, z2, learner.objective.energy)
-        record = {"step": self.step, "epoch": epoch, **{f"diag/{k}": v for k, v in diagnostics.items()}}
-        every = int(self.eval_cfg["knn_every_epochs"])
-        if every > 0 and epoch % every == 0 and self.test_set is not None:
-            n = min(int(self.eval_cfg["monitor_samples"]), len(self.eval_train_set))
-            images = self.eval_train_set.images[:n].to(self.accelerator.device)
-            test_n = min(int(self.eval_cfg["monitor_samples"]), len(self.test_set))
-            transform = self.views.eval_transform
-            train_features = extract_features(learner.encoder, images, transform)
-            test_features = extract_features(learner.encoder, self.test_set.images[:test_n], transform)
-            record["knn_monitor"] = knn_accuracy(
-                train_features, self.eval_train_set.targets[:n], test_features, self.test_set.targets[:test_n],
-                num_classes=self.eval_train_set.num_classes, k=int(self.eval_cfg["knn_k"]),
-                temperature=float(self.eval_cfg["knn_temperature"]),
-            )
-        reasons = detect_collapse(diagnostics, dim=int(z1.shape[1]))
-        record["collapse"] = reasons
-        self.diagnostics_history.append(record)
-        append_jsonl(self.run_dir / "diagnostics.jsonl", record)
-        if writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    writer.add_scalar(key, value, self.step)
-        summary = ", ".join(
-            f"{k}={record[k]:.4g}" for k in ("knn_monitor", "diag/rankme", "diag/normalized_std") if k in record
-        )
-        self.accelerator.print(f"epoch {epoch}: {summary}")
-        for reason in reasons:
-            self.accelerator.print(f"WARNING collapse at epoch {epoch}: {reason}")
-        learner.train()
-        self.accelerator.wait_for_everyone()
 
     def save(self) -> Path:
         """Checkpoint the run at ``self.step`` (every process calls this at the same step)."""
@@ -281,8 +277,9 @@ class Trainer:
         keys = sorted(self.running)
         sums = self.accelerator.reduce(torch.stack([self.running[k] for k in keys]), reduction="sum").tolist() if keys else []
         loop = {"running": dict(zip(keys, sums)), "skipped": int(self.guard.skipped)}
-        state = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "total_steps": self.total_steps, "loop": loop}
+        state = {"step": self.step, "epoch": self.step / self.parts.steps_per_epoch, "total_steps": self.parts.total_steps,
+                 "loop": loop}
         return save_checkpoint(
-            self.accelerator, self.run_dir / "checkpoints", self.step, state, self.learner, self.optimizer,
+            self.accelerator, self.parts.run_dir / "checkpoints", self.step, state, self.learner, self.optimizer,
             keep=int(self.train_cfg["keep_checkpoints"]),
         )

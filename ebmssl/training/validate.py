@@ -1,101 +1,39 @@
-"""Whole-config validation before any data loads (``tools/train.py --check`` and the start of every run).
+"""The static half of the config check: sections, types, ranges and the multi-process arithmetic.
 
-Checks, in order, and stops at the first problem with a :class:`~ebmssl.registry.ConfigError` that names
-the config file and the dotted key: the keys of every section; the types and ranges of ``train:``,
-``eval:`` and ``data:`` values; the dataset spec (its name and arguments, without reading a file); the
-view pipeline; the objective; the model, built on the CPU; the optimiser and the schedules; and the
-sizes that must agree with the batch (a memory queue no smaller than the global batch, positive
-temperatures). Nothing here reads images or writes a file.
+:func:`validate_config` reads nothing and builds nothing: it checks the top-level keys, resolves ``train:``,
+``eval:`` and ``data:`` against their typed schemas (:mod:`ebmssl.schema`), refuses implausible sizes, and
+checks what must agree across processes (the number of processes comes from the launcher's environment,
+``WORLD_SIZE``): the global batch split over processes x accumulation steps, and the compile backend. The
+build half, :func:`ebmssl.training.build.check_run`, then builds views, objective, model, optimiser and
+schedules on the CPU from the datasets' stated info, as the run will (``tools/train.py --check``).
 """
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ebmssl.registry import DATASETS, SCHEDULES, ConfigError, check_arguments
-from ebmssl.schema import DATA_KEYS, DEFAULT_VIEWS, EVAL_DEFAULTS, TOP_LEVEL_KEYS, TRAIN_DEFAULTS, check_keys
+from ebmssl.registry import MAX_COUNT, ConfigError
+from ebmssl.schema import (
+    DEFAULT_VIEWS,
+    TOP_LEVEL_KEYS,
+    DataSection,
+    EvalSection,
+    TrainSection,
+    check_keys,
+    resolve_section,
+)
 
 
 @dataclass
 class Settings:
+    """The resolved ``train:``, ``eval:`` and ``data:`` sections (plain dicts, defaults filled in)."""
+
     train: dict[str, Any]
     eval: dict[str, Any]
     data: dict[str, Any]
-
-
-# (kind, lowest, highest, may be null); kinds: int, float, bool, choice:<a|b|c>, any
-TRAIN_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
-    "epochs": ("int", 1, None, False),
-    "seed": ("int", 0, None, False),
-    "grad_clip": ("float", 0, None, True),
-    "mixed_precision": ("choice:no|bf16|fp16", None, None, False),
-    "lr_scaling": ("choice:none|linear|sqrt", None, None, True),
-    "grad_accumulation": ("int", 1, None, False),
-    "sync_batchnorm": ("bool", None, None, False),
-    "deterministic": ("bool", None, None, False),
-    "log_every": ("int", 1, None, False),
-    "checkpoint_every_epochs": ("int", 0, None, False),
-    "checkpoint_every_steps": ("int", 1, None, True),
-    "checkpoint_every_minutes": ("float", 0, None, True),
-    "keep_checkpoints": ("int", 0, None, False),
-    "max_skipped_steps": ("int", 1, None, False),
-    "max_steps": ("int", 1, None, True),
-    "stop_at_step": ("int", 1, None, True),
-    "progress_bar": ("bool", None, None, False),
-    "channels_last": ("choice:auto|True|False", None, None, False),
-    "fused_optimizer": ("choice:auto|False", None, None, False),
-    "collective_timeout_minutes": ("float", 0, None, False),
-}
-EVAL_RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
-    "knn_k": ("int", 1, None, False),
-    "knn_temperature": ("float", 0, None, False),
-    "knn_every_epochs": ("int", 0, None, False),
-    "monitor_samples": ("int", 1, None, False),
-    "num_train": ("int", 1, None, True),
-    "num_test": ("int", 1, None, True),
-    "labels_per_class": ("int", 1, None, True),  # null skips the few-label probe
-    "linear_epochs": ("int", 1, None, False),
-    "baselines": ("bool", None, None, False),
-    "final": ("bool", None, None, False),
-}
-DATA_RULES = {"batch_size": ("int", 1, None, False), "num_train": ("int", 1, None, True)}
-STRICTLY_POSITIVE = {"knn_temperature", "checkpoint_every_minutes", "grad_clip", "collective_timeout_minutes"}
-
-
-def check_value(value: Any, rule: tuple[str, float | None, float | None, bool], key: str, source: str) -> None:
-    kind, low, high, nullable = rule
-    if value is None:
-        if nullable:
-            return
-        raise ConfigError(f"{source}: `{key}` must not be null. Give it a value (see the defaults in ebmssl/schema.py).")
-    if kind.startswith("choice:"):
-        choices = kind.split(":", 1)[1].split("|")
-        if str(value) not in choices or isinstance(value, (dict, list)):
-            raise ConfigError(f"{source}: `{key}` is {value!r}; use one of {', '.join(choices)}.")
-        return
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: `{key}` must be true or false, got {value!r} ({type(value).__name__}).")
-        return
-    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{source}: `{key}` must be a whole number, got {value!r} ({type(value).__name__}).")
-    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-        raise ConfigError(f"{source}: `{key}` must be a finite number, got {value!r} ({type(value).__name__}).")
-    name = key.rsplit(".", 1)[-1]
-    if low is not None and (value < low or (name in STRICTLY_POSITIVE and value <= low)):
-        bound = f"greater than {low}" if name in STRICTLY_POSITIVE else f"at least {low}"
-        raise ConfigError(f"{source}: `{key}` is {value!r}; it must be {bound}.")
-    if high is not None and value > high:
-        raise ConfigError(f"{source}: `{key}` is {value!r}; it must be at most {high}.")
-
-
-def check_section(section: Mapping[str, Any], rules: Mapping[str, tuple], prefix: str, source: str) -> None:
-    for key, rule in rules.items():
-        if key in section:
-            check_value(section[key], rule, f"{prefix}{key}", source)
 
 
 def _mapping(value: Any, key: str, source: str) -> dict[str, Any]:
@@ -108,20 +46,18 @@ def _mapping(value: Any, key: str, source: str) -> dict[str, Any]:
 
 def data_section(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The ``data:`` section with its defaults (views from ``data.views`` or a method's ``views:`` hint)."""
-    data = _mapping(config.get("data"), "data", source)
-    check_keys(data, DATA_KEYS, "data.", source)
-    if "dataset" not in data:
+    data = resolve_section(config.get("data"), DataSection, "data.", source)
+    if not data["dataset"]:
         raise ConfigError(
             f"{source}: no `data.dataset`. Add a data config to `base:` (e.g. `base: [methods/<method>.yaml, data/<dataset>.yaml]`) or "
             f"write `data: {{dataset: {{name: <dataset>}}, views: {{name: <pipeline>}}, batch_size: 256}}`."
         )
-    views = _mapping(data.get("views"), "data.views", source) or {"name": DEFAULT_VIEWS}
+    views = data["views"]
+    views = {"name": views} if isinstance(views, str) else _mapping(views, "data.views", source) or {"name": DEFAULT_VIEWS}
     hint = _mapping(config.get("views"), "views", source)
     if hint:
         views = {**views, **hint} if hint.get("name", views.get("name")) == views.get("name") else hint
     data["views"] = views
-    data.setdefault("batch_size", 256)
-    data.setdefault("num_train", None)
     return data
 
 
@@ -135,129 +71,86 @@ def _walk(node: Any, path: str):
             yield from _walk(value, f"{path}.{index}")
 
 
-MAX_SIZE = 10**8  # no width, depth, queue or class count of a real model comes near this
+MAX_IMAGE_SIZE = 8192  # pixels per side of a view or a dataset: beyond any image a model here trains on
 
 
-def check_sizes(config: Mapping[str, Any], global_batch: int, source: str) -> None:
-    """Implausible sizes are refused; temperatures must be positive; a queue must hold one global batch."""
-    for section in ("model", "objective", "data", "views"):
-        for dotted, _key, value in _walk(config.get(section) or {}, section):
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE and section != "data":
+def check_sizes(config: Mapping[str, Any], data: Mapping[str, Any], source: str) -> None:
+    """Numbers no real model, objective or view pipeline comes near are refused before anything is built
+    (a width of 1e12 would exhaust memory inside the build). Component-specific ranges live on the
+    components' typed arguments; this is the one generic ceiling."""
+    sections = [(key, config.get(key) or {}) for key in ("model", "objective")] + [("data.views", data["views"])]
+    for name, section in sections:
+        for dotted, key, value in _walk(section, name):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            ceiling = MAX_IMAGE_SIZE if str(key).endswith("size") and name == "data.views" else MAX_COUNT
+            if abs(value) > ceiling:
                 raise ConfigError(
-                    f"{source}: `{dotted}` is {value}, beyond any real size (limit {MAX_SIZE}); building it would "
+                    f"{source}: `{dotted}` is {value:g}, beyond any real size (limit {ceiling}); building it would "
                     f"exhaust memory or time. Check the value."
                 )
-    for dotted, key, value in _walk(config.get("objective") or {}, "objective"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if str(key).endswith("temperature") and not value > 0:
-            raise ConfigError(f"{source}: `{dotted}` is {value}; a temperature must be greater than 0.")
-        if key in ("size", "queue_size") and value < global_batch:
-            raise ConfigError(
-                f"{source}: `{dotted}` is {value}, smaller than the global batch data.batch_size={global_batch}: "
-                f"each step would overwrite the whole queue. Make it at least {global_batch}."
-            )
 
 
-DATASET_LIMITS = {"channels": (1, 16, 3), "image_size": (1, 8192, 32), "num_classes": (1, 10**6, 10)}
-
-
-def _dataset_info(dataset: Mapping[str, Any], source: str):
-    """What the views and the model need to know about the data, from the spec alone (nothing is read)."""
-    from ebmssl.data import DatasetInfo
-
-    values = {}
-    for key, (low, high, default) in DATASET_LIMITS.items():
-        value = dataset.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            value = default  # the dataset's own argument check reports a wrong type
-        elif not low <= value <= high:
-            raise ConfigError(f"{source}: `data.dataset.{key}` is {value}; it must lie between {low} and {high}.")
-        values[key] = value
-    c = values["channels"]
-    return DatasetInfo(mean=(0.5,) * c, std=(0.25,) * c, channels=c, image_size=values["image_size"],
-                       num_classes=values["num_classes"])
-
-
-def _guarded(step: str, source: str, build):
-    """Run one builder; anything but a ConfigError becomes one that names the section."""
+def world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE`` from torchrun / accelerate launch; 1 alone)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
     try:
-        return build()
-    except ConfigError as error:
-        if source in str(error):
-            raise
-        raise ConfigError(f"{source}: {error}") from None  # a component's message without the file
-    except MemoryError as error:
+        return max(1, int(raw))
+    except ValueError:
+        raise ConfigError(f"the environment variable WORLD_SIZE={raw!r} is not a whole number; launch with torchrun or accelerate launch.") from None
+
+
+def check_processes(train: Mapping[str, Any], data: Mapping[str, Any], source: str, processes: int | None = None) -> None:
+    """The global batch must split evenly over processes x accumulation steps (else each process would train
+    on a different batch size, or the processes would disagree on the number of steps)."""
+    processes = world_size() if processes is None else processes
+    per_step = processes * int(train["grad_accumulation"])
+    batch = int(data["batch_size"])
+    if batch % per_step:
+        lower, upper = (batch // per_step) * per_step, (batch // per_step + 1) * per_step
         raise ConfigError(
-            f"{source}: `{step}` asks for more memory than this machine has ({error or 'MemoryError'}). A size in "
-            f"`model`, `objective` or `data.dataset` (a width, a queue, a number of classes) is far too large."
-        ) from None
-    except RuntimeError as error:
-        if "allocate" not in str(error):
-            raise ConfigError(f"{source}: `{step}` could not be built (RuntimeError: {error}). Check that section.") from None
-        raise ConfigError(
-            f"{source}: `{step}` asks for more memory than this machine has. A size in `model`, `objective` or "
-            f"`data.dataset` (a width, a queue, a number of classes) is far too large."
-        ) from None
-    except Exception as error:  # a component that validates late: still the user's config at fault
-        raise ConfigError(f"{source}: `{step}` could not be built ({type(error).__name__}: {error}). Check that section.") from None
+            f"{source}: `data.batch_size` is {batch}, not divisible by processes ({processes}) x "
+            f"train.grad_accumulation ({train['grad_accumulation']}) = {per_step}. Use a multiple of {per_step}, "
+            f"e.g. {upper if not lower else lower} (the batch size is the global one, over every process)."
+        )
 
 
-def validate_config(config: Mapping[str, Any], build: bool = True) -> Settings:
-    """Check the whole resolved run config; with ``build`` also build objective, views, model and optimiser on the CPU."""
-    from ebmssl.training.settings import resolve_section
-
-    source = str(config.get("_source", "<config>"))
-    check_keys(config, TOP_LEVEL_KEYS, "", source)
-    for key in ("objective", "model", "train", "eval", "data", "views"):
-        _mapping(config.get(key), key, source)
-    train = resolve_section(config, "train", TRAIN_DEFAULTS, source)
-    evaluation = resolve_section(config, "eval", EVAL_DEFAULTS, source)
-    data = data_section(config, source)
-    check_section(train, TRAIN_RULES, "train.", source)
-    check_section(evaluation, EVAL_RULES, "eval.", source)
-    check_section(data, DATA_RULES, "data.", source)
-    for key in ("optimizer", "schedule"):
-        if not isinstance(train[key], Mapping) or "name" not in train[key]:
-            raise ConfigError(f"{source}: `train.{key}` must be a mapping with a `name:` key, got {train[key]!r}.")
-    check_sizes(config, int(data["batch_size"]), source)
-    specs = [(f"data.{key}", data.get(key)) for key in ("dataset", "test_dataset")] + [("eval.dataset", evaluation["dataset"])]
-    for dotted, spec in specs:
-        if spec is None and dotted != "data.dataset":
-            continue
-        spec = {"name": spec} if isinstance(spec, str) else spec
-        if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ConfigError(f"{source}: `{dotted}` must be a mapping with a `name:` key, got {spec!r}.")
-        factory = DATASETS.get(spec["name"], f"{source}: {dotted}")
-        kwargs = {k: v for k, v in spec.items() if k not in ("name", "train")}
-        _guarded(dotted, source, lambda: check_arguments(
-            factory, {**kwargs, "train": True}, f"dataset {spec['name']!r}", f"{source}: {dotted}"))
-    if not build:
-        return Settings(train, evaluation, data)
+def check_compile(spec: Any, source: str) -> None:
+    """``train.compile``: a mapping's keys are torch.compile's and its backend one that torch knows."""
+    if not isinstance(spec, Mapping):
+        return
+    import inspect
 
     import torch
 
-    from ebmssl.data import build_views
-    from ebmssl.objective import build_objective
-    from ebmssl.training.learner import build_learner
-    from ebmssl.training.optim import build_optimizer
+    accepted = [name for name in inspect.signature(torch.compile).parameters if name != "model"]
+    check_keys(spec, accepted, "train.compile.", source)
+    backend = spec.get("backend")
+    if backend is None:
+        return
+    from torch._dynamo import list_backends
 
-    info = _dataset_info(data["dataset"], source)
-    views = _guarded("data.views", source, lambda: build_views(data["views"], info, where=f"{source}: data.views"))
-    with torch.random.fork_rng(devices=[]):  # building must not move the run's random streams
-        objective = _guarded("objective", source, lambda: build_objective(dict(config)))
-        learner = _guarded("model", source, lambda: build_learner(
-            config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-            num_classes=info.num_classes, where=f"{source}: model",
-        ))
-    _guarded("train.optimizer", source, lambda: build_optimizer(
-        train["optimizer"], learner, int(data["batch_size"]), train["lr_scaling"], where=f"{source}: train.optimizer"
-    ))
-    _guarded("train.schedule", source, lambda: SCHEDULES.build(train["schedule"], where=f"{source}: train.schedule"))
-    if train["weight_decay_schedule"]:
-        _guarded("train.weight_decay_schedule", source, lambda: SCHEDULES.build(
-            train["weight_decay_schedule"], where=f"{source}: train.weight_decay_schedule"))
-    from ebmssl.training.build import compile_options
+    known = sorted(set(list_backends(exclude_tags=())))
+    if not isinstance(backend, str) or backend not in known:
+        raise ConfigError(
+            f"{source}: `train.compile.backend` is {backend!r}, not a torch.compile backend. Use one of "
+            f"{', '.join(known)} (inductor is the default: drop the key)."
+        )
 
-    compile_options(train["compile"], f"{source}: train.compile")
+
+def validate_config(config: Mapping[str, Any]) -> Settings:
+    """Check every section of the resolved run config without building or reading anything; return its settings."""
+    source = str(config.get("_source", "<config>"))
+    check_keys(config, TOP_LEVEL_KEYS, "", source)
+    for key in ("objective", "model", "views"):
+        _mapping(config.get(key), key, source)
+    train = resolve_section(config.get("train"), TrainSection, "train.", source)
+    evaluation = resolve_section(config.get("eval"), EvalSection, "eval.", source)
+    data = data_section(config, source)
+    for key in ("optimizer", "schedule"):
+        if "name" not in train[key]:
+            raise ConfigError(f"{source}: `train.{key}` must be a mapping with a `name:` key, got {train[key]!r}.")
+    check_sizes(config, data, source)
+    check_processes(train, data, source)
+    check_compile(train["compile"], source)
     return Settings(train, evaluation, data)

@@ -1,4 +1,4 @@
-"""tools/benchmark.py and tools/bench_peers.py: the suites run, and the peer columns degrade cleanly."""
+"""tools/benchmark.py and benchmarks/peers.py: the suites run, and the peer columns degrade cleanly."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
 
-import bench_peers  # noqa: E402
 import benchmark  # noqa: E402
+from benchmarks import peers as bench_peers  # noqa: E402
 
 
 def test_torchvision_baseline_recipe_makes_two_views():

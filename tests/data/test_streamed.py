@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ebmssl.data import build_dataset, build_views, testing
 from ebmssl.data import augment as A
+from ebmssl.data import build_dataset, build_source, build_views, testing
 from ebmssl.data.decode import centre_box, draft_scale, load_crops, load_eval_image
-from ebmssl.data.source import InMemorySource, build_source
+from ebmssl.data.source import InMemorySource
 from ebmssl.data.streamed import StreamedImageDataset
 from ebmssl.data.streamed_source import StreamedSource, crop_plan
 from ebmssl.data.views.base import ViewRecipe

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import ebmssl
 from ebmssl.config import apply_overrides, load_config
 from ebmssl.models.masking import BlockMasks, multi_block_masks
-from ebmssl.training.learner import build_learner
+from ebmssl.models.architectures import build_learner
 
 TINY_VIT = {"num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
 

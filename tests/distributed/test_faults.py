@@ -89,6 +89,29 @@ def test_two_nodes_with_a_local_rendezvous_train(tmp_path: Path) -> None:
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
+def test_a_process_killed_on_another_node_ends_the_survivor_quickly_naming_it(tmp_path: Path) -> None:
+    """Two "nodes" (one process each, c10d rendezvous); node 1's process is SIGKILLed at its 2nd step. No agent
+    on node 0 knows of it: its process, blocked in a collective, must exit on its own, in bounded time, with
+    a message naming the lost process (never a silent hang until the collective timeout of 10 minutes)."""
+    path = config_file(tmp_path, faulty=True)
+    port = free_port()
+    launches = []
+    started = time.monotonic()
+    for node in range(2):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                   "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ebmssl-die",
+                   "--node_rank", str(node), TRAIN, "--config", str(path), "--output-dir", str(tmp_path / "run")]
+        launches.append(subprocess.Popen(command, cwd=ROOT, env=environment(EBMSSL_FAULT="die:1:2"),
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in launches]
+    seconds = time.monotonic() - started
+    assert all(p.returncode != 0 for p in launches), outputs[0][-3000:]
+    assert "PeerLost: process 0 of 2 stopped at step" in outputs[0] and "because process 1 died" in outputs[0], outputs[0][-4000:]
+    assert seconds < 150, f"the survivor took {seconds:.0f} s to exit"
+    print(f"node 1 killed: node 0 exited {seconds:.1f} s after launch")
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ebmssl.experiments.analysis import first_flagged_step, flagged_from_step, knn_shows_step, rank, spearman
-from ebmssl.experiments.grid import resolve_runs
-from ebmssl.experiments.rundata import RunData
-from ebmssl.experiments.runner import load_experiment
+from experiments.analysis import first_flagged_step, flagged_from_step, knn_shows_step, rank, spearman
+from experiments.grid import resolve_runs
+from experiments.rundata import RunData
+from experiments.runner import load_experiment
 from ebmssl.registry import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"

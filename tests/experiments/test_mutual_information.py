@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pathlib import Path
 
-from ebmssl.experiments.mutual_information import (
+from experiments.mutual_information import (
     apply_transform,
     bound_value,
     build_critic,
@@ -113,7 +113,7 @@ def test_a_tiny_staircase_learns_and_infonce_stays_below_log_n(bound):
 
 @pytest.mark.slow
 def test_mi_experiment_writes_results_and_plots(tmp_path):
-    from ebmssl.experiments.runner import run_experiment
+    from experiments.runner import run_experiment
 
     tiny = {
         "dim": 4, "mi_levels": [0, 3], "steps_per_level": 10, "eval_batches": 2, "trace_batch_size": 16,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebmssl.evaluation import instance_identification_accuracy
-from ebmssl.experiments.probing import instance_identification, spectrum_decay
+from experiments.probing import instance_identification, spectrum_decay
 
 
 @settings(max_examples=30)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ebmssl.experiments.report import render_report
+from experiments.report import render_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

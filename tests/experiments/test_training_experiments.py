@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ebmssl.experiments.report import render_report
-from ebmssl.experiments.runner import run_experiment
+from experiments.report import render_report
+from experiments.runner import run_experiment
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 TINY = [
@@ -63,7 +63,7 @@ def test_collapse_experiment_flags_the_collapsing_run_and_the_report_renders(tmp
 
 def _tiny_runs(name: str, count: int = 2) -> dict:
     """The experiment's first ``count`` runs, each at a batch the tiny budget allows."""
-    from ebmssl.experiments.runner import load_experiment
+    from experiments.runner import load_experiment
 
     runs = dict(list(load_experiment(CONFIGS / f"{name}.yaml")["runs"].items())[:count])
     for spec in runs.values():

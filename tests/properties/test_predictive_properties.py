@@ -19,7 +19,7 @@ from ebmssl.config import load_config
 from ebmssl.models.architectures._common import MomentumSchedule
 from ebmssl.models.masking import multi_block_masks, random_masking
 from ebmssl.strategies.base import Progress
-from ebmssl.training.learner import build_learner
+from ebmssl.models.architectures import build_learner
 
 from ._support import PROPERTY_SETTINGS
 

@@ -54,7 +54,7 @@ def method_objective_in_model(method: str):
     """
     import ebmssl
     from ebmssl.config import load_config
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     config = load_config(method, "methods")
     objective = ebmssl.build_objective(config)

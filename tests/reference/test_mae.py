@@ -13,7 +13,7 @@ import torch
 import ebmssl
 from ebmssl.config import load_config
 from ebmssl.models.masking import gather_tokens, random_masking
-from ebmssl.training.learner import build_learner
+from ebmssl.models.architectures import build_learner
 from tests.reference._compare import assert_matches_reference
 
 

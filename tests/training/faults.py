@@ -1,12 +1,14 @@
 """A test-only architecture that fails on purpose: imported by run configs through ``imports:``.
 
 ``EBMSSL_FAULT`` = ``kind:rank:call`` makes process ``rank`` fail on its ``call``-th forward pass:
-``raise`` raises a RuntimeError, ``nan`` returns a NaN loss (the step must be skipped).
+``raise`` raises a RuntimeError, ``nan`` returns a NaN loss (the step must be skipped), ``die`` kills the
+process with SIGKILL (no Python cleanup: a crash, an out-of-memory kill).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 import torch
 
@@ -41,6 +43,8 @@ class FaultyLearner(torch.nn.Module):
     def forward(self, views, labels=None, generator=None):
         self.calls += 1
         hit = self.calls == self.call and rank() == self.fault_rank
+        if hit and self.kind == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
         if hit and self.kind == "raise":
             raise RuntimeError(f"injected fault on process {rank()} at forward call {self.calls}")
         out = self.inner(views, labels, generator)

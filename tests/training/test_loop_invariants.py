@@ -63,7 +63,7 @@ def test_learning_rate_and_weight_decay_follow_their_schedules_step_by_step(tmp_
     config["train"]["schedule"] = {"name": "warmup_cosine", "warmup_steps": warmup, "final": final}
     config["train"]["weight_decay_schedule"] = {"name": "cosine_to", "final": wd_final}
     trainer = trainer_for(config, tmp_path)
-    assert trainer.total_steps == total and trainer.global_batch == batch
+    assert trainer.parts.total_steps == total and trainer.parts.global_batch == batch
     seen: list[tuple[int, list[float], list[float]]] = []
     before_each_optimizer_step(
         trainer, lambda step: seen.append((step, [g["lr"] for g in trainer.optimizer.param_groups],
@@ -113,7 +113,7 @@ def test_two_accumulated_half_batches_give_the_weights_of_one_full_batch(tmp_pat
     assert len(moved) > len(start) // 2, moved  # the step did train the network
 
     halves = trainer_for(no_batch_norm("train.grad_accumulation=2"), tmp_path / "halves")
-    assert (whole.micro_batch, halves.micro_batch) == (16, 8)
+    assert (whole.parts.micro_batch, halves.parts.micro_batch) == (16, 8)
     assert all(torch.equal(start[n], p) for n, p in parameters(halves).items())
     micro_batches: list[int] = []
 
@@ -185,7 +185,7 @@ def check_ema_step_by_step(run_dir: Path) -> None:
     config["train"]["optimizer"] = {"name": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0}
     config["train"]["schedule"] = {"name": "constant"}
     trainer = trainer_for(config, run_dir)
-    assert trainer.total_steps == EMA_STEPS
+    assert trainer.parts.total_steps == EMA_STEPS
     step_once = trainer.train_step
 
     def checked_step(step: int):

@@ -106,15 +106,19 @@ def test_two_process_accelerate_launch_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_divergence_is_reported_and_the_last_checkpoint_survives(tmp_path: Path) -> None:
+def test_divergence_is_reported_and_the_last_checkpoint_survives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = quick("simclr", "train.epochs=2", "train.max_steps=null", "eval.final=false")
     run_training(config, tmp_path / "run")  # 8 steps, checkpoints after each epoch
     from ebmssl.training.checkpoint import latest_checkpoint
     from ebmssl.training.trainer import TrainingDiverged
 
     before = latest_checkpoint(tmp_path / "run" / "checkpoints")
-    # every step now overflows: each is skipped (never applied), and the second in a row stops the run
-    poisoned = apply_overrides(config, ["train.epochs=3", "train.optimizer.lr=1.0e30", "train.max_skipped_steps=2"], strict=False)
+    # every step now overflows: each is skipped (never applied), and the second in a row stops the run. A
+    # config cannot ask for lr 1e30 (the optimiser's lr range refuses it), so the optimiser is handed it directly
+    from ebmssl.training import optim
+
+    monkeypatch.setattr(optim, "scaled_learning_rate", lambda *args, **kwargs: 1.0e30)
+    poisoned = apply_overrides(config, ["train.epochs=3", "train.max_skipped_steps=2"], strict=False)
     with pytest.raises(TrainingDiverged, match="(?s)2 steps in a row were non-finite.*last good checkpoint is .*step-00000008"):
         run_training(poisoned, tmp_path / "run", resume=True)
     assert latest_checkpoint(tmp_path / "run" / "checkpoints") == before

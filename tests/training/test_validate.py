@@ -1,16 +1,16 @@
-"""Whole-config validation: every mutation of a run config fails as a ConfigError naming the file and the key.
+"""Whole-config check: every mutation of a run config fails as a ConfigError naming the file and the key.
 
 The fuzz test mutates a complete run config (a MoCo v2 run: queue, EMA target, temperature) at every
-level and checks that loading + :func:`validate_config` either accepts it or raises ConfigError whose
-message names the config file and the key that was changed; nothing else may escape.
+level and checks that loading + :func:`check_run` (the run's own build on the CPU, no data read) raises a
+ConfigError whose message names the config file and the key that was changed; nothing else may escape,
+and a mutation is accepted only if it is on :data:`ACCEPTED` with the reason it is a valid config.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ebmssl.config import load_config
 from ebmssl.registry import ConfigError
-from ebmssl.training.validate import validate_config
+from ebmssl.training.build import check_run
 from tests.training.test_methods_end_to_end import tiny_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +76,18 @@ RANGES = [
     (("train", "checkpoint_every_minutes"), -1), (("train", "mixed_precision"), "fp8"),
 ]
 WRONG = ["oops", [1, 2], {"nested": 1}, -1.5, True, None, 10**12]
+
+# mutations that produce a valid config, each with the reason; any other accepted mutation fails the test
+ACCEPTED = {
+    ("model.projector.batch_norm", True): "the projector may have batch norm (the base config has none)",
+    ("model.predictor", None): "no predictor is the default (MoCo v2 has none)",
+    ("model.target.final_momentum", None): "null: the momentum stays constant (the base config's value)",
+    ("train.max_steps", None): "null: the run lasts train.epochs (the default)",
+    ("train.progress_bar", True): "the progress bar is on by default",
+    ("data.views.image_size", None): "null: the views take the dataset's image size",
+    ("eval.labels_per_class", None): "null skips the few-label probe",
+    ("eval.baselines", True): "the baselines are on by default",
+}
 
 mutation = st.one_of(
     st.tuples(st.just("unknown_key"), st.sampled_from(MAPPINGS)),
@@ -140,7 +152,7 @@ def test_only_config_errors_escape_and_they_name_file_and_key(mutation: tuple) -
     with tempfile.TemporaryDirectory() as tmp:
         path, key = apply(mutation, Path(tmp))
         try:
-            validate_config(load_config(path))
+            check_run(load_config(path))
         except ConfigError as error:
             message = str(error)
             assert str(path.parent) in message, message
@@ -149,18 +161,31 @@ def test_only_config_errors_escape_and_they_name_file_and_key(mutation: tuple) -
             elif key is not None:
                 assert key in message or dotted(mutation[1][:1]) in message, (mutation, message)
         else:
-            assert mutation[0] == "wrong_type", f"{mutation} was accepted"
+            accepted = (dotted(mutation[1]), mutation[2]) if mutation[0] == "wrong_type" else None
+            assert accepted in ACCEPTED, f"{mutation} was accepted; refuse it with a ConfigError or list it in ACCEPTED"
+
+
+def test_every_allowed_mutation_is_still_a_mutation_of_the_base_config() -> None:
+    """An ACCEPTED entry names a key of the base config and a value the fuzz test draws (no stale entries)."""
+    for (key, value), reason in ACCEPTED.items():
+        path = next(p for p in LEAVES if dotted(p) == key)
+        assert value in WRONG and reason and path, (key, value)
 
 
 def test_the_base_config_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    settings_ = validate_config(load_config(path))
+    settings_ = check_run(load_config(path))
     assert settings_.data["batch_size"] == 16 and settings_.train["max_skipped_steps"] == 20
 
 
 @pytest.mark.parametrize("target, value, message", [
-    (("objective", "energy", "temperature"), -0.5, "objective.energy.temperature` is -0.5; a temperature must be greater than 0"),
+    (("objective", "energy", "temperature"), -0.5, "`objective.energy.temperature` (energy 'cosine' argument) is -0.5; it must be greater than 0"),
+    (("train", "optimizer", "lr"), True, "`train.optimizer.lr` (optimizer 'sgd' argument) expects float (> 0, <= 1000), got True"),
+    (("train", "optimizer", "momentum"), 10**12, "`train.optimizer.momentum` (optimizer 'sgd' argument) is 1000000000000; it must be at most 1"),
+    (("data", "views", "image_size"), 10**12, "data.views.image_size` is 1e+12, beyond any real size"),
+    (("objective", "pairs", 0, 1), 10**12, "objective.pairs.0` is [0, 1000000000000]: view indices must be"),
+    (("train", "seed"), 2**40, "train.seed` is 1099511627776; it must be at most 4294967295"),
     (("objective", "strategies", 0, "size"), 8, "objective.strategies.0.size` is 8, smaller than the global batch"),
     (("data", "batch_size"), 0, "data.batch_size` is 0; it must be at least 1"),
 ])
@@ -169,25 +194,145 @@ def test_range_errors_name_the_dotted_key(target: tuple, value: Any, message: st
     get(config, target[:-1])[target[-1]] = value
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as error:
-        validate_config(load_config(path))
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        check_run(load_config(path))
     assert str(path) in str(error.value)
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def run_tool(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """tools/train.py's ``main`` in this process (its return value is the exit code): (code, stdout, stderr)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ebmssl_train_tool", ROOT / "tools" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_check_prints_the_resolved_config_and_loads_no_data(tmp_path: Path) -> None:
+def test_check_prints_the_resolved_config_and_loads_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = copy.deepcopy(BASE)
-    config["data"]["dataset"] = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere")}  # would fail to load
+    config["data"]["dataset"] = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere"), "download": False,
+                                 "system_dir": str(tmp_path / "nowhere")}  # would fail to load
+    config["data"]["views"]["image_size"] = 28
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    completed = run_tool("--config", str(path), "--check", "train.epochs=7")
-    assert completed.returncode == 0, completed.stderr
-    printed = yaml.safe_load(completed.stdout)
+    code, out, err = run_tool(capsys, "--config", str(path), "--check", "train.epochs=7")
+    assert code == 0, err
+    printed = yaml.safe_load(out)
     assert printed["train"]["epochs"] == 7 and printed["train"]["max_skipped_steps"] == 20
-    assert "the configuration is valid" in completed.stderr and not (ROOT / "runs" / "run").exists()
-    bad = run_tool("--config", str(path), "--check", "objective.energy.temperature=-1")
-    assert bad.returncode == 2 and "objective.energy.temperature" in bad.stderr and str(path) in bad.stderr
+    assert "the configuration is valid" in err and not (ROOT / "runs" / "run").exists()
+    code, _, err = run_tool(capsys, "--config", str(path), "--check", "objective.energy.temperature=-1")
+    assert code == 2 and "objective.energy.temperature" in err and str(path) in err
+
+
+def write(config: dict[str, Any], tmp_path: Path) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fashion_mnist_config(tmp_path: Path, in_channels: int) -> dict[str, Any]:
+    config = copy.deepcopy(BASE)
+    # the root holds nothing and download is off: the check must not read (or fetch) a file
+    config["data"]["dataset"] = {"name": "fashion_mnist", "root": str(tmp_path / "nowhere"), "download": False,
+                                 "system_dir": str(tmp_path / "nowhere")}
+    config["data"]["views"] = {"name": "simclr", "image_size": 28}
+    config["model"]["backbone"]["in_channels"] = in_channels
+    return config
+
+
+def test_the_check_builds_from_the_datasets_stated_info(tmp_path: Path) -> None:
+    """Fashion-MNIST states 1 channel from its spec: in_channels=1 is right and accepted, 3 is refused."""
+    check_run(load_config(write(fashion_mnist_config(tmp_path, 1), tmp_path)))
+    with pytest.raises(ConfigError, match="model") as error:
+        check_run(load_config(write(fashion_mnist_config(tmp_path, 3), tmp_path)))
+    assert "channel" in str(error.value)
+
+
+@pytest.mark.parametrize("processes, accumulation, batch, accepted", [(3, 1, 16, False), (2, 4, 16, True), (2, 3, 16, False), (4, 1, 16, True)])
+def test_the_global_batch_must_split_over_the_launched_processes(
+    processes: int, accumulation: int, batch: int, accepted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(processes))
+    config = copy.deepcopy(BASE)
+    config["train"]["grad_accumulation"] = accumulation
+    config["data"]["batch_size"] = batch
+    path = write(config, tmp_path)
+    if accepted:
+        check_run(load_config(path))
+        return
+    with pytest.raises(ConfigError, match=re.escape(f"`data.batch_size` is {batch}, not divisible by processes ({processes})")):
+        check_run(load_config(path))
+
+
+def test_a_multi_process_misconfiguration_stops_before_any_process_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_training checks before it makes the process group or the run directory."""
+    from ebmssl.training.run import run_training
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    config = load_config(write(copy.deepcopy(BASE), tmp_path))
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        run_training(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"backend": "no_such_backend"}, "`train.compile.backend` is 'no_such_backend', not a torch.compile backend"),
+    ({"mdoe": "max-autotune"}, "unknown key `train.compile.mdoe`. Did you mean `train.compile.mode`?"),
+    ("yes", "`train.compile` expects bool | Mapping"),
+])
+def test_compile_settings_are_checked(spec: Any, message: str, tmp_path: Path) -> None:
+    config = copy.deepcopy(BASE)
+    config["train"]["compile"] = spec
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_run(load_config(write(config, tmp_path)))
+    config["train"]["compile"] = {"backend": "aot_eager", "fullgraph": False}
+    check_run(load_config(write(config, tmp_path)))
+
+
+def test_a_queue_must_hold_the_global_batch(tmp_path: Path) -> None:
+    config = copy.deepcopy(BASE)
+    config["objective"]["strategies"][0]["size"] = 16  # exactly one global batch: accepted
+    check_run(load_config(write(config, tmp_path)))
+    config["data"]["batch_size"] = 32
+    with pytest.raises(ConfigError, match=re.escape("`objective.strategies.0.size` is 16, smaller than the global batch data.batch_size=32")):
+        check_run(load_config(write(config, tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["moco_queue", "nnclr"])
+def test_every_queue_strategy_refuses_a_queue_smaller_than_the_global_batch(name: str) -> None:
+    from ebmssl.registry import STRATEGIES
+    from ebmssl.strategies.base import RunShape
+
+    strategy = STRATEGIES.build({"name": name, "size": 64})
+    strategy.check_run(RunShape(64, num_processes=4), "objective.strategies.1")
+    with pytest.raises(ConfigError, match=re.escape("`objective.strategies.1.size` is 64, smaller than the global batch data.batch_size=65")):
+        strategy.check_run(RunShape(65), "objective.strategies.1")
+
+
+def test_swavs_per_process_queue_must_hold_the_rows_of_its_process() -> None:
+    from ebmssl.registry import STRATEGIES
+    from ebmssl.strategies.base import RunShape
+
+    sinkhorn = STRATEGIES.build({"name": "sinkhorn", "queue_length": 32})
+    sinkhorn.check_run(RunShape(64, num_processes=2), "objective.strategies.0")  # 32 rows per process: held
+    STRATEGIES.build({"name": "sinkhorn", "queue_length": 0}).check_run(RunShape(64), "objective.strategies.0")  # no queue
+    with pytest.raises(ConfigError, match=re.escape("`objective.strategies.0.queue_length` is 32, smaller than the 64 rows")):
+        sinkhorn.check_run(RunShape(64), "objective.strategies.0")
+
+
+@pytest.mark.slow
+def test_every_wrong_type_or_absurd_value_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """The fuzz test samples; this walks every leaf x every wrong value once (about 280 configs)."""
+    accepted = []
+    for leaf in LEAVES:
+        for value in WRONG:
+            path, _ = apply(("wrong_type", leaf, value), tmp_path)
+            try:
+                check_run(load_config(path))
+            except ConfigError:
+                continue
+            accepted.append((dotted(leaf), value))
+    assert sorted(map(repr, accepted)) == sorted(map(repr, ACCEPTED)), "accepted but not allowed, or allowed but refused"

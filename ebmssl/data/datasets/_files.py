@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from typing import Annotated
+
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ebmssl.data.dataset import ImageDataset, not_found
 from ebmssl.data.streamed import LOG, LoaderOptions, StreamedImageDataset
+from ebmssl.registry import Range
+
+ImageSize = Annotated[int, Range(low=1, high=8192)]
+Channels = Annotated[int, Range(low=1, high=16)]
 
 EXTENSIONS = tuple(ext.lower() for ext in IMG_EXTENSIONS)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision import datasets as tv_datasets
 
-from ebmssl.data.dataset import ImageDataset
+from ebmssl.data.dataset import DatasetInfo, ImageDataset, spec_info, states_info
 from ebmssl.data.datasets._torchvision import load_torchvision
 from ebmssl.registry import register_dataset
 
@@ -18,7 +18,15 @@ def _to_dataset(raw: tv_datasets.CIFAR10, name: str, num_classes: int, mean: tup
     return ImageDataset(images, torch.tensor(raw.targets), num_classes, mean, std, name, raw.classes)
 
 
+def _describe(name: str, num_classes: int, mean: tuple, std: tuple):
+    def describe(train: bool = True, **_: object) -> DatasetInfo:
+        return spec_info(name, 3, 32, num_classes, True, 50000 if train else 10000, mean, std)
+
+    return describe
+
+
 @register_dataset("cifar10")
+@states_info(_describe("cifar10", 10, CIFAR10_MEAN, CIFAR10_STD))
 def cifar10(root: str = "data", train: bool = True, download: bool = True) -> ImageDataset:
     """CIFAR-10: 50,000 train / 10,000 test 32x32 RGB images, 10 classes (torchvision download)."""
     raw = load_torchvision("cifar10", tv_datasets.CIFAR10, root, download, "cifar-10-batches-py", train=train)
@@ -26,6 +34,7 @@ def cifar10(root: str = "data", train: bool = True, download: bool = True) -> Im
 
 
 @register_dataset("cifar100")
+@states_info(_describe("cifar100", 100, CIFAR100_MEAN, CIFAR100_STD))
 def cifar100(root: str = "data", train: bool = True, download: bool = True) -> ImageDataset:
     """CIFAR-100: 50,000 train / 10,000 test 32x32 RGB images, 100 fine classes (torchvision download)."""
     raw = load_torchvision("cifar100", tv_datasets.CIFAR100, root, download, "cifar-100-python", train=train)

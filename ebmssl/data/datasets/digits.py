@@ -11,8 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ebmssl.data.dataset import ImageDataset, channel_stats
-from ebmssl.registry import register_dataset
+from typing import Annotated
+
+from ebmssl.data.dataset import DatasetInfo, ImageDataset, channel_stats, spec_info, states_info
+from ebmssl.registry import Range, register_dataset
+
+ImageSize = Annotated[int, Range(low=1, high=8192)]
 
 
 def _stratified_split(targets: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,12 +31,17 @@ def _stratified_split(targets: torch.Tensor, test_fraction: float, seed: int) ->
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(test)).values
 
 
+def _describe(train: bool = True, image_size: int = 16, **_: object) -> DatasetInfo:
+    return spec_info("digits", 1, image_size, 10, True, None)  # split sizes depend on the seeded split
+
+
 @register_dataset("digits")
+@states_info(_describe)
 def digits(
     root: str = "data",
     train: bool = True,
     download: bool = True,
-    image_size: int = 16,
+    image_size: ImageSize = 16,
     test_fraction: float = 0.25,
     seed: int = 0,
 ) -> ImageDataset:

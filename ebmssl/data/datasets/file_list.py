@@ -14,7 +14,8 @@ import os
 from collections.abc import Sequence
 
 from ebmssl.data.dataset import not_found
-from ebmssl.data.datasets._files import candidate_paths, finish
+from ebmssl.data.datasets._files import Channels, ImageSize, candidate_paths, finish
+from ebmssl.data.dataset import DatasetInfo, spec_info, states_info
 from ebmssl.registry import ConfigError, register_dataset
 
 HEADER_WORDS = {"path", "file", "filename", "image", "label", "class", "target"}
@@ -58,7 +59,14 @@ def encode_labels(raw: Sequence[str | None], where: str) -> tuple[list[int], int
     return numbers, max(numbers) + 1, None
 
 
+def _describe(image_size: int = 224, channels: int = 3, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, **_: object) -> DatasetInfo:
+    # classes, labels and length are known once the files are listed
+    return spec_info("file_list", channels, image_size, None, None, None, mean, std)
+
+
 @register_dataset("file_list")
+@states_info(_describe)
 def file_list(
     path: str,
     root: str = "data",
@@ -66,8 +74,8 @@ def file_list(
     download: bool = True,
     test_list: str | None = None,
     base_dir: str | None = None,
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: ImageSize = 224,
+    channels: Channels = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     num_workers: int = 2,

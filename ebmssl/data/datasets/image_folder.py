@@ -13,19 +13,27 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ebmssl.data.datasets._files import finish, resolve_folder, walk_images
+from ebmssl.data.datasets._files import Channels, ImageSize, finish, resolve_folder, walk_images
 from ebmssl.data.streamed import LOG
+from ebmssl.data.dataset import DatasetInfo, spec_info, states_info
 from ebmssl.registry import ConfigError, register_dataset
 
 
+def _describe(image_size: int = 224, channels: int = 3, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None, **_: object) -> DatasetInfo:
+    # classes and length are known once the files are listed
+    return spec_info("image_folder", channels, image_size, None, True, None, mean, std)
+
+
 @register_dataset("image_folder")
+@states_info(_describe)
 def image_folder(
     path: str,
     root: str = "data",
     train: bool = True,
     download: bool = True,
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: ImageSize = 224,
+    channels: Channels = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     num_workers: int = 2,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torchvision import datasets as tv_datasets
 
-from ebmssl.data.dataset import DatasetNotFoundError, ImageDataset, not_found
+from ebmssl.data.dataset import DatasetInfo, DatasetNotFoundError, ImageDataset, not_found, spec_info, states_info
 from ebmssl.data.datasets._torchvision import DOWNLOAD_TIMEOUT_SECONDS, load_torchvision
 from ebmssl.registry import register_dataset
 
@@ -62,7 +62,15 @@ def _system_files(directory: str, train: bool) -> tuple[str, str]:
     )
 
 
+def _describe(name: str, mean: tuple, std: tuple):
+    def describe(train: bool = True, **_: object) -> DatasetInfo:
+        return spec_info(name, 1, 28, 10, True, 60000 if train else 10000, mean, std)
+
+    return describe
+
+
 @register_dataset("mnist")
+@states_info(_describe("mnist", MNIST_MEAN, MNIST_STD))
 def mnist(root: str = "data", train: bool = True, download: bool = True) -> ImageDataset:
     """MNIST digits: 60,000 train / 10,000 test 28x28 grayscale images (torchvision download)."""
     raw = load_torchvision("mnist", tv_datasets.MNIST, root, download, "MNIST/raw", train=train)
@@ -70,6 +78,7 @@ def mnist(root: str = "data", train: bool = True, download: bool = True) -> Imag
 
 
 @register_dataset("fashion_mnist")
+@states_info(_describe("fashion_mnist", FASHION_MNIST_MEAN, FASHION_MNIST_STD))
 def fashion_mnist(
     root: str = "data", train: bool = True, download: bool = True, system_dir: str = FASHION_MNIST_SYSTEM_DIR
 ) -> ImageDataset:

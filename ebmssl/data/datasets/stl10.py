@@ -19,7 +19,7 @@ import torch
 from torchvision import datasets as tv_datasets
 from torchvision.datasets.vision import VisionDataset
 
-from ebmssl.data.dataset import ImageDataset, resize_uint8
+from ebmssl.data.dataset import DatasetInfo, ImageDataset, resize_uint8, spec_info, states_info
 from ebmssl.data.datasets._torchvision import load_torchvision
 from ebmssl.registry import register_dataset
 
@@ -49,7 +49,18 @@ def mapped_unlabeled(root: str) -> torch.Tensor:
     return torch.from_numpy(array).transpose(2, 3)  # records are column-major per channel
 
 
+SPLIT_SIZES = {"train": 5000, "test": 8000, "unlabeled": 100000, "train+unlabeled": 105000}
+
+
+def _describe(train: bool = True, split: str | None = None, image_size: int | None = None, **_: object) -> DatasetInfo:
+    split = split or ("train" if train else "test")
+    labelled = split != "unlabeled"
+    return spec_info(f"stl10-{split}", 3, image_size or 96, 10 if labelled else 0, labelled, SPLIT_SIZES[split],
+                     STL10_MEAN, STL10_STD)
+
+
 @register_dataset("stl10")
+@states_info(_describe)
 def stl10(
     root: str = "data",
     train: bool = True,

@@ -16,8 +16,12 @@ import math
 
 import torch
 
-from ebmssl.data.dataset import ImageDataset, channel_stats
-from ebmssl.registry import register_dataset
+from typing import Annotated
+
+from ebmssl.data.dataset import DatasetInfo, ImageDataset, channel_stats, spec_info, states_info
+from ebmssl.registry import Range, register_dataset
+
+Samples = Annotated[int, Range(low=1, high=10**7)]  # rendered in memory at once
 
 
 def class_patterns(
@@ -62,17 +66,23 @@ def render(
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def _describe(train: bool = True, num_samples: int = 5000, num_test_samples: int = 1000, num_classes: int = 10,
+              image_size: int = 32, channels: int = 3, **_: object) -> DatasetInfo:
+    return spec_info("synthetic", channels, image_size, num_classes, True, num_samples if train else num_test_samples)
+
+
 @register_dataset("synthetic")
+@states_info(_describe)
 def synthetic(
     root: str = "data",
     train: bool = True,
     download: bool = True,
-    num_samples: int = 5000,
-    num_test_samples: int = 1000,
-    num_classes: int = 10,
-    image_size: int = 32,
-    channels: int = 3,
-    num_gratings: int = 3,
+    num_samples: Samples = 5000,
+    num_test_samples: Samples = 1000,
+    num_classes: Annotated[int, Range(low=1, high=10**5)] = 10,
+    image_size: Annotated[int, Range(low=1, high=1024)] = 32,
+    channels: Annotated[int, Range(low=1, high=16)] = 3,
+    num_gratings: Annotated[int, Range(low=1, high=64)] = 3,
     noise: float = 0.3,
     phase_jitter: float = 3.14159,
     contrast: float = 0.2,

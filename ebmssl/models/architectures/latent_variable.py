@@ -33,9 +33,9 @@ from ebmssl.models.architectures._common import (
     momentum_step,
     sub_mapping,
 )
-from ebmssl.registry import ConfigError, register_architecture
+from ebmssl.registry import LATENT_REGULARISERS, ConfigError, register_architecture
 from ebmssl.strategies.base import Progress
-from ebmssl.strategies.capacity.latent import LATENT_REGULARISERS, LatentRegulariser
+from ebmssl.strategies.capacity.latent import LatentRegulariser
 from ebmssl.models.architectures.joint_embedding import LearnerOutput
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl import distributed
-from ebmssl.registry import register_strategy
+from ebmssl.registry import Positive, register_strategy
 from ebmssl.strategies.base import Progress, Sizes, Strategy, ViewBatch
 
 
@@ -54,8 +54,8 @@ class DINOCentering(Strategy):
     def __init__(
         self,
         output_dim: int | None = None,
-        teacher_temperature: float = 0.04,
-        warmup_teacher_temperature: float = 0.04,
+        teacher_temperature: Positive = 0.04,
+        warmup_teacher_temperature: Positive = 0.04,
         warmup_epochs: int = 0,
         center_momentum: float = 0.9,
     ) -> None:

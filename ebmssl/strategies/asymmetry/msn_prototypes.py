@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebmssl.registry import register_strategy
+from ebmssl.registry import Positive, register_strategy
 from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
 
@@ -64,7 +64,7 @@ class MSNPrototypes(Strategy):
         self,
         dim: int | None = None,
         num_prototypes: int = 1024,
-        temperature: float = 0.1,
+        temperature: Positive = 0.1,
         sharpen: float = 0.25,
         sinkhorn_iterations: int = 3,
         target_view: int = 0,

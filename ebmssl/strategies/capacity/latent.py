@@ -23,13 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ebmssl.registry import Registry
-
-LATENT_REGULARISERS = Registry("latent regulariser")
-
-
-def register_latent_regulariser(name: str):
-    return LATENT_REGULARISERS.register(name)
+from ebmssl.registry import register_latent_regulariser
 
 
 def _noise(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebmssl import distributed
-from ebmssl.registry import register_strategy
+from ebmssl.registry import Positive, register_strategy
 from ebmssl.strategies.base import Strategy, ViewBatch
 
 
@@ -50,7 +50,7 @@ class MeanEntropyMax(Strategy):
         "what it prevents is every anchor predicting the same prototype (tests/strategies/capacity/test_me_max.py)",
     }
 
-    def __init__(self, temperature: float | None = None) -> None:
+    def __init__(self, temperature: Positive | None = None) -> None:
         super().__init__()
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be positive or null (the energy's), got {temperature}")

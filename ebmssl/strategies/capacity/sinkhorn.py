@@ -16,7 +16,7 @@ import torch
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Progress, Sizes, Strategy, ViewBatch
+from ebmssl.strategies.base import Progress, RunShape, Sizes, Strategy, ViewBatch
 
 
 def _global_logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -118,6 +118,18 @@ class Sinkhorn(Strategy):
             raise ValueError(
                 f"sinkhorn was built with num_prototypes={self.num_prototypes} but the scores have "
                 f"{num_prototypes} columns; remove `num_prototypes:` (the builder takes it from the prototypes head)."
+            )
+
+    def check_run(self, run: RunShape, where: str) -> None:
+        """The queue is per process and takes each step's rows of that process: a queue shorter than them is
+        overwritten whole every step (the official code asks for a multiple of the batch per GPU)."""
+        if 0 < self.queue_length < run.process_batch:
+            from ebmssl.registry import ConfigError
+
+            raise ConfigError(
+                f"`{where}.queue_length` is {self.queue_length}, smaller than the {run.process_batch} rows each of the "
+                f"{run.num_processes} process(es) adds per step (data.batch_size={run.global_batch}): every step would "
+                f"overwrite the whole queue. Make it at least {run.process_batch} (it is per process), or 0 for no queue."
             )
 
     def bind_sizes(self, sizes: Sizes) -> None:

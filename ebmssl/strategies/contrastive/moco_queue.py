@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
+from ebmssl.strategies.base import RunShape, Sizes, Strategy, ViewBatch
 from ebmssl.strategies.contrastive.queue import EmbeddingQueue
 
 
@@ -40,6 +40,9 @@ class MoCoQueue(Strategy):
     def __init__(self, size: int = 65536, dim: int | None = None) -> None:
         super().__init__()
         self.queue = EmbeddingQueue(size, dim, normalize=True)
+
+    def check_run(self, run: RunShape, where: str) -> None:
+        self.queue.check_holds(run.global_batch, where)  # the queue holds gathered keys: a global batch per step
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.queue.ensure(sizes.target_dim, "moco_queue")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
+from ebmssl.strategies.base import RunShape, Sizes, Strategy, ViewBatch
 from ebmssl.strategies.contrastive.queue import EmbeddingQueue
 
 
@@ -44,6 +44,9 @@ class NNCLRSupport(Strategy):
         super().__init__()
         self.support = EmbeddingQueue(size, dim, normalize=False)
         self.enqueue_view = enqueue_view
+
+    def check_run(self, run: RunShape, where: str) -> None:
+        self.support.check_holds(run.global_batch, where)  # gathered keys: a global batch per step
 
     def bind_sizes(self, sizes: Sizes) -> None:
         self.support.ensure(sizes.target_dim, "nnclr")

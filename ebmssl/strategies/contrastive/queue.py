@@ -50,6 +50,16 @@ class EmbeddingQueue(nn.Module):
         if dim is not None:
             self.ensure(dim)
 
+    def check_holds(self, global_batch: int, where: str) -> None:
+        """A queue smaller than one global batch is overwritten whole by every step: refused."""
+        from ebmssl.registry import ConfigError
+
+        if self.size < global_batch:
+            raise ConfigError(
+                f"`{where}.size` is {self.size}, smaller than the global batch data.batch_size={global_batch}: each step "
+                f"would overwrite the whole queue. Make `size` at least {global_batch}."
+            )
+
     @property
     def dim(self) -> int | None:
         return int(self.queue.shape[1]) if self.queue.shape[1] > 0 else None

@@ -14,7 +14,8 @@ from ebmssl.config import available_configs, load_config
 from ebmssl.models.collapse_guard import check_collapse
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import Progress
-from ebmssl.training.learner import Learner, build_learner
+from ebmssl.models.architectures import build_learner
+from ebmssl.models.architectures.joint_embedding import Learner
 
 BACKBONE = {"name": "small_cnn", "width": 8}
 TINY_VIT = {"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
@@ -150,10 +151,10 @@ def test_dino_head_freezes_its_last_layer_for_the_first_epoch_by_default() -> No
 
 
 def test_former_trainer_freeze_key_is_refused_with_the_fix() -> None:
-    from ebmssl.schema import TRAIN_DEFAULTS, check_keys
+    from ebmssl.schema import TrainSection, check_keys, keys
 
     with pytest.raises(ConfigError, match="freeze_epochs: 1"):
-        check_keys({"freeze_prototypes_epochs": 1}, TRAIN_DEFAULTS, "train.", "run.yaml")
+        check_keys({"freeze_prototypes_epochs": 1}, keys(TrainSection), "train.", "run.yaml")
 
 
 # -- sizes said once -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ebmssl.energies.euclidean import SquaredEuclideanEnergy
 from ebmssl.models.architectures.latent_variable import LatentVariablePredictor
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.capacity.latent import GaussianKL
-from ebmssl.training.learner import build_learner
+from ebmssl.models.architectures import build_learner
 
 ROOT = Path(__file__).resolve().parents[3]
 

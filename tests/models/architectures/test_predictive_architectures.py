@@ -9,7 +9,8 @@ import ebmssl
 from ebmssl.config import apply_overrides, load_config
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import Progress
-from ebmssl.training.learner import LearnerOutput, build_learner
+from ebmssl.models.architectures import build_learner
+from ebmssl.models.architectures.joint_embedding import LearnerOutput
 
 TINY_VIT = {"num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import ebmssl
 from ebmssl.registry import ConfigError
-from ebmssl.training.learner import Learner, build_learner
+from ebmssl.models.architectures import build_learner
+from ebmssl.models.architectures.joint_embedding import Learner
 
 SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)
 TINY_VIT = {"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}

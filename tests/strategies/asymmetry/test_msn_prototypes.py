@@ -64,7 +64,7 @@ def test_bad_arguments_are_explained() -> None:
 
 def test_the_learner_optimises_the_prototypes() -> None:
     """The prototypes live in the objective, which is part of the learner: the optimiser sees them."""
-    from ebmssl.training.learner import build_learner
+    from ebmssl.models.architectures import build_learner
 
     config = ebmssl.load_config("msn", "methods")
     config["objective"]["strategies"][0].update(dim=8, num_prototypes=10)

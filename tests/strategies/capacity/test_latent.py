@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ebmssl.registry import ConfigError
-from ebmssl.strategies.capacity.latent import LATENT_REGULARISERS, GaussianKL, NoisyBottleneck
+from ebmssl.registry import LATENT_REGULARISERS
+from ebmssl.strategies.capacity.latent import GaussianKL, NoisyBottleneck
 from tests.properties._support import PROPERTY_SETTINGS
 
 

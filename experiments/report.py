@@ -4,7 +4,7 @@ The report has: an overview table (config, steps, training time, final kNN / lin
 evaluated encoder), the final diagnostics table with the collapse check, curves of every run overlaid
 (loss, kNN monitor, RankMe, normalised std, energy gap, InfoNCE bound), the singular-value spectra
 and the positive/negative energy histograms. It reads only the files a run directory holds
-(``ebmssl.experiments.rundata``), so it works on runs of ``tools/train.py`` and ``tools/experiment.py``.
+(``experiments.rundata``), so it works on runs of ``tools/train.py`` and ``tools/experiment.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ebmssl.evaluation.plots import _save, overlay_energy_histograms
-from ebmssl.experiments.rundata import RunData, load_run
+from experiments.rundata import RunData, load_run
 
 CURVES = (
     ("metrics", "loss"),

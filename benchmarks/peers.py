@@ -87,8 +87,7 @@ def bench_objectives_vs_lightly(args: argparse.Namespace, device: torch.device) 
     import ebmssl
     from ebmssl.config import load_config
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from benchmark import objective_inputs, shrink_to  # noqa: E402
+    from benchmarks.inputs import objective_inputs, shrink_to
 
     if not lightly_available():
         return [{"method": "all", "note": SKIPPED}]

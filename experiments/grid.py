@@ -3,12 +3,12 @@
 Experiment config (``experiment: training``)::
 
     common: [train.epochs=2, data.num_train=4096]      # overrides applied to every run
-    probes: {instance_rows: 2048}                      # per-epoch probes (ebmssl.experiments.probing)
+    probes: {instance_rows: 2048}                      # per-epoch probes (experiments.probing)
     reuse: [batch_size]                                # other experiments whose identical runs may be reused
     runs:
       simclr_b64: {config: runs/simclr_fashion_mnist, overrides: [data.batch_size=64], probes: {every_epochs: 2}}
 
-Each run trains in ``<output>/runs/<name>`` with :class:`~ebmssl.experiments.probing.ProbedTrainer` and the
+Each run trains in ``<output>/runs/<name>`` with :class:`~experiments.probing.ProbedTrainer` and the
 library's own final diagnostics and evaluation (``ebmssl.training.run``), so its directory is an ordinary
 run directory (config.yaml, metrics.jsonl, diagnostics.jsonl, report.json, plots/) plus probes.jsonl. A
 run whose ``report.json`` exists and whose saved config equals the resolved one is not trained again.
@@ -70,9 +70,9 @@ def _finished(run_dir: Path, config: Mapping[str, Any]) -> bool:
 
 def train_probed(config: Mapping[str, Any], run_dir: Path, probes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one run with :func:`ebmssl.training.run.run_training` and a
-    :class:`~ebmssl.experiments.probing.ProbedTrainer` (per-epoch probes); the target backbone is
+    :class:`~experiments.probing.ProbedTrainer` (per-epoch probes); the target backbone is
     evaluated too, raw pixels are not, and only the exported backbone is kept (no checkpoints)."""
-    from ebmssl.experiments.probing import ProbedTrainer
+    from experiments.probing import ProbedTrainer
     from ebmssl.training.run import run_training
 
     report = run_training(

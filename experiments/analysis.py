@@ -22,21 +22,20 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ebmssl.evaluation.plots import _save, overlay_energy_histograms
-from ebmssl.experiments.rundata import RunData, load_run
 from ebmssl.registry import ConfigError
+from experiments.rundata import RunData, load_run
 
-ANALYSES = ("collapse", "batch_size", "fixed_target", "instance_id", "representation")
 
 
 def analyse(config: Mapping[str, Any], runs: Mapping[str, str], out: Path) -> tuple[dict[str, Any], list[str]]:
     """Run the analysis named by ``config['analysis']`` on the trained runs; returns (numbers, files)."""
     kind = config.get("analysis")
-    if kind not in ANALYSES:
+    if not isinstance(kind, str) or kind not in ANALYSES:
         raise ConfigError(f"{config.get('_source')}: `analysis:` must be one of {', '.join(ANALYSES)}, got {kind!r}.")
     labels = {name: (spec.get("label") or name) for name, spec in (config.get("runs") or {}).items()}
     data = {name: load_run(path, labels.get(name, name)) for name, path in runs.items()}
     out = Path(out)
-    numbers, markdown, files = globals()[f"_{kind}"](config, data, out)
+    numbers, markdown, files = ANALYSES[kind](config, data, out)
     (out / "summary.md").write_text(markdown + "\n")
     return numbers, files + ["summary.md"]
 
@@ -394,3 +393,13 @@ def _representation(config, data, out):
         axis.grid(alpha=0.3)
     files = [_save(figure, out / "representation_scatter.png").name]
     return numbers, corr + "\n\n" + table, files
+
+
+# the analyses an experiment config can name in `analysis:`
+ANALYSES = {
+    "collapse": _collapse,
+    "batch_size": _batch_size,
+    "fixed_target": _fixed_target,
+    "instance_id": _instance_id,
+    "representation": _representation,
+}

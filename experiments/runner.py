@@ -1,8 +1,8 @@
 """Run one experiment config (``configs/experiments/*.yaml``) and write its results (JSON, PNG, Markdown).
 
-``experiment: mi_bounds`` runs :func:`ebmssl.experiments.mutual_information.run_mi_experiment`; every other
-experiment is a grid of training runs (:mod:`ebmssl.experiments.grid`) followed by the analysis the
-config names (:mod:`ebmssl.experiments.analysis`).
+``experiment: mi_bounds`` runs :func:`experiments.mutual_information.run_mi_experiment`; every other
+experiment is a grid of training runs (:mod:`experiments.grid`) followed by the analysis the
+config names (:mod:`experiments.analysis`).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def run_experiment(
     if config["experiment"] == "mi_bounds":
         import torch
 
-        from ebmssl.experiments.mi_plots import write_mi_outputs
-        from ebmssl.experiments.mutual_information import run_mi_experiment
+        from experiments.mi_plots import write_mi_outputs
+        from experiments.mutual_information import run_mi_experiment
 
         threads = torch.get_num_threads()
         torch.set_num_threads(int(config.get("threads", 1)))
@@ -67,10 +67,10 @@ def run_experiment(
         data["seconds"] = time.perf_counter() - started
         files = write_mi_outputs(data, out, int(config.get("trace_batch_size", 64)))
     else:
-        from ebmssl.experiments.grid import run_grid
+        from experiments.grid import run_grid
 
         runs = run_grid(config, out, log=log, train=train)
-        from ebmssl.experiments.analysis import analyse  # after training: a broken analysis never costs a run
+        from experiments.analysis import analyse  # after training: a broken analysis never costs a run
 
         data = {"runs": runs, "not_run": [name for name in config["runs"] if name not in runs]}
         data["analysis"], files = analyse(config, runs, out)

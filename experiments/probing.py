@@ -1,7 +1,8 @@
 """Per-epoch probes for the training experiments, written to ``probes.jsonl`` in the run directory.
 
-:class:`ProbedTrainer` is the library's :class:`~ebmssl.training.trainer.Trainer` plus, after each epoch's
-own diagnostics, the measurements the experiments need over training:
+:class:`Probes` is an end-of-epoch callback of the library's :class:`~ebmssl.training.trainer.Trainer`
+(:class:`ProbedTrainer` appends it) that adds, after each epoch's own diagnostics, the measurements the
+experiments need over training:
 
 * ``instance_id``: instance-identification accuracy over the first ``instance_rows`` training images
   (docs/experiments.md): two fixed augmented views of each image are embedded (projector output, the
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ebmssl import distributed
+from ebmssl.training.callbacks import EpochEnd
 from ebmssl.training.rundir import append_jsonl
 from ebmssl.training.trainer import Trainer
 
@@ -91,9 +94,10 @@ def representation_geometry(learner, trainer, z1: torch.Tensor, z2: torch.Tensor
     from ebmssl.evaluation import alignment, energy_statistics, infonce_bound, rankme, singular_values, uniformity
 
     rows = min(512, z1.shape[0])
-    generator = torch.Generator(device=trainer.accelerator.device).manual_seed(12345)
-    images = trainer.train_set.images[:rows].to(trainer.accelerator.device)
-    views = trainer.views(images, generator)[:2]
+    parts = trainer.parts
+    generator = torch.Generator(device=parts.accelerator.device).manual_seed(12345)
+    images = parts.train_set.images[:rows].to(parts.accelerator.device)
+    views = parts.views(images, generator)[:2]
     h1, h2 = (learner.encoder(v).float().flatten(1) for v in views)
     centred = h1 - h1.mean(dim=0)
     block = max(2, min(int(batch_size), z1.shape[0]))
@@ -114,51 +118,55 @@ def representation_geometry(learner, trainer, z1: torch.Tensor, z2: torch.Tensor
     }
 
 
-class ProbedTrainer(Trainer):
-    """The trainer with the per-epoch probes of this module (settings: ``probes`` of the experiment run)."""
+class Probes:
+    """End-of-epoch callback (:mod:`ebmssl.training.callbacks`): the probes of this module every
+    ``every_epochs`` epochs, written to ``probes.jsonl`` (settings: ``probes`` of the experiment run).
 
-    def __init__(
-        self, config: Mapping[str, Any], run_dir, resume: bool = False, settings: Any = None,
-        probes: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(config, run_dir, resume=resume, settings=settings)
+    Every process computes them on the same fixed inputs, local to itself
+    (:func:`ebmssl.distributed.local_only`), so no energy's gather waits for a peer; the main process writes.
+    """
+
+    def __init__(self, probes: Mapping[str, Any] | None = None) -> None:
         unknown = set(probes or {}) - set(PROBE_DEFAULTS)
         if unknown:
             raise ValueError(f"unknown probe settings {sorted(unknown)}; accepted: {sorted(PROBE_DEFAULTS)}")
-        self.probe_cfg = {**PROBE_DEFAULTS, **dict(probes or {})}
-        self.probe_history: list[dict[str, Any]] = []
+        self.cfg = {**PROBE_DEFAULTS, **dict(probes or {})}
+        self.history: list[dict[str, Any]] = []
+        self._full_split = None
 
     @torch.no_grad()
-    def _epoch_end(self, epoch: int, writer) -> None:
-        super()._epoch_end(epoch, writer)
-        if not self.accelerator.is_main_process or epoch % int(self.probe_cfg["every_epochs"]):
+    def __call__(self, trainer: Trainer, end: EpochEnd) -> None:
+        if end.epoch % int(self.cfg["every_epochs"]):
             return
-        record = {"step": self.step, "epoch": epoch, **self.probe()}
-        self.probe_history.append(record)
-        append_jsonl(self.run_dir / "probes.jsonl", record)
-        self.accelerator.print(
-            f"epoch {epoch} probes: instance_id={record['instance_id']:.3f} (N={record['instance_rows']}), "
+        with distributed.local_only():
+            record = {"step": end.step, "epoch": end.epoch, **self.probe(trainer)}
+        self.history.append(record)
+        if not trainer.accelerator.is_main_process:
+            return
+        append_jsonl(trainer.parts.run_dir / "probes.jsonl", record)
+        trainer.accelerator.print(
+            f"epoch {end.epoch} probes: instance_id={record['instance_id']:.3f} (N={record['instance_rows']}), "
             f"linear={record['linear']:.3f}, knn={record['knn']:.3f}"
         )
 
-    def _labelled_split(self):
-        if not self.probe_cfg["linear_full_split"]:
-            return self.train_set
-        if not hasattr(self, "_full_split"):
+    def _labelled_split(self, parts):
+        if not self.cfg["linear_full_split"]:
+            return parts.train_set
+        if self._full_split is None:
             from ebmssl.data import build_dataset
 
-            self._full_split = build_dataset(self.data_cfg["dataset"], train=True)
+            self._full_split = build_dataset(parts.data_cfg["dataset"], train=True)
         return self._full_split
 
     @torch.no_grad()
-    def probe(self) -> dict[str, Any]:
+    def probe(self, trainer: Trainer) -> dict[str, Any]:
         from ebmssl.energies.cosine import CosineEnergy
         from ebmssl.evaluation import energy_statistics, extract_features, knn_accuracy, linear_probe
 
-        cfg, learner = self.probe_cfg, self.unwrapped
+        cfg, learner, parts = self.cfg, trainer.learner, trainer.parts
         learner.eval()
-        rows = min(int(cfg["instance_rows"]), len(self.train_set))
-        z1, z2 = self.diagnostic_embeddings(rows, salt=2)
+        rows = min(int(cfg["instance_rows"]), len(parts.train_set))
+        z1, z2 = trainer.diagnostic_embeddings(rows, salt=2)
         result: dict[str, Any] = {"instance_rows": rows, "instance_id": instance_identification(z1, z2)}
         energy_rows = min(rows, 256)
         try:
@@ -167,21 +175,32 @@ class ProbedTrainer(Trainer):
         except Exception:  # energies not defined pairwise on embeddings (e.g. logits against distributions)
             stats = energy_statistics(CosineEnergy(), z1[:energy_rows], z2[:energy_rows])
             result["energy"] = "CosineEnergy"
-        result.update(representation_geometry(learner, self, z1, z2, self.global_batch))
+        result.update(representation_geometry(learner, trainer, z1, z2, parts.global_batch))
         samples = int(cfg["energy_samples"])
-        result["positive_energies"] = _sample(stats["positive"], samples, self.step)
-        result["negative_energies"] = _sample(stats["negative"], samples, self.step + 1)
-        labelled = self._labelled_split()
+        result["positive_energies"] = _sample(stats["positive"], samples, trainer.step)
+        result["negative_energies"] = _sample(stats["negative"], samples, trainer.step + 1)
+        labelled = self._labelled_split(parts)
         n_train = min(int(cfg["linear_train"]), len(labelled))
-        n_test = min(int(cfg["linear_test"]), len(self.test_set))
-        transform = self.views.eval_transform
+        n_test = min(int(cfg["linear_test"]), len(parts.test_set))
+        transform = parts.views.eval_transform
         train_x = extract_features(learner.encoder, labelled.images[:n_train], transform)
-        test_x = extract_features(learner.encoder, self.test_set.images[:n_test], transform)
-        train_y, test_y = labelled.targets[:n_train], self.test_set.targets[:n_test]
-        classes = self.train_set.num_classes
+        test_x = extract_features(learner.encoder, parts.test_set.images[:n_test], transform)
+        train_y, test_y = labelled.targets[:n_train], parts.test_set.targets[:n_test]
+        classes = parts.train_set.num_classes
         result["linear"] = float(
             linear_probe(train_x, train_y, test_x, test_y, classes, epochs=int(cfg["linear_epochs"]))["accuracy"]
         )
         result["knn"] = knn_accuracy(train_x, train_y, test_x, test_y, num_classes=classes, k=min(200, n_train))
         learner.train()
         return result
+
+
+class ProbedTrainer(Trainer):
+    """The library's trainer with the :class:`Probes` callback appended to its end-of-epoch work."""
+
+    def __init__(
+        self, config: Mapping[str, Any], run_dir, resume: bool = False, settings: Any = None,
+        probes: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.probes = Probes(probes)
+        super().__init__(config, run_dir, resume=resume, settings=settings, callbacks=[self.probes])

@@ -4,7 +4,7 @@
 lightly is not a dependency: point ``--lightly`` at an unpacked ``lightly`` package directory, e.g.::
 
     pip download "lightly==1.5.26" --no-deps -d /tmp/lightly && cd /tmp/lightly && python -m zipfile -e lightly-*.whl pkg
-    python tools/lightly_parity.py --lightly /tmp/lightly/pkg/lightly
+    python -m benchmarks.lightly_parity --lightly /tmp/lightly/pkg/lightly
 
 Only the loss modules are imported (the package ``__init__`` and its dependencies are skipped). Prints, per
 method, the largest absolute difference in loss value and in input gradient over a few shapes, where lightly
