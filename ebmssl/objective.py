@@ -126,7 +126,7 @@ class Objective(nn.Module):
         ] + [
             (term.family, f"{name} ({term.family}, patch term)")
             for name, term in zip(self.patch_term_names, self.patch_terms)
-            if term.family in COLLAPSE_FAMILIES
+            if term.family in FAMILIES
         ]
 
     def forward(
