@@ -52,11 +52,11 @@ def local_vicreg(a: torch.Tensor, b: torch.Tensor, inv: float, var: float, cov: 
     a, b = a - a.mean(dim=0), b - b.mean(dim=0)
     variance = (F.relu(1.0 - torch.sqrt(a.var(dim=0) + eps)).mean() + F.relu(1.0 - torch.sqrt(b.var(dim=0) + eps)).mean()) / 2
     dim, count = a.shape[-1], a.shape[0]
-    off = ~torch.eye(dim, dtype=torch.bool, device=a.device)
 
     def off_diagonal_power(z: torch.Tensor) -> torch.Tensor:
+        # sum of the squared off-diagonal entries as all minus diagonal: a boolean index would read the device
         c = torch.einsum("nkc,nkd->kcd", z, z) / (count - 1)
-        return c[:, off].pow(2).sum(-1) / dim
+        return (c.pow(2).sum(dim=(1, 2)) - torch.diagonal(c, dim1=1, dim2=2).pow(2).sum(-1)) / dim
 
     covariance = ((off_diagonal_power(a) + off_diagonal_power(b)) / 2).mean()
     return inv * invariance + var * variance + cov * covariance
