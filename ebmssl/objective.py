@@ -227,24 +227,7 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
             f"(registered energies: {', '.join(ENERGIES.names())})."
         )
     energy = ENERGIES.build(section["energy"], where=f"{where}.energy")
-    strategy_specs = section.get("strategies") or []
-    if not isinstance(strategy_specs, list):
-        raise ConfigError(f"{where}.strategies must be a list of `{{name: ..., weight: ...}}` mappings, got {strategy_specs!r}.")
-    strategies, weights, names = [], [], []
-    for index, item in enumerate(strategy_specs):
-        item_where = f"{where}.strategies[{index}]"
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{item_where} must be a mapping with `name:` (and optional `weight:`), got {item!r}.")
-        item = dict(item)
-        weight = item.pop("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ConfigError(f"{item_where}.weight expects a number, got {weight!r}. Write e.g. `weight: 1.0`.")
-        label = item.pop("label", None)
-        strategies.append(STRATEGIES.build(item, where=item_where))
-        weights.append(float(weight))
-        names.append(label or item.get("name"))
+    strategies, weights, names = _build_list(section.get("strategies") or [], STRATEGIES, f"{where}.strategies")
     patch_terms, patch_weights, patch_names = _build_list(section.get("patch_terms") or [], PATCH_TERMS, f"{where}.patch_terms")
     kwargs = {k: section[k] for k in ("energy_weight", "pairs", "pair_reduction", "scale", "allow_collapse") if k in section}
     check_arguments(Objective, {"energy": energy, **kwargs}, "the objective", where)
