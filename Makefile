@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install data test test-fast train components benchmark clean
+.PHONY: install data test test-fast train components benchmark gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ components: install
 
 benchmark: install
 	$(BIN)/python tools/benchmark.py $(ARGS)
+
+gpu-check: install
+	$(BIN)/python tools/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

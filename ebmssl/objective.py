@@ -33,7 +33,7 @@ from ebmssl.strategies.base import FAMILIES, Pair, Progress, Sizes, Strategy, Vi
 class ObjectiveOutput:
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
-    batch: ViewBatch
+    batch: ViewBatch | None = None  # the strategies' view batch (None in a learner's output: see LearnerOutput)
 
 
 def resolve_pairs(spec: str | Sequence[Sequence[int]], num_online: int, num_target: int) -> list[Pair]:
@@ -93,6 +93,9 @@ class Objective(nn.Module):
 
     def _resolved_pairs(self, num_online: int, num_target: int) -> list[Pair]:
         """:func:`resolve_pairs` for these view counts, computed once per count (a copy: strategies may edit it)."""
+        if torch.compiler.is_compiling():
+            # traced into constants once; filling the cache while tracing would be guarded on and recompile
+            return resolve_pairs(self.pairs, num_online, num_target)
         key = (str(self.pairs), num_online, num_target)  # the spec too: `pairs` may be reassigned
         if key not in self._pairs_cache:
             self._pairs_cache[key] = resolve_pairs(self.pairs, num_online, num_target)

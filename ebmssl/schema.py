@@ -51,7 +51,10 @@ class TrainSection:
     schedule: Component = field(default_factory=lambda: {"name": "warmup_cosine", "warmup_fraction": 0.05})
     weight_decay_schedule: Optional[Component] = None  # e.g. {name: cosine_to, final: 10.0}
     grad_clip: Optional[Annotated[float, Range(above=0, high=10**6)]] = None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # auto: accelerate's setting (launch --mixed_precision, accelerate config, ACCELERATE_MIXED_PRECISION)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    tf32: bool = True  # on CUDA: TF32 matmuls and convolutions for float32 work (ignored elsewhere)
+    cudnn_benchmark: bool = True  # on CUDA: cuDNN autotuning (off when deterministic)
     grad_accumulation: Count = 1
     sync_batchnorm: bool = False
     deterministic: bool = False
@@ -65,7 +68,8 @@ class TrainSection:
     channels_last: Literal["auto", True, False] = "auto"
     # torch.compile the learner: false | true | {backend: inductor, mode: max-autotune, fullgraph: false, dynamic: null}
     compile: bool | Mapping[str, Any] = False
-    fused_optimizer: Literal["auto", False] = "auto"  # auto: fused kernels on CUDA (SGD, Adam, AdamW), foreach elsewhere
+    fused_optimizer: Literal["auto", False] = "auto"  # auto: torch's fused kernels (SGD, Adam, AdamW; CUDA and CPU); false: plain
+    step_guard: bool = True  # skip non-finite steps on the device (training/guard.py); false: no check at all
     collective_timeout_minutes: Minutes = 10  # a process stuck in a collective (a peer died) gives up after this
     max_steps: Optional[Count] = None  # cap the run's length (schedules then span max_steps): smoke runs
     stop_at_step: Optional[Count] = None  # stop after this step as if preempted (checkpoint first; schedules unchanged)

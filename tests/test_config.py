@@ -309,3 +309,21 @@ def test_user_module_imported_from_a_copy_next_to_a_tmp_config(tmp_path: Path, f
     objective = ebmssl.build_objective(path)
     assert objective.weights == [0.1] and objective.energy.scale == 1.5
     assert Path(sys.modules["my_energy"].__file__).parent == tmp_path
+
+
+def test_method_headers_say_how_batch_norm_runs_on_several_processes() -> None:
+    """Every method with batch norm in a head says in its header what it does on several processes, and the
+    header agrees with its ``train.sync_batchnorm`` (true: global-batch statistics as the official code)."""
+    from ebmssl.config import load_config
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs" / "methods").glob("*.yaml")):
+        text = path.read_text()
+        if "batch_norm: true" not in text:
+            continue
+        header = [line for line in text.splitlines() if line.startswith("# Several processes:")]
+        assert len(header) == 1, f"{path.name}: no '# Several processes:' header line about batch norm"
+        synced = bool((load_config(str(path), "methods").get("train") or {}).get("sync_batchnorm", False))
+        import re
+
+        claim = re.search(r"sync_batchnorm: (true|false)", header[0])  # the first mention is the claim
+        assert claim is not None and (claim.group(1) == "true") == synced, f"{path.name}: header and train.sync_batchnorm disagree"

@@ -27,7 +27,7 @@ TINY_MODEL = {"backbone": {"name": "small_cnn", "width": 8}, "projector": {"name
 
 def build_method(objective: Objective, model: Mapping[str, Any] = TINY_MODEL):
     """The objective's architecture built around it (a tiny CNN): the collapse guard runs here."""
-    return build_learner(dict(model), objective, num_global=2, in_channels=3, num_classes=None)
+    return build_learner(dict(model), objective, num_global=2, in_channels=3)
 
 
 def _target_name(model: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@
     python tools/benchmark.py                       # all suites on the CPU
     python tools/benchmark.py --suite objectives --batch 256 --dim 128 --repeats 20
     python tools/benchmark.py --suite train --config runs/simclr_fashion_mnist --steps 20
+    python tools/benchmark.py --suite compile --compile-configs runs/simclr_fashion_mnist byol --steps 10
     python tools/benchmark.py --markdown docs/benchmarks.md   # also write the tables there
 
 Suites:
@@ -16,6 +17,9 @@ Suites:
 * ``loader``: images/s (two SimCLR views each) from a folder of full-resolution JPEGs at 96 and 224 px:
   our streamed source (workers crop, batched colour ops in the main process / on the device) against
   torchvision ImageFolder + per-image v2 transforms of the same recipe, same DataLoader worker count;
+* ``compile``: the full training step (``Trainer.train_step``: forward, online probe, backward, optimiser,
+  guard) of a run config, eager against ``train.compile: true`` (inductor), two trainers built alike, timed
+  in alternating rounds after warm-up (compilation excluded and reported apart); medians and their ratio;
 * ``peers``: against lightly (optional extra ``bench``): each objective's forward + backward against
   lightly's loss on identical tensors, and SimCLR / BYOL / VICReg training throughput and peak memory
   (ResNet-18, small-image stem, 32 px, batch 128, CPU) against a plain loop with lightly's losses,
@@ -128,7 +132,7 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
 
         def step() -> None:
             batch = trainer.source.batch(state["step"], 0)
-            out = model(batch.views, batch.labels, batch.generator)
+            out = model(batch.views, generator=batch.generator)
             trainer.accelerator.backward(out.loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -151,6 +155,48 @@ def bench_train(args: argparse.Namespace, device: torch.device) -> list[dict[str
     if args.peak_tflops:
         row["mfu"] = flops / median / 1e12 / args.peak_tflops  # model FLOPs utilisation
     return [row]
+
+
+def bench_compile(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    import tempfile
+
+    from ebmssl.config import apply_overrides
+    from ebmssl.training.run import resolve_config
+    from ebmssl.training.trainer import Trainer
+
+    rows = []
+    for config_name in args.compile_configs:
+        base = resolve_config(config_name, ["train.progress_bar=false", "train.log_every=1000000", "eval.knn_every_epochs=0"])
+        base = apply_overrides(base, args.overrides, strict=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = {mode: Trainer(apply_overrides(base, [f"train.compile={mode == 'compiled'}"]), Path(tmp) / mode)
+                        for mode in ("eager", "compiled")}  # fmt: skip
+            counters = {mode: 0 for mode in trainers}
+
+            def stepper(mode: str) -> Callable[[], None]:
+                trainer = trainers[mode]
+
+                def step() -> None:
+                    trainer._set_hyperparameters(counters[mode])
+                    trainer.train_step(counters[mode])
+                    counters[mode] += 1
+
+                return step
+
+            started = time.perf_counter()
+            stepper("compiled")()  # compiles
+            compile_seconds = time.perf_counter() - started
+            times: dict[str, list[float]] = {mode: [] for mode in trainers}
+            for round_ in range(args.compile_rounds):  # alternate which goes first
+                for mode in (("eager", "compiled") if round_ % 2 == 0 else ("compiled", "eager")):
+                    times[mode] += timed(stepper(mode), args.steps, 2 if round_ == 0 else 0, device)
+        eager, compiled = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        rows.append({
+            "config": config_name, "batch": trainers["eager"].micro_batch, "eager_step_ms": 1e3 * eager,
+            "compiled_step_ms": 1e3 * compiled, "speedup": eager / compiled, "first_compiled_step_s": compile_seconds,
+            "steps_timed_each": len(times["eager"]),
+        })  # fmt: skip
+    return rows
 
 
 def photo_folder(args: argparse.Namespace) -> str:
@@ -328,7 +374,9 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["objectives", "views", "train", "decode", "loader", "peers", "peer-objectives", "peer-training", "all"], default="all")
+    parser.add_argument("--suite", choices=["objectives", "views", "train", "compile", "decode", "loader", "peers", "peer-objectives", "peer-training", "all"], default="all")
+    parser.add_argument("--compile-configs", nargs="+", default=["runs/simclr_fashion_mnist"], help="run configs of the compile suite")
+    parser.add_argument("--compile-rounds", type=int, default=2, help="alternating timed rounds of the compile suite")
     parser.add_argument("--folder", default=None, help="folder of JPEGs for decode/loader (default: built from the sample photos + Fashion-MNIST)")
     parser.add_argument("--images", type=int, default=300, help="JPEGs in the generated benchmark folder")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of both loaders")
@@ -363,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = {"peers": peers.bench_peers, "peer-objectives": peers.bench_objectives_vs_lightly,
                     "peer-training": peers.bench_training_vs_lightly}[suite](args, device)  # fmt: skip
         else:
-            suite_fn = {"objectives": bench_objectives, "views": bench_views, "train": bench_train,
+            suite_fn = {"objectives": bench_objectives, "views": bench_views, "train": bench_train, "compile": bench_compile,
                         "decode": bench_decode, "loader": bench_loader}[suite]  # fmt: skip
             rows = suite_fn(args, device)
         table = markdown(suite, rows)

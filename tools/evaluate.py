@@ -54,7 +54,7 @@ def load_backbone(run_dir: Path, checkpoint: Path | None, config, views, num_cla
     from ebmssl.models.architectures import build_learner
 
     objective = ebmssl.build_objective(config)
-    learner = build_learner(config.get("model") or {}, objective, views.num_global, views.channels, num_classes,
+    learner = build_learner(config.get("model") or {}, objective, views.num_global, views.channels,
                             where=f"{run_dir / 'config.yaml'}: model")
     backbone = learner.encoder
     if checkpoint is not None and (checkpoint / "model.safetensors").is_file():

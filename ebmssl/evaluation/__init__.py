@@ -14,12 +14,11 @@ from ebmssl.evaluation.diagnostics import (
 )
 from ebmssl.evaluation.features import extract_features
 from ebmssl.evaluation.knn import knn_accuracy, knn_predict
-from ebmssl.evaluation.linear import OnlineLinearProbe, class_balanced_subset, linear_probe
+from ebmssl.evaluation.linear import class_balanced_subset, linear_probe
 from ebmssl.evaluation.offline import evaluate_features, raw_pixel_features
 from ebmssl.evaluation.plots import plot_curves, plot_energy_histograms, plot_spectrum
 
 __all__ = [
-    "OnlineLinearProbe",
     "alignment",
     "class_balanced_subset",
     "collect_diagnostics",

@@ -109,34 +109,3 @@ def linear_probe(
         "train_accuracy": _accuracy(linear, x, y_all, batch_size),
         "num_train": int(n),
     }
-
-
-class OnlineLinearProbe(nn.Module):
-    """A linear classifier trained on detached features during self-supervised training.
-
-    ``loss = CE(W sg(h) + b, y)``: the stop-gradient ``sg`` means the probe's loss trains only the probe
-    (its gradient never reaches the encoder), so adding it to the SSL loss leaves the encoder's update
-    unchanged while tracking linear accuracy online (as in solo-learn, lightly, and the BYOL/SimCLR
-    codebases' online evaluation heads).
-    """
-
-    def __init__(self, feature_dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.feature_dim = feature_dim
-        self.num_classes = num_classes
-        self.linear = nn.Linear(feature_dim, num_classes)
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """``(cross-entropy loss, logits)``; the loss is ``None`` when ``labels`` is None."""
-        logits = self.linear(features.detach().flatten(1))
-        loss = F.cross_entropy(logits, labels.long()) if labels is not None else None
-        return loss, logits
-
-    @staticmethod
-    def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Top-1 accuracy in [0, 1] as a 0-dim float tensor (``float(...)`` or ``.item()`` to log it)."""
-        if logits.shape[0] == 0:
-            return torch.zeros((), device=logits.device)
-        return (logits.detach().argmax(dim=1) == labels.to(logits.device)).float().mean()

@@ -11,6 +11,11 @@ updates itself after an optimiser step. ``model.target`` takes a bare name or a 
     target: {name: ema, momentum: 1.0, schedule: constant}                        # frozen random target
 
 The targets are always taken before the predictor head (Grill et al. 2020, Chen & He 2021).
+
+This is the one target implementation of every architecture: the predictive architectures' ``target_encoder``
+(I-JEPA's momentum encoder, the latent-variable model's momentum copy, or ``shared``) is built by
+:func:`build_target_encoder` into the same :class:`EMATarget` (one EMA update, one momentum schedule) or
+:class:`OnlineTarget`.
 """
 
 from __future__ import annotations
@@ -30,19 +35,24 @@ from ebmssl.strategies.base import Progress
 BranchCall = Callable[[Sequence[torch.Tensor], bool], tuple[list[torch.Tensor], list[torch.Tensor]]]
 
 
-def momentum_schedule(
-    base: float, final: float | None, fraction: float, schedule: Literal["cosine", "constant"] = "cosine"
-) -> float:
-    """EMA momentum at training ``fraction`` = k / K in [0, 1].
+MomentumScheduleName = Literal["cosine", "linear", "constant"]
+MOMENTUM_SCHEDULES = ("cosine", "linear", "constant")
 
-    ``cosine``: tau = final - (final - base) (cos(pi k / K) + 1) / 2 (BYOL's
-    ``1 - (1 - tau_base)(cos(pi k / K) + 1) / 2`` when final = 1); ``constant`` (or ``final`` None): base.
+
+def momentum_schedule(base: float, final: float | None, fraction: float, schedule: MomentumScheduleName = "cosine") -> float:
+    """EMA momentum at training ``fraction`` = k / K in [0, 1] (the one momentum schedule of every architecture).
+
+    ``cosine`` (BYOL): tau = final - (final - base) (cos(pi k / K) + 1) / 2 (BYOL's
+    ``1 - (1 - tau_base)(cos(pi k / K) + 1) / 2`` when final = 1); ``linear`` (I-JEPA's ``momentum_scheduler``):
+    tau = base + (final - base) k / K; ``constant`` (or ``final`` None): base.
     """
+    if schedule not in MOMENTUM_SCHEDULES:
+        raise ValueError(f"unknown momentum schedule {schedule!r}; use one of {', '.join(MOMENTUM_SCHEDULES)}")
     if schedule == "constant" or final is None:
         return float(base)
-    if schedule != "cosine":
-        raise ValueError(f"unknown momentum schedule {schedule!r}; use 'cosine' or 'constant'")
     fraction = min(max(float(fraction), 0.0), 1.0)
+    if schedule == "linear":
+        return float(base + (final - base) * fraction)
     return float(final - (final - base) * (math.cos(math.pi * fraction) + 1.0) / 2.0)
 
 
@@ -81,8 +91,12 @@ class TargetBranch(nn.Module):
     detached: ClassVar[bool] = False
     independent: ClassVar[bool] = False
 
-    def attach(self, online: nn.Module) -> None:
-        """Called once by the architecture with the online branch (backbone + projector)."""
+    def attach(self, online: nn.Module, encoder: nn.Module | None = None) -> None:
+        """Called once by the architecture with the online branch (e.g. backbone + projector) and its encoder."""
+
+    def encoder(self) -> nn.Module | None:
+        """The target branch's own encoder (evaluated beside the online one), or None without weights of its own."""
+        return None
 
     def targets(
         self, online: BranchCall, global_views: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor], together: bool
@@ -139,9 +153,10 @@ class EMATarget(TargetBranch):
 
     BYOL (Grill et al. 2020, github.com/deepmind/deepmind-research byol/utils/schedules.py ``target_ema``):
     tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 from ``momentum`` to ``final_momentum`` (k / K the
-    training fraction), or the constant ``momentum`` (MoCo's m = 0.999). After every optimiser step
-    :func:`ema_update` moves the copy towards the online weights. ``momentum: 1.0`` with
-    ``schedule: constant`` keeps the randomly initialised copy fixed (BYOL section 3.2).
+    training fraction), I-JEPA's linear ramp, or the constant ``momentum`` (MoCo's m = 0.999); see
+    :func:`momentum_schedule`. After every optimiser step :func:`ema_update` moves the copy towards the
+    online weights. ``momentum: 1.0`` with ``schedule: constant`` keeps the randomly initialised copy
+    fixed (BYOL section 3.2).
     """
 
     detached = True
@@ -151,23 +166,29 @@ class EMATarget(TargetBranch):
         self,
         momentum: float = 0.996,
         final_momentum: float | None = 1.0,
-        schedule: Literal["cosine", "constant"] = "cosine",
+        schedule: MomentumScheduleName = "cosine",
     ) -> None:
         super().__init__()
         for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
-            if value is not None and not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"unknown momentum schedule {schedule!r}; use 'cosine' or 'constant'")
-        self.momentum = momentum
-        self.final_momentum = final_momentum
+        momentum_schedule(0.0, 1.0, 0.0, schedule)  # refuses an unknown schedule now, not at the first step
+        self.momentum = float(momentum)
+        self.final_momentum = None if final_momentum is None else float(final_momentum)
         self.schedule = schedule
         self.branch: nn.Module | None = None
+        self._encoder_path = ""
 
-    def attach(self, online: nn.Module) -> None:
+    def attach(self, online: nn.Module, encoder: nn.Module | None = None) -> None:
+        """Copy ``online`` (parameters frozen); remember where ``encoder`` sits in it for :meth:`encoder`."""
         self.branch = copy.deepcopy(online)
         for parameter in self.branch.parameters():
             parameter.requires_grad_(False)
+        if encoder is not None:
+            self._encoder_path = next(name for name, module in online.named_modules() if module is encoder)
+
+    def encoder(self) -> nn.Module | None:
+        return None if self.branch is None else self.branch.get_submodule(self._encoder_path)
 
     def momentum_at(self, progress: Progress) -> float:
         """The momentum for the update after the step at ``progress``."""
@@ -189,6 +210,30 @@ class EMATarget(TargetBranch):
 
     def describe(self) -> str:
         return "EMA target branch"
+
+
+TARGET_ENCODER_KEYS = ("momentum", "final_momentum", "schedule")
+
+
+def build_target_encoder(spec: Any, where: str, schedule: MomentumScheduleName) -> TargetBranch:
+    """The predictive architectures' ``model.target_encoder``: a momentum mapping -> :class:`EMATarget`
+    (``schedule`` is the method's default schedule), ``shared`` -> :class:`OnlineTarget` (the encoder itself,
+    with gradient: capacity terms prevent collapse instead)."""
+    from ebmssl.schema import check_keys
+
+    if spec == "shared":
+        return OnlineTarget()
+    if not isinstance(spec, Mapping):
+        raise ConfigError(
+            f"{where}: expected a momentum target mapping (e.g. `{{momentum: 0.996, final_momentum: 1.0}}`) "
+            f"or `shared` (the encoder itself, with gradient: use capacity terms), got {spec!r}."
+        )
+    source, _, section = where.rpartition(": ")
+    check_keys(spec, TARGET_ENCODER_KEYS, (section or where) + ".", source or where)
+    try:
+        return EMATarget(**{"schedule": schedule, **dict(spec)})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}. Write e.g. `target_encoder: {{momentum: 0.996, final_momentum: 1.0}}`.") from error
 
 
 def build_target(spec: Mapping[str, Any] | str | None, where: str = "model.target") -> TargetBranch:

@@ -70,6 +70,27 @@ def release_accelerator_state() -> None:
     GradientState._reset_state()
 
 
+def resolve_mixed_precision(setting: Any) -> str | None:
+    """``train.mixed_precision``: ``auto`` -> None, so accelerate uses its own setting (``accelerate launch
+    --mixed_precision bf16``, the ``accelerate config`` file through ``accelerate launch``, or the
+    ACCELERATE_MIXED_PRECISION environment variable; ``no`` without any); anything else is used as given."""
+    return None if setting in (None, "auto") else str(setting)
+
+
+def apply_device_defaults(train_cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """CUDA speed defaults: TF32 for float32 matmuls and convolutions (``train.tf32``) and cuDNN autotuning
+    (``train.cudnn_benchmark``, off when ``train.deterministic``). Nothing changes on other devices;
+    returns what was set."""
+    if device.type != "cuda":
+        return {}
+    tf32 = bool(train_cfg.get("tf32", True))
+    benchmark = bool(train_cfg.get("cudnn_benchmark", True)) and not train_cfg.get("deterministic", False)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = benchmark
+    return {"tf32": tf32, "cudnn_benchmark": benchmark}
+
+
 def make_accelerator(train_cfg: dict[str, Any]):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
@@ -78,7 +99,7 @@ def make_accelerator(train_cfg: dict[str, Any]):
     timeout = datetime.timedelta(minutes=float(train_cfg["collective_timeout_minutes"]))
     return Accelerator(
         cpu=cpu_only(),
-        mixed_precision=str(train_cfg["mixed_precision"]),
+        mixed_precision=resolve_mixed_precision(train_cfg["mixed_precision"]),
         gradient_accumulation_steps=int(train_cfg["grad_accumulation"]),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
@@ -232,12 +253,13 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
     online probe; None, as for a folder not yet listed, leaves the probe out of a check build)."""
     from ebmssl.objective import build_objective
     from ebmssl.models.architectures import build_learner
+    from ebmssl.training.online_probe import attach_online_probe
 
     objective = build_objective(config)
     learner = build_learner(
-        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels),
-        num_classes=info.num_classes, where=f"{source}: model",
+        config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels), where=f"{source}: model",
     )
+    attach_online_probe(learner, config.get("model"), info.num_classes)
     if train_cfg["sync_batchnorm"] and num_processes > 1:
         learner = synchronise_batchnorm(learner, device_type)
     learner.channels_last = uses_channels_last(train_cfg["channels_last"], learner.encoder)
@@ -324,6 +346,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
     if train_cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    apply_device_defaults(train_cfg, accelerator.device)
 
     data = build_data(data_cfg, train_cfg, eval_cfg, accelerator, source)
     total_steps = int(train_cfg["epochs"]) * data["steps_per_epoch"]

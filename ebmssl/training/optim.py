@@ -30,7 +30,13 @@ class LARS(torch.optim.Optimizer):
     For parameters in groups with ``lars_exclude=True`` the update is plain SGD with momentum and no
     weight decay. Otherwise ``g <- g + wd * w``, ``g <- g * eta * |w| / |g|`` (when both norms are
     positive), then the momentum update ``v <- m v + g``, ``w <- w - lr v``.
+
+    Like torch's fused optimisers it reads ``self.grad_scale`` (gradients divided by it) and
+    ``self.found_inf`` (a device flag: 1 leaves every weight and momentum buffer untouched, with no host
+    sync), which GradScaler and :class:`~ebmssl.training.guard.StepGuard` set.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable[Any], lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.001) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
@@ -39,11 +45,17 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         loss = closure() if closure is not None else None
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         for group in self.param_groups:
+            factors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
+                key = (p.device, p.dtype)
+                if key not in factors:
+                    factors[key] = self._factors(group, p, found_inf)
+                momentum, neg_lr, keep = factors[key]
+                grad = p.grad if grad_scale is None else p.grad / grad_scale.to(p.device)
                 if not group["lars_exclude"]:
                     if group["weight_decay"] != 0:
                         grad = grad.add(p, alpha=group["weight_decay"])
@@ -52,13 +64,27 @@ class LARS(torch.optim.Optimizer):
                         (param_norm > 0) & (grad_norm > 0), group["eta"] * param_norm / grad_norm, torch.ones_like(param_norm)
                     )
                     grad = grad.mul(trust)
+                if keep is not None:  # a skipped step adds a zero gradient to an unchanged buffer with lr 0
+                    grad = torch.where(keep, grad, 0.0)
                 state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                buffer = state.get("momentum_buffer")
+                if buffer is None:  # zero is "no state": m * 0 + g = g, the first step's rule
+                    buffer = state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                buffer.mul_(momentum).add_(grad)
+                p.addcmul_(buffer, neg_lr)
         return loss
+
+    @staticmethod
+    def _factors(group: dict, p: torch.Tensor, found_inf: torch.Tensor | None):
+        """Momentum and -lr as 0-dim tensors of the parameter's dtype (the same arithmetic with and without a
+        skip flag); with ``found_inf`` they become 1 and 0 on a skipped step, so the buffer and the weight
+        stay bit for bit (``b * 1 + 0 = b``, ``w + b * 0 = w``), with no host read."""
+        momentum = torch.full((), group["momentum"], dtype=p.dtype, device=p.device)  # a fill, no host copy
+        neg_lr = torch.full((), -group["lr"], dtype=p.dtype, device=p.device)
+        if found_inf is None:
+            return momentum, neg_lr, None
+        keep = found_inf.to(p.device) == 0
+        return torch.where(keep, momentum, 1.0), torch.where(keep, neg_lr, 0.0), keep
 
 
 def is_excluded_from_decay(name: str, parameter: torch.Tensor) -> bool:
@@ -127,8 +153,9 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """Build the optimiser named in ``spec`` over ``model``'s trainable parameters, with decay groups.
 
-    ``fused="auto"`` picks torch's fused kernels on CUDA (one kernel for every parameter's update) and
-    the multi-tensor ``foreach`` path elsewhere, for optimisers that offer them; a ``fused:`` or
+    ``fused="auto"`` picks torch's fused kernels (one kernel for every parameter's update, on CUDA and on
+    the CPU) for optimisers that offer them: they also skip a step on a device flag (``found_inf``), which
+    the step guard relies on to need no snapshot of weights and optimiser state. A ``fused:`` or
     ``foreach:`` key in ``spec`` wins.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
@@ -147,10 +174,7 @@ def build_optimizer(
     groups = parameter_groups(model.named_parameters(), weight_decay)
     accepted = inspect.signature(factory).parameters
     if fused == "auto" and "fused" in accepted and "fused" not in spec and "foreach" not in spec:
-        if device_type == "cuda":
-            spec["fused"] = True
-        else:
-            spec["foreach"] = True
+        spec["fused"] = True
     if "lr" in spec:
         spec["lr"] = scaled_learning_rate(float(spec["lr"]), global_batch_size, lr_scaling)
     kwargs = {k: v for k, v in spec.items() if k != "name"}  # checked above; lr now scaled by the global batch

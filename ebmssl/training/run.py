@@ -86,14 +86,14 @@ def run_training(
         acc.print(f"final evaluation skipped: {parts.eval_skipped}")
     elif parts.eval_cfg["final"]:
         started = time.perf_counter()
-        encoders: dict[str, Any] = {"trained": learner.encoder}
+        encoders: dict[str, Any] = {"trained": learner.encoders()["online"]}
         if parts.eval_cfg["baselines"]:
             encoders["random_init"] = random_encoder(trainer)
             if pixel_baseline:
                 encoders["raw_pixels"] = None
-        target = getattr(learner, "target", None)
-        if evaluate_target and target is not None and hasattr(target, "backbone"):
-            encoders["target"] = target.backbone  # the EMA (or, with momentum 1, fixed random) target
+        target = learner.encoders().get("target")
+        if evaluate_target and target is not None:
+            encoders["target"] = target  # the EMA (or, with momentum 1, fixed random) target backbone
         results = evaluate_encoders(
             encoders, parts.eval_train_set, parts.test_set, parts.views.eval_transform, parts.eval_cfg,
             device=acc.device, seed=int(parts.train_cfg["seed"]),
@@ -102,7 +102,7 @@ def run_training(
         report["evaluation_seconds"] = time.perf_counter() - started
         acc.print("\n" + format_table(results))
     if acc.is_main_process:
-        export_backbone(learner.encoder, run_dir / "backbone.safetensors")
+        export_backbone(learner.encoders()["online"], run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
         report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
         write_report(run_dir, report)

@@ -2,9 +2,10 @@
 
 :func:`ebmssl.training.build.build_run` makes the parts (accelerator, data, learner, optimiser,
 schedules, restored checkpoint); :class:`Trainer` runs the steps. One step is: set the schedules, run
-the micro-batches (forward, backward), clip, call the learner's ``before_optimizer_step``, step the
-optimiser, call ``after_optimizer_step``, and let the :class:`~ebmssl.training.guard.StepGuard` keep the
-step only if it is finite (decided on the device). The host reads the device only once per logging
+the micro-batches (forward, backward), clip, call the learner's ``before_optimizer_step``, let
+the :class:`~ebmssl.training.guard.StepGuard` decide (on the device) whether the step is finite, step the
+optimiser (which skips on the guard's flag), call ``after_optimizer_step``, and let the guard put back
+the forward's updates of a skipped step. The host reads the device only once per logging
 interval; between two logs the loop never waits for the accelerator.
 
 Reproducibility and exact resume come from construction, not from saved iterator state: the data
@@ -54,8 +55,10 @@ class Trainer:
         self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]  # end-of-epoch work, in order
         self.step = self.parts.start_step
         self.diagnostics_history: list[dict[str, Any]] = []
-        self.guard = StepGuard(self.learner, self.optimizer, self.accelerator.device)
-        self.guard.set_step(self.step)
+        self.guard = None
+        if self.train_cfg.get("step_guard", True):
+            self.guard = StepGuard(self.learner, self.optimizer, self.accelerator.device, scaler=self.accelerator.scaler)
+            self.guard.set_step(self.step)
         self.running: dict[str, torch.Tensor] = {}
         self._restore_loop_state(self.parts.loop_state)
         if self.parts.resumed_from is not None and self.accelerator.is_main_process:
@@ -107,10 +110,16 @@ class Trainer:
 
     # -- one optimiser step ------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Any]:
-        """Forward and backward over the micro-batches, then one guarded optimiser step. No host sync."""
+        """Forward and backward over the micro-batches, then one guarded optimiser step. No host sync.
+
+        The guard (``train.step_guard``) decides the step on the device after the last backward pass
+        and before the optimiser, which skips it on that flag; ``finish`` puts back what the forward and
+        the target update changed when it was skipped."""
         acc, tc = self.accelerator, self.train_cfg
+        guard = self.guard
         progress = self.progress(step)
-        self.guard.begin()
+        if guard is not None:
+            guard.begin()
         losses: list[torch.Tensor] = []
         terms: dict[str, list[torch.Tensor]] = {"loss": []}
         for micro in range(int(tc["grad_accumulation"])):
@@ -120,28 +129,34 @@ class Trainer:
                 views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
             with acc.accumulate(self.model):
                 with acc.autocast():
-                    out = self.model(views, batch.labels, batch.generator)
-                acc.backward(out.loss)
+                    out = self.model(views, generator=batch.generator)
+                probe = self.learner.probe(out.features, batch.labels) if self.learner.probe is not None else None
+                loss = out.loss if probe is None else out.loss + probe.loss  # the probe sees detached features
+                acc.backward(loss)
+                losses.append(loss.detach())
+                terms["loss"].append(out.objective.loss.detach())
+                for key, value in out.objective.terms.items():
+                    terms.setdefault(f"term/{key}", []).append(value.detach())
+                if probe is not None:
+                    terms.setdefault("probe/loss", []).append(probe.loss.detach())
+                    terms.setdefault("probe/accuracy", []).append(probe.accuracy)
                 if acc.sync_gradients:
                     if tc["grad_clip"]:
                         acc.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
                     self.learner.before_optimizer_step(progress)
+                    sums = {key: torch.stack([v.float() for v in values]).sum() for key, values in terms.items()}
+                    if guard is not None:
+                        guard.check(torch.stack(losses).sum(), {k.split("/")[-1]: v for k, v in sums.items() if k.startswith("term/")})
                 self.optimizer.step()
-            losses.append(out.loss.detach())
-            terms["loss"].append(out.objective.loss.detach())
-            for key, value in out.objective.terms.items():
-                terms.setdefault(f"term/{key}", []).append(value.detach())
-            if out.probe_loss is not None:
-                terms.setdefault("probe/loss", []).append(out.probe_loss.detach())
-                terms.setdefault("probe/accuracy", []).append((out.probe_logits.argmax(1) == batch.labels).float().mean())
         logged = self.learner.after_optimizer_step(progress)
-        sums = {key: torch.stack([v.float() for v in values]).sum() for key, values in terms.items()}
-        ok = self.guard.finish(torch.stack(losses).sum(), {k.split("/")[-1]: v for k, v in sums.items() if k.startswith("term/")})
+        ok = guard.finish() if guard is not None else None
         self.optimizer.zero_grad(set_to_none=True)
-        zero = torch.zeros((), device=ok.device)
-        sums["count"] = torch.full((), float(len(losses)), device=ok.device)
+        device = losses[0].device
+        sums["count"] = torch.full((), float(len(losses)), device=device)
+        zero = torch.zeros((), device=device)
         for key, value in sums.items():  # running sums on the device; a skipped step adds nothing (no NaN)
-            value = torch.where(ok, value, zero)
+            if ok is not None:
+                value = torch.where(ok, value, zero)
             self.running[key] = self.running[key] + value if key in self.running else value
         return logged
 
@@ -214,16 +229,18 @@ class Trainer:
     # -- the once-per-interval host side ----------------------------------------------------------------
     def _check_skips(self) -> dict[str, Any]:
         """Read the guard's counters (one sync); stop the run after too many non-finite steps in a row."""
+        if self.guard is None:
+            return {"skipped": 0, "scaler_skipped": 0, "longest_streak": 0, "bad_terms": []}
         counters = self.guard.read()
         limit = int(self.train_cfg["max_skipped_steps"])
         if counters["longest_streak"] >= limit:
             checkpoint = latest_checkpoint(self.parts.run_dir / "checkpoints")
-            terms = ", ".join(counters["bad_terms"]) or "the updated weights (overflow)"
+            terms = ", ".join(counters["bad_terms"]) or "the gradients"
             raise TrainingDiverged(
                 f"{counters['longest_streak']} steps in a row were non-finite (train.max_skipped_steps={limit}), from "
                 f"step {counters['first_bad_step'] + 1}; non-finite: {terms}. Each was skipped, so no NaN reached "
                 f"the weights; the last good checkpoint is {checkpoint or 'none yet'}. Lower train.optimizer.lr, add "
-                f"train.grad_clip, or use mixed_precision: no, then rerun with --resume to continue from it."
+                f"train.grad_clip, or use train.mixed_precision: no, then rerun with --resume to continue from it."
                 + "".join(f" Also check {hint}" for hint in self.learner.objective.nonfinite_hints())
             )
         return counters
@@ -242,6 +259,8 @@ class Trainer:
         record.setdefault("loss", float("nan"))  # every step of the interval was skipped
         record.update(logged)
         record["skipped_steps"] = counters["skipped"]
+        if counters["scaler_skipped"]:
+            record["scaler_skipped_steps"] = counters["scaler_skipped"]
         record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
         if acc.is_main_process:
             append_jsonl(self.parts.run_dir / "metrics.jsonl", record)
@@ -255,7 +274,8 @@ class Trainer:
         device = self.accelerator.device
         if self.accelerator.is_main_process:  # the saved sums are over all processes: held once
             self.running = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state.get("running", {}).items()}
-        self.guard.skipped.fill_(int(state.get("skipped", 0)))
+        if self.guard is not None:
+            self.guard.skipped.fill_(int(state.get("skipped", 0)))
 
     @torch.no_grad()
     def diagnostic_embeddings(self, rows: int, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,7 +296,7 @@ class Trainer:
         self._check_skips()
         keys = sorted(self.running)
         sums = self.accelerator.reduce(torch.stack([self.running[k] for k in keys]), reduction="sum").tolist() if keys else []
-        loop = {"running": dict(zip(keys, sums)), "skipped": int(self.guard.skipped)}
+        loop = {"running": dict(zip(keys, sums)), "skipped": int(self.guard.skipped) if self.guard is not None else 0}
         state = {"step": self.step, "epoch": self.step / self.parts.steps_per_epoch, "total_steps": self.parts.total_steps,
                  "loop": loop}
         return save_checkpoint(

@@ -27,7 +27,7 @@ def build(method: str) -> torch.nn.Module:
     config = apply_overrides(config, ["model.token_predictor={width: 16, depth: 1, num_heads: 2}", "model.masks.min_keep=2"])
     config["model"]["backbone"] = {**config["model"]["backbone"], **TINY_VIT}
     torch.manual_seed(0)
-    return build_learner(config["model"], ebmssl.build_objective(config), 1, 3, None, where=f"{method}: model").double()
+    return build_learner(config["model"], ebmssl.build_objective(config), 1, 3, where=f"{method}: model").double()
 
 
 def inputs(seed: int, batch: int) -> tuple[torch.Tensor, BlockMasks]:

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebmssl.evaluation import OnlineLinearProbe, class_balanced_subset, linear_probe
+from ebmssl.evaluation import class_balanced_subset, linear_probe
 
 
 def _separable(n_per_class: int, num_classes: int, dim: int, seed: int):
@@ -55,25 +55,3 @@ def test_class_balanced_subset(counts, per_class, seed):
     for c, n in enumerate(counts):
         assert int((labels[subset] == c).sum()) == min(n, per_class)
     assert torch.equal(subset, class_balanced_subset(labels, per_class, len(counts), seed))
-
-
-def test_online_probe_sends_no_gradient_to_features():
-    probe = OnlineLinearProbe(8, 3)
-    encoder = torch.nn.Linear(4, 8)
-    features = encoder(torch.randn(6, 4))
-    labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logits = probe(features, labels)
-    assert logits.shape == (6, 3)
-    loss.backward()
-    assert encoder.weight.grad is None and encoder.bias.grad is None
-    assert probe.linear.weight.grad is not None and probe.linear.weight.grad.abs().sum() > 0
-    acc = probe.accuracy(logits, labels)
-    assert 0.0 <= float(acc) <= 1.0
-
-
-def test_online_probe_accuracy_and_no_labels():
-    probe = OnlineLinearProbe(2, 2)
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
-    assert float(probe.accuracy(logits, torch.tensor([0, 1, 1, 1]))) == pytest.approx(0.75)
-    loss, logits = probe(torch.randn(3, 2), None)
-    assert loss is None and logits.shape == (3, 2)

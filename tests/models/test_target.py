@@ -45,8 +45,9 @@ def test_schedule_endpoints_and_constant() -> None:
     assert momentum_schedule(0.99, 1.0, 1.0) == 1.0
     assert momentum_schedule(0.99, 1.0, 0.3, "constant") == 0.99
     assert momentum_schedule(0.9, None, 0.7) == 0.9
+    assert momentum_schedule(0.996, 1.0, 0.25, "linear") == pytest.approx(0.996 + 0.004 * 0.25)  # I-JEPA's ramp
     with pytest.raises(ValueError):
-        momentum_schedule(0.9, 1.0, 0.2, "linear")  # type: ignore[arg-type]
+        momentum_schedule(0.9, 1.0, 0.2, "step")  # type: ignore[arg-type]
 
 
 @SETTINGS
@@ -168,7 +169,7 @@ def test_build_target_accepts_names_mappings_and_null() -> None:
         ("emma", ["unknown target branch 'emma'", "ema"]),
         ({"name": "ema", "momentun": 0.9}, ["'momentun'", "Did you mean 'momentum'"]),
         ({"name": "ema", "momentum": 1.5}, ["momentum must lie in [0, 1]"]),
-        ({"name": "ema", "schedule": "linear"}, ["'linear'"]),
+        ({"name": "ema", "schedule": "step"}, ["'step'"]),
     ],
 )
 def test_bad_target_specs_are_explained(spec, phrases) -> None:

@@ -214,4 +214,4 @@ def test_patch_terms_without_tokens_are_refused() -> None:
     from ebmssl.models.architectures import build_learner
 
     with pytest.raises(ConfigError, match="objective.patch_terms"):
-        build_learner({"backbone": {"name": "small_cnn", "width": 8}}, objective, num_global=2, in_channels=3, num_classes=None)
+        build_learner({"backbone": {"name": "small_cnn", "width": 8}}, objective, num_global=2, in_channels=3)

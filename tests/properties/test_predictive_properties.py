@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import ebmssl
 from ebmssl.config import load_config
-from ebmssl.models.architectures._common import MomentumSchedule
+from ebmssl.models.target import momentum_schedule
 from ebmssl.models.masking import multi_block_masks, random_masking
 from ebmssl.strategies.base import Progress
 from ebmssl.models.architectures import build_learner
@@ -75,7 +75,7 @@ def _tiny(method: str, **model) -> torch.nn.Module:
     model_cfg["token_predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
     model_cfg["masks"] = {**model_cfg["masks"], "min_keep": 2}
     model_cfg.update(model)
-    return build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, None, where=f"{method}: model")
+    return build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, where=f"{method}: model")
 
 
 @PROPERTY_SETTINGS
@@ -86,16 +86,16 @@ def test_ijepa_target_gets_no_gradient_and_moves_by_ema(seed: int, batch: int, m
     images = torch.randn(batch, 3, 16, 16)
     out = model([images], generator=_generator(seed))
     out.loss.backward()
-    assert all(p.grad is None and not p.requires_grad for p in model.target_encoder.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.encoders()["target"].parameters())
     assert any(p.grad is not None for p in model.context_encoder.parameters())
     with torch.no_grad():
         for p in model.context_encoder.parameters():
             p.add_(torch.randn_like(p))
-    before = [p.clone() for p in model.target_encoder.parameters()]
+    before = [p.clone() for p in model.encoders()["target"].parameters()]
     logged = model.after_optimizer_step(Progress(step=int(fraction * 100), total_steps=100))
-    m = MomentumSchedule(momentum, 1.0, "linear")(int(fraction * 100) / 100)
+    m = momentum_schedule(momentum, 1.0, int(fraction * 100) / 100, "linear")
     assert logged["ema_momentum"] == pytest.approx(m)
-    for old, new, online in zip(before, model.target_encoder.parameters(), model.context_encoder.parameters()):
+    for old, new, online in zip(before, model.encoders()["target"].parameters(), model.context_encoder.parameters()):
         torch.testing.assert_close(new, m * old + (1 - m) * online, rtol=1e-5, atol=1e-6)
 
 

@@ -59,5 +59,5 @@ def method_objective_in_model(method: str):
     config = load_config(method, "methods")
     objective = ebmssl.build_objective(config)
     model = {**config["model"], "backbone": {"name": "small_cnn", "width": 8}}
-    build_learner(model, objective, num_global=2, in_channels=3, num_classes=None)
+    build_learner(model, objective, num_global=2, in_channels=3)
     return objective

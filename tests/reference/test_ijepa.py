@@ -62,11 +62,11 @@ def test_jepa_targets_and_loss_equal_official_forward_target() -> None:
     model_cfg["token_predictor"] = {"width": 16, "depth": 1, "num_heads": 2}
     model_cfg["masks"] = {**model_cfg["masks"], "min_keep": 2}
     torch.manual_seed(0)
-    model = build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, None, where="ijepa: model").double()
+    model = build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, where="ijepa: model").double()
     imgs = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     out = model([imgs], generator=torch.Generator().manual_seed(5))
     masks = model.sample_masks(imgs, torch.Generator().manual_seed(5))
-    _, h_full = model.target_encoder.tokens(imgs)
+    _, h_full = model.encoders()["target"].tokens(imgs)
     h = official_target(h_full, list(masks.targets))
     z = model.predictions(imgs, masks)[0]
     torch.testing.assert_close(out.loss, F.smooth_l1_loss(z, h), rtol=1e-9, atol=1e-9)

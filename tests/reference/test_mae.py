@@ -65,7 +65,7 @@ def test_masked_autoencoder_forward_equals_official_loss_of_its_decoder() -> Non
     model_cfg["backbone"] = {**model_cfg["backbone"], "num_layers": 1, "image_size": 16}
     model_cfg["decoder"] = {"width": 16, "depth": 1, "num_heads": 2}
     torch.manual_seed(0)
-    model = build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, None, where="mae: model").double()
+    model = build_learner(model_cfg, ebmssl.build_objective(config), 1, 3, where="mae: model").double()
     imgs = torch.randn(5, 3, 16, 16, dtype=torch.float64)
     out = model([imgs], generator=torch.Generator().manual_seed(7))
     masks = random_masking(torch.Generator().manual_seed(7), 5, 16, 0.75)

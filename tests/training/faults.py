@@ -40,14 +40,17 @@ class FaultyLearner(torch.nn.Module):
     def after_optimizer_step(self, progress):
         return self.inner.after_optimizer_step(progress)
 
-    def forward(self, views, labels=None, generator=None):
+    def encoders(self):
+        return self.inner.encoders()
+
+    def forward(self, views, generator=None):
         self.calls += 1
         hit = self.calls == self.call and rank() == self.fault_rank
         if hit and self.kind == "die":
             os.kill(os.getpid(), signal.SIGKILL)
         if hit and self.kind == "raise":
             raise RuntimeError(f"injected fault on process {rank()} at forward call {self.calls}")
-        out = self.inner(views, labels, generator)
+        out = self.inner(views, generator)
         if hit and self.kind == "nan":
             out.loss = out.loss * float("nan")
             out.objective.loss = out.objective.loss * float("nan")
@@ -57,7 +60,7 @@ class FaultyLearner(torch.nn.Module):
 if "faulty" not in ARCHITECTURES.names():
 
     @register_architecture("faulty")
-    def build_faulty(model_config, objective, num_global, in_channels, num_classes, where="model"):
+    def build_faulty(**arguments):
         kind, fault_rank, call = os.environ.get("EBMSSL_FAULT", "raise:1:2").split(":")
-        inner = ARCHITECTURES.get("joint_embedding")(model_config, objective, num_global, in_channels, num_classes, where)
+        inner = ARCHITECTURES.get("joint_embedding")(**arguments)
         return FaultyLearner(inner, kind, int(fault_rank), int(call))

@@ -155,7 +155,10 @@ def moved_optimizer(optimizer: torch.optim.Optimizer, moved: dict[int, nn.Parame
     inner = getattr(optimizer, "optimizer", optimizer)
     for group in inner.param_groups:
         group["params"] = [moved[id(p)] for p in group["params"]]
+        if group.get("fused"):  # torch's fused kernels have no fake-tensor implementation: the foreach path
+            group["fused"], group["foreach"] = False, True
     inner.state.clear()
+    inner.__dict__.pop("_step_supports_amp_scaling", None)
     return inner
 
 
@@ -168,7 +171,7 @@ def step(trainer: Trainer, learner: nn.Module, optimizer, index: int, backward: 
     views = batch.views
     if learner.channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views]
-    out = learner(views, batch.labels, batch.generator)
+    out = learner(views, generator=batch.generator)
     if backward:
         out.loss.backward()
     else:
@@ -209,7 +212,7 @@ def record(method: str, *overrides: str, run_dir: Path | None = None) -> StepSyn
         cpu = SyncRecorder("cpu")
         learner.objective.set_progress(trainer.progress(0))
         batch = trainer.source.batch(0, 0)
-        out = learner(batch.views, batch.labels, batch.generator)
+        out = learner(batch.views, generator=batch.generator)
         with cpu:
             out.loss.backward()
         trainer.optimizer.zero_grad(set_to_none=True)

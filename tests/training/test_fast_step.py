@@ -18,7 +18,7 @@ def test_channels_last_compile_and_fused_optimizer_train(tmp_path: Path) -> None
     overrides = ["train.epochs=2", "train.max_steps=4", "train.log_every=1", "train.channels_last=true",
                  "train.compile={backend: eager}", "train.optimizer={name: adamw, lr: 0.001}"]
     trainer = Trainer(tiny("byol", *overrides), tmp_path)
-    assert trainer.optimizer.defaults.get("foreach") is True  # "auto" on the CPU: the multi-tensor path
+    assert trainer.optimizer.defaults.get("fused") is True  # "auto": torch's fused kernels, on the CPU too
     first = next(p for p in trainer.learner.parameters() if p.ndim == 4)
     assert first.is_contiguous(memory_format=torch.channels_last)
     trainer.train()

@@ -1,9 +1,7 @@
-"""Pieces shared by the predictive architectures: config checks, the momentum target, fixed 2-D sine-cosine positions and a pre-norm transformer stack."""
+"""Pieces shared by the predictive architectures: config checks, fixed 2-D sine-cosine positions and a pre-norm transformer stack."""
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,7 +10,6 @@ from torch import nn
 
 from ebmssl.registry import ConfigError
 from ebmssl.schema import check_keys
-from ebmssl.strategies.base import Progress
 
 
 def split_where(where: str) -> tuple[str, str]:
@@ -32,69 +29,6 @@ def sub_mapping(config: Mapping[str, Any], key: str, where: str) -> dict[str, An
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}.{key} must be a mapping, got {value!r}.")
     return dict(value)
-
-
-def full_precision(x: torch.Tensor) -> torch.Tensor:
-    """float32 for half-precision tensors (the objective runs in float32 under mixed precision); else unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-# -- momentum target --------------------------------------------------------------------------------
-TARGET_KEYS = ("momentum", "final_momentum", "schedule")
-TARGET_KEY = "target_encoder"
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-class MomentumSchedule:
-    """EMA momentum as a pure function of training progress.
-
-    ``linear`` (I-JEPA's ``momentum_scheduler``): m = m0 + (m1 - m0) k / K; ``cosine`` (BYOL):
-    m = m1 - (m1 - m0) (cos(pi k / K) + 1) / 2; ``constant``: m0.
-    """
-
-    def __init__(self, momentum: float = 0.996, final_momentum: float | None = 1.0, schedule: str = "linear") -> None:
-        for label, value in (("momentum", momentum), ("final_momentum", final_momentum)):
-            if value is not None and not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{label} must lie in [0, 1], got {value}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown momentum schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
-        self.momentum = float(momentum)
-        self.final_momentum = None if final_momentum is None else float(final_momentum)
-        self.schedule = schedule
-
-    def __call__(self, fraction: float) -> float:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if self.schedule == "constant" or self.final_momentum is None:
-            return self.momentum
-        if self.schedule == "linear":
-            return self.momentum + (self.final_momentum - self.momentum) * fraction
-        return self.final_momentum - (self.final_momentum - self.momentum) * (math.cos(math.pi * fraction) + 1.0) / 2.0
-
-    @classmethod
-    def from_config(cls, spec: Mapping[str, Any], where: str) -> MomentumSchedule:
-        check_section(spec, TARGET_KEYS, where, TARGET_KEY)
-        try:
-            return cls(**dict(spec))
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}.{TARGET_KEY}: {error}. Write e.g. `{TARGET_KEY}: {{momentum: 0.996, final_momentum: 1.0}}`.") from error
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy whose parameters take no gradient (a momentum target's initial state)."""
-    target = copy.deepcopy(module)
-    for parameter in target.parameters():
-        parameter.requires_grad_(False)
-    return target
-
-
-@torch.no_grad()
-def momentum_step(online: nn.Module, target: nn.Module, schedule: MomentumSchedule, progress: Progress) -> dict[str, float]:
-    """EMA update of ``target`` towards ``online`` with this step's momentum; returns it for the log."""
-    from ebmssl.models.target import ema_update
-
-    momentum = schedule(progress.fraction)
-    ema_update(online, target, momentum)
-    return {"ema_momentum": momentum}
 
 
 # -- positions and transformer blocks ---------------------------------------------------------------
@@ -154,6 +88,8 @@ class MaskTokenTransformer(nn.Module):
 
     def positions(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(grid_h * grid_w, width) sine-cosine positions on ``like``'s device and dtype."""
+        if torch.compiler.is_compiling():  # traced once; a cache filled while tracing is guarded on and recompiles
+            return sincos_2d(self.width, *grid).to(device=like.device, dtype=like.dtype)
         key = (grid, like.device, like.dtype)  # made and moved once per run, not copied every step
         if key not in self._positions:
             self._positions[key] = sincos_2d(self.width, *grid).to(device=like.device, dtype=like.dtype)

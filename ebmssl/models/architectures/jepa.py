@@ -40,21 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebmssl.models.architectures._common import (
-    MaskTokenTransformer,
-    MomentumSchedule,
-    check_section,
-    frozen_copy,
-    full_precision,
-    momentum_step,
-    sub_mapping,
-)
+from ebmssl.models.architectures._common import MaskTokenTransformer, check_section, sub_mapping
+from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
 from ebmssl.models.masking import BlockMasks, block_mask_lengths, gather_tokens, multi_block_masks
+from ebmssl.models.target import TargetBranch, build_target_encoder
 from ebmssl.registry import ConfigError, register_architecture
-from ebmssl.strategies.base import Progress
-from ebmssl.models.architectures.joint_embedding import LearnerOutput
 
-MODEL_KEYS = ("architecture", "backbone", "token_predictor", "masks", "target_encoder", "online_probe")
 PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
 MASK_KEYS = (
     "num_targets", "target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio", "min_keep", "allow_overlap",
@@ -81,62 +72,39 @@ class JEPAPredictor(MaskTokenTransformer):
         return self.project(x[:, context.shape[1] :])
 
 
-class JEPA(nn.Module):
+class JEPA(Architecture):
     """Context encoder, predictor, and a momentum (I-JEPA) or shared (capacity) target encoder."""
 
     def __init__(
-        self,
-        encoder: nn.Module,
-        predictor: JEPAPredictor,
-        objective: nn.Module,
-        masks: Mapping[str, Any],
-        momentum: MomentumSchedule | None,
-        probe: nn.Module | None = None,
+        self, encoder: nn.Module, predictor: JEPAPredictor, objective: nn.Module, masks: Mapping[str, Any], target: TargetBranch
     ) -> None:
         super().__init__()
         self.context_encoder = encoder
         self.predictor = predictor
-        self.objective = objective
         self.mask_config = dict(masks)
-        self.momentum = momentum
-        self.target_encoder = frozen_copy(encoder) if momentum is not None else None
-        self.probe = probe
+        self.attach(objective, target)
 
     # -- the architecture contract ------------------------------------------------------------------
     @property
     def encoder(self) -> nn.Module:
         return self.context_encoder
 
-    def collapse_mechanisms(self) -> list[tuple[str, str]]:
-        if self.momentum is not None:
-            return [("asymmetry", "EMA target encoder")]
-        return []
-
     def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [self.context_encoder(view) for view in views]
 
-    def before_optimizer_step(self, progress: Progress) -> None:
-        return None
-
-    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
-        if self.target_encoder is None or self.momentum is None:
-            return {}
-        return momentum_step(self.context_encoder, self.target_encoder, self.momentum, progress)
-
     # -- forward ------------------------------------------------------------------------------------
     def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
-        if generator is None:
-            generator = torch.Generator(device=images.device).manual_seed(0)
         grid = self.context_encoder.grid(*images.shape[-2:])
-        masks = multi_block_masks(generator, images.shape[0], *grid, **self.mask_config)
+        masks = multi_block_masks(default_generator(generator, images), images.shape[0], *grid, **self.mask_config)
         return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))  # no-ops: drawn there
 
     def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:
         """(M * N, Kt, D) layer-normed target tokens, block-major (official ``repeat_interleave_batch`` order)."""
-        if self.target_encoder is not None:
+        target_encoder = self.target.encoder()
+        if target_encoder is not None:  # the momentum copy: no gradient
             with torch.no_grad():
-                _, tokens = self.target_encoder.tokens(images)
-        else:
+                _, tokens = target_encoder.tokens(images)
+        else:  # shared: the context encoder itself, with gradient
             _, tokens = self.context_encoder.tokens(images)
         tokens = F.layer_norm(tokens, (tokens.shape[-1],))
         return torch.cat([gather_tokens(tokens, block) for block in masks.targets], dim=0)
@@ -151,37 +119,18 @@ class JEPA(nn.Module):
         target_index = masks.targets.reshape(-1, masks.targets.shape[-1])
         return self.predictor(repeated, context_index, target_index, grid), context
 
-    def forward(
-        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> LearnerOutput:
+    def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         images = views[0]
-        return self.forward_masked(images, self.sample_masks(images, generator), labels)
+        return self.forward_masked(images, self.sample_masks(images, generator))
 
-    def forward_masked(self, images: torch.Tensor, masks: BlockMasks, labels: torch.Tensor | None = None) -> LearnerOutput:
+    def forward_masked(self, images: torch.Tensor, masks: BlockMasks) -> LearnerOutput:
         """The loss for given masks (``forward`` draws them from the batch generator first)."""
         target = self.targets(images, masks)
         prediction, context = self.predictions(images, masks)
-        rows_pred = full_precision(prediction.reshape(-1, prediction.shape[-1]))
-        rows_target = full_precision(target.reshape(-1, target.shape[-1]))
-        device_type = images.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            # (prediction, target) as two views compared by pairs [[0, 1]]; the momentum target's rows carry
-            # no gradient, the shared encoder's do (and capacity terms see both views)
-            result = self.objective([rows_pred, rows_target], None)
-        features = context.mean(dim=1).detach()
-        probe_loss = probe_logits = None
-        if self.probe is not None and labels is not None:
-            with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(full_precision(features), labels)
-        loss = result.loss if probe_loss is None else result.loss + probe_loss
-        return LearnerOutput(
-            loss=loss,
-            objective=result,
-            features=features,
-            embeddings=[rows_pred.detach(), rows_target.detach()],
-            probe_loss=probe_loss,
-            probe_logits=probe_logits,
-        )
+        # (prediction, target) as two views compared by pairs [[0, 1]]; the momentum target's rows carry
+        # no gradient, the shared encoder's do (and capacity terms see both views)
+        rows = [prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1, target.shape[-1])]
+        return self.score(rows, None, context.mean(dim=1))
 
 
 def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: str) -> nn.Module:
@@ -205,41 +154,37 @@ def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: 
 
 @register_architecture("jepa")
 def build_jepa(
-    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+    *,
+    objective: nn.Module,
+    num_global: int,
+    in_channels: int,
+    location: str = "model",
+    backbone: Mapping[str, Any] | None = None,
+    token_predictor: Mapping[str, Any] | None = None,
+    masks: Mapping[str, Any] | None = None,
+    target_encoder: Mapping[str, Any] | str | None = None,
 ) -> JEPA:
     """I-JEPA (``target_encoder: {momentum: ...}``) or JEPA with capacity terms (``target_encoder: shared``) on a ViT."""
-    from ebmssl.evaluation import OnlineLinearProbe
-
-    model_config = dict(model_config or {})
-    check_section(model_config, MODEL_KEYS, where)
-    encoder = build_vit_encoder(model_config, in_channels, where)
+    where = location
+    model_config = {"backbone": backbone, "token_predictor": token_predictor, "masks": masks}
+    encoder = build_vit_encoder({k: v for k, v in model_config.items() if v is not None}, in_channels, where)
     predictor_spec = sub_mapping(model_config, "token_predictor", where)
     check_section(predictor_spec, PREDICTOR_KEYS, where, "token_predictor")
-    masks = sub_mapping(model_config, "masks", where)
-    check_section(masks, MASK_KEYS, where, "masks")
+    mask_spec = sub_mapping(model_config, "masks", where)
+    check_section(mask_spec, MASK_KEYS, where, "masks")
     for key in ("target_scale", "target_aspect_ratio", "context_scale", "context_aspect_ratio"):
-        if key in masks:
-            masks[key] = tuple(float(v) for v in masks[key])
-    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "linear"})
-    if target == "shared":
-        momentum = None
-    elif isinstance(target, Mapping):
-        momentum = MomentumSchedule.from_config(target, where)
-    else:
-        raise ConfigError(
-            f"{where}.target_encoder: expected a momentum target mapping (e.g. `{{momentum: 0.996, final_momentum: 1.0}}`) "
-            f"or `shared` (the encoder itself, with gradient: use capacity terms), got {target!r}."
-        )
+        if key in mask_spec:
+            mask_spec[key] = tuple(float(v) for v in mask_spec[key])
+    spec = target_encoder if target_encoder is not None else {"momentum": 0.996, "final_momentum": 1.0}
+    target = build_target_encoder(spec, f"{where}.target_encoder", schedule="linear")
     try:
         predictor = JEPAPredictor(encoder.output_dim, **predictor_spec)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.token_predictor: {error}.") from error
-    probe = OnlineLinearProbe(encoder.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
     size = getattr(encoder, "image_size", None)
     if size is not None:  # the mask lengths are a pure function of the grid and the ranges: check them once
         try:
-            block_mask_lengths(*encoder.grid(size, size), **{k: v for k, v in masks.items() if k not in ("num_targets", "allow_overlap")})
+            block_mask_lengths(*encoder.grid(size, size), **{k: v for k, v in mask_spec.items() if k not in ("num_targets", "allow_overlap")})
         except ValueError as error:
             raise ConfigError(f"{where}.masks: {error}.") from error
-    model = JEPA(encoder, predictor, objective, masks, momentum, probe)
-    return model
+    return JEPA(encoder, predictor, objective, mask_spec, target)

@@ -23,31 +23,18 @@ said once: the builder hands the objective the heads' widths and the number of g
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
 from ebmssl.models.build import build_heads, build_model_backbone
-from ebmssl.models.freeze import cancel_frozen_gradients
 from ebmssl.models.target import NoTarget, TargetBranch, build_target
 from ebmssl.models.view_masking import ViewMasking, build_view_masking
-from ebmssl.objective import Objective, ObjectiveOutput
+from ebmssl.objective import Objective
 from ebmssl.registry import ConfigError, register_architecture
-from ebmssl.schema import MODEL_KEYS, check_keys
-from ebmssl.strategies.base import Progress, Sizes
-
-
-@dataclass
-class LearnerOutput:
-    loss: torch.Tensor
-    objective: ObjectiveOutput
-    features: torch.Tensor  # backbone features of the first view (for the online probe), detached
-    embeddings: list[torch.Tensor]  # projector outputs of the global views, detached (diagnostics)
-    probe_loss: torch.Tensor | None = None
-    probe_logits: torch.Tensor | None = None
-
+from ebmssl.strategies.base import Sizes
 
 Keeps = Sequence[torch.Tensor | None]
 
@@ -100,14 +87,9 @@ class Branch(nn.Module):
         return features, embeddings
 
 
-class Learner(nn.Module):
-    """Online branch, optional predictor head, target branch, the objective, and an optional online probe.
-
-    The contract every architecture offers the trainer: ``forward(views, labels, generator) ->
-    LearnerOutput``; ``encoder``; ``embed(views)``; ``objective``; ``before_optimizer_step(progress)``
-    (freeze schedules); ``after_optimizer_step(progress) -> dict`` (target updates, values to log);
-    ``collapse_mechanisms()`` (for the collapse guard).
-    """
+class Learner(Architecture):
+    """Online branch, optional predictor head, target branch and the objective (see
+    :class:`~ebmssl.models.architectures.base.Architecture` for the contract)."""
 
     def __init__(
         self,
@@ -117,27 +99,21 @@ class Learner(nn.Module):
         target: TargetBranch | None = None,
         num_global: int = 2,
         together: bool = True,
-        probe: nn.Module | None = None,
         mask_views: ViewMasking | None = None,
     ) -> None:
         super().__init__()
         self.mask_views = mask_views
         self.online = online
         self.predictor = predictor
-        self.objective = objective
-        self.target = target if target is not None else NoTarget()
         self.num_global = num_global
         self.together = together
-        self.probe = probe
-        self.target.attach(online)
+        self.attach(objective, target)
 
     def draw_masks(self, views: Sequence[torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor | None] | None:
         """Per view, the patch indices the online backbone keeps (None: the whole view); None without ``mask_views``."""
         if self.mask_views is None:
             return None
-        if generator is None:
-            generator = torch.Generator(device=views[0].device).manual_seed(0)
-        return self.mask_views.draw(generator, views, self.num_global, self.online.backbone)
+        return self.mask_views.draw(default_generator(generator, views[0]), views, self.num_global, self.online.backbone)
 
     def _targets_reuse_masked(self, keeps: Keeps) -> bool:
         """Whether the target branch would take its targets from masked online embeddings of global views."""
@@ -147,21 +123,15 @@ class Learner(nn.Module):
     # -- the contract --------------------------------------------------------------------------------
     @property
     def encoder(self) -> nn.Module:
-        """The module whose features are evaluated (kNN, linear probe) and exported: the online backbone."""
         return self.online.backbone
+
+    @property
+    def online_branch(self) -> nn.Module:
+        return self.online
 
     def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Projector outputs of ``views`` (diagnostics: rank, spectrum, alignment, energy gap)."""
         return self.online(list(views), self.together)[1]
-
-    def before_optimizer_step(self, progress: Progress) -> None:
-        """Called once gradients are synchronised, before the optimiser steps: the heads' freeze schedules."""
-        cancel_frozen_gradients(self, progress.epoch)
-
-    @torch.no_grad()
-    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
-        """Called after each optimiser step: the target branch updates itself; returns values worth logging."""
-        return self.target.after_optimizer_step(self.online, progress)
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
         """What the architecture does against collapse: a predictor against a target that gets no gradient."""
@@ -185,14 +155,8 @@ class Learner(nn.Module):
             ]
         return []
 
-    def forward(
-        self,
-        views: Sequence[torch.Tensor],
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> LearnerOutput:
-        """``generator``: a device generator seeded by (seed, step, micro, process) for model-side randomness
-        (the ``mask_views`` masks; a fixed seed-0 generator when None)."""
+    def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
+        """``generator``: the batch's generator for model-side randomness (the ``mask_views`` masks)."""
         views = list(views)
         keeps = self.draw_masks(views, generator)
         features, embeddings = self.online(views, self.together, keeps)
@@ -202,68 +166,38 @@ class Learner(nn.Module):
             # targets taken from the online branch come from the full global views, never the masked ones
             target_source = self.online(views[: self.num_global], self.together)[1]
         target = self.target.targets(self.online, views[: self.num_global], target_source, self.together)
-        # The objective runs in float32 even under mixed precision: softmaxes, logsumexps and
-        # covariance statistics lose too much in bf16/fp16.
-        device_type = online[0].device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            result = self.objective(
-                [z.float() for z in online], None if target is None else [t.float() for t in target]
-            )
-        probe_loss = probe_logits = None
-        first_features = features[0].detach()
-        if self.probe is not None and labels is not None:
-            with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(first_features.float(), labels)
-        loss = result.loss if probe_loss is None else result.loss + probe_loss
-        return LearnerOutput(
-            loss=loss,
-            objective=result,
-            features=first_features,
-            embeddings=[z.detach() for z in embeddings[: self.num_global]],
-            probe_loss=probe_loss,
-            probe_logits=probe_logits,
-        )
-
-
-def _source_of(where: str) -> tuple[str, str]:
-    """Split ``"file.yaml: model"`` into (``"file.yaml"``, ``"model"``)."""
-    source, _, section = where.rpartition(": ")
-    return (source or "<config>", section or where)
+        return self.score(online, target, features[0])
 
 
 @register_architecture("joint_embedding")
 def build_joint_embedding(
-    model_config: Mapping[str, Any],
+    *,
     objective: Objective,
     num_global: int,
     in_channels: int,
-    num_classes: int | None,
-    where: str = "model",
+    location: str = "model",
+    backbone: Mapping[str, Any] | str | None = None,
+    projector: Any = None,
+    predictor: Any = None,
+    target: Mapping[str, Any] | str | None = None,
+    forward_views: str = "together",
+    mask_views: Mapping[str, Any] | None = None,
 ) -> Learner:
     """Online branch (backbone, projector, optional predictor head), a target branch, and the objective."""
-    from ebmssl.evaluation import OnlineLinearProbe
-
-    model_config = dict(model_config or {})
-    source, section = _source_of(where)
-    check_keys(model_config, MODEL_KEYS, f"{section}.", source)
-    backbone = build_model_backbone(model_config, in_channels, where)
-    mask_views = build_view_masking(model_config.get("mask_views"), backbone, f"{where}.mask_views")
-    projector = build_heads(model_config.get("projector"), backbone.output_dim, f"{where}.projector")
-    predictor_spec = model_config.get("predictor")
-    predictor = build_heads(predictor_spec, projector.output_dim, f"{where}.predictor") if predictor_spec else None
-    target = build_target(model_config.get("target"), f"{where}.target")
-    forward_views = str(model_config.get("forward_views", "together"))
+    where = location
+    encoder = build_model_backbone({"backbone": backbone} if backbone is not None else {}, in_channels, where)
+    masking = build_view_masking(mask_views, encoder, f"{where}.mask_views")
+    projector_heads = build_heads(projector, encoder.output_dim, f"{where}.projector")
+    predictor_heads = build_heads(predictor, projector_heads.output_dim, f"{where}.predictor") if predictor else None
+    target_branch = build_target(target, f"{where}.target")
     if forward_views not in ("together", "separate"):
         raise ConfigError(f"{where}.forward_views: expected `together` or `separate`, got {forward_views!r}.")
-    online_dim = predictor.output_dim if predictor is not None else projector.output_dim
-    target_dim = online_dim if isinstance(target, NoTarget) else projector.output_dim
+    online_dim = predictor_heads.output_dim if predictor_heads is not None else projector_heads.output_dim
+    target_dim = online_dim if isinstance(target_branch, NoTarget) else projector_heads.output_dim
     sizes = Sizes(online_dim=int(online_dim), target_dim=int(target_dim), num_global_views=int(num_global))
     try:
         objective.bind_sizes(sizes)
     except ValueError as error:
         raise ConfigError(f"{where}: the objective does not fit the model's widths ({sizes}): {error}") from error
-    probe = None
-    if model_config.get("online_probe", True) and num_classes:
-        probe = OnlineLinearProbe(backbone.output_dim, num_classes)
-    online = Branch(backbone, projector)
-    return Learner(online, objective, predictor, target, num_global, forward_views == "together", probe, mask_views)
+    online = Branch(encoder, projector_heads)
+    return Learner(online, objective, predictor_heads, target_branch, num_global, forward_views == "together", masking)

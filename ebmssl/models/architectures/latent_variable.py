@@ -25,18 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ebmssl.models.architectures._common import (
-    MomentumSchedule,
-    check_section,
-    frozen_copy,
-    full_precision,
-    momentum_step,
-    sub_mapping,
-)
+from ebmssl.models.architectures._common import check_section, sub_mapping
+from ebmssl.models.architectures.base import Architecture, LearnerOutput, full_precision
+from ebmssl.models.architectures.joint_embedding import Branch
+from ebmssl.models.target import TargetBranch, build_target_encoder
 from ebmssl.registry import LATENT_REGULARISERS, ConfigError, register_architecture
-from ebmssl.strategies.base import Progress
 from ebmssl.strategies.capacity.latent import LatentRegulariser
-from ebmssl.models.architectures.joint_embedding import LearnerOutput
 
 
 def _mlp(inputs: int, hidden: int, outputs: int, layers: int = 2) -> nn.Sequential:
@@ -122,54 +116,41 @@ def _noisy(regulariser: LatentRegulariser) -> bool:
     return getattr(regulariser, "noise_std", 0.0) > 0
 
 
-class LatentVariableJEPA(nn.Module):
+class LatentVariableJEPA(Architecture):
     """Encoder + projector (online and momentum target) and a capacity-limited latent predictor, on view pairs."""
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: LatentVariablePredictor, objective: nn.Module, momentum: MomentumSchedule, probe: nn.Module | None) -> None:
+    def __init__(
+        self, backbone: nn.Module, projector: nn.Module, predictor: LatentVariablePredictor, objective: nn.Module, target: TargetBranch
+    ) -> None:
         super().__init__()
-        self.online = nn.ModuleDict({"backbone": backbone, "projector": projector})
-        self.target = frozen_copy(self.online)
+        self.online = Branch(backbone, projector)
         self.predictor = predictor
-        self.objective = objective
-        self.momentum = momentum
-        self.probe = probe
+        self.attach(objective, target)
 
     @property
     def encoder(self) -> nn.Module:
-        return self.online["backbone"]
+        return self.online.backbone
+
+    @property
+    def online_branch(self) -> nn.Module:
+        return self.online
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
-        return [("asymmetry", "EMA target encoder"), *self.predictor.collapse_mechanisms()]
+        return [*super().collapse_mechanisms(), *self.predictor.collapse_mechanisms()]
 
     def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.online["projector"](self.online["backbone"](v)) for v in views]
+        return [self.online.projector(self.online.backbone(v)) for v in views]
 
-    def before_optimizer_step(self, progress: Progress) -> None:
-        return None
-
-    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
-        return momentum_step(self.online, self.target, self.momentum, progress)
-
-    def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> LearnerOutput:
+    def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         if len(views) < 2:
             raise ValueError("the latent_variable architecture predicts view 2 from view 1: give it two views")
-        features = self.online["backbone"](views[0])
-        sx = self.online["projector"](features)
-        with torch.no_grad():
-            sy = self.target["projector"](self.target["backbone"](views[1]))
+        features = self.online.backbone(views[0])
+        sx = self.online.projector(features)
+        with torch.no_grad():  # the momentum copy of backbone + projector
+            sy = self.target.branch.projector(self.target.branch.backbone(views[1]))
         out = self.predictor(sx, sy, generator)
-        device_type = sx.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            result = self.objective([full_precision(out.prediction), full_precision(sy)])
-            latent_term = self.predictor.beta * full_precision(out.penalty).mean()
-        result.terms["latent"] = latent_term
-        result.loss = result.loss + latent_term
-        probe_loss = probe_logits = None
-        if self.probe is not None and labels is not None:
-            with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(full_precision(features.detach()), labels)
-        loss = result.loss if probe_loss is None else result.loss + probe_loss
-        return LearnerOutput(loss, result, features.detach(), [sx.detach(), sy], probe_loss, probe_logits)
+        latent_term = self.predictor.beta * full_precision(out.penalty).mean()
+        return self.score([out.prediction, sy], None, features, extra_terms={"latent": latent_term})
 
 
 def build_latent_predictor(spec: Mapping[str, Any], dim: int, where: str) -> LatentVariablePredictor:
@@ -183,24 +164,30 @@ def build_latent_predictor(spec: Mapping[str, Any], dim: int, where: str) -> Lat
 
 
 @register_architecture("latent_variable")
-def build_latent_variable(model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model") -> LatentVariableJEPA:
+def build_latent_variable(
+    *,
+    objective: nn.Module,
+    num_global: int,
+    in_channels: int,
+    location: str = "model",
+    backbone: Mapping[str, Any] | None = None,
+    projector: Any = None,
+    latent: Mapping[str, Any] | None = None,
+    target_encoder: Mapping[str, Any] | None = None,
+) -> LatentVariableJEPA:
     """Latent-variable JEPA on view pairs: momentum target, capacity-limited amortised latent."""
-    from ebmssl.evaluation import OnlineLinearProbe
     from ebmssl.models import build_backbone, build_heads
 
-    model_config = dict(model_config or {})
-    check_section(model_config, ("architecture", "backbone", "projector", "latent", "target_encoder", "online_probe"), where)
-    if "backbone" not in model_config:
+    where = location
+    if backbone is None:
         raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: small_resnet}}`.")
-    spec = dict(model_config["backbone"])
+    spec = dict(backbone)
     spec.setdefault("in_channels", in_channels)
-    backbone = build_backbone(spec, where=f"{where}.backbone")
-    projector = build_heads(model_config.get("projector"), backbone.output_dim, where=f"{where}.projector")
-    predictor = build_latent_predictor(sub_mapping(model_config, "latent", where), projector.output_dim, where)
-    target = model_config.get("target_encoder", {"momentum": 0.996, "final_momentum": 1.0, "schedule": "cosine"})
-    if not isinstance(target, Mapping):
-        raise ConfigError(f"{where}.target_encoder: expected a momentum mapping, e.g. `{{momentum: 0.996, final_momentum: 1.0}}`, got {target!r}.")
-    momentum = MomentumSchedule.from_config(target, where)
-    probe = OnlineLinearProbe(backbone.output_dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
-    model = LatentVariableJEPA(backbone, projector, predictor, objective, momentum, probe)
-    return model
+    encoder = build_backbone(spec, where=f"{where}.backbone")
+    heads = build_heads(projector, encoder.output_dim, where=f"{where}.projector")
+    predictor = build_latent_predictor(sub_mapping({"latent": latent}, "latent", where), heads.output_dim, where)
+    spec_target = target_encoder if target_encoder is not None else {"momentum": 0.996, "final_momentum": 1.0}
+    if not isinstance(spec_target, Mapping):
+        raise ConfigError(f"{where}.target_encoder: expected a momentum mapping, e.g. `{{momentum: 0.996, final_momentum: 1.0}}`, got {spec_target!r}.")
+    target = build_target_encoder(spec_target, f"{where}.target_encoder", schedule="cosine")
+    return LatentVariableJEPA(encoder, heads, predictor, objective, target)

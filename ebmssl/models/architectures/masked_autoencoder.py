@@ -31,53 +31,23 @@ import torch
 from torch import nn
 
 from ebmssl.energies.reconstruction import patchify
-from ebmssl.models.architectures._common import (
-    MaskTokenTransformer,
-    check_section,
-    full_precision,
-    sub_mapping,
-)
+from ebmssl.models.architectures._common import MaskTokenTransformer, check_section, sub_mapping
+from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
 from ebmssl.models.architectures.jepa import build_vit_encoder
 from ebmssl.models.masking import gather_tokens, random_masking
 from ebmssl.registry import ConfigError, register_architecture
-from ebmssl.strategies.base import Progress
-from ebmssl.models.architectures.joint_embedding import LearnerOutput
 
 CORRUPTION_REASON = "input corruption: masked/noised inputs are mapped back to the data, pushing energy up off the manifold"
 
 
-class _ReconstructionBase(nn.Module):
-    """The contract pieces shared by both auto-encoders (no target branch, nothing to update)."""
-
-    objective: nn.Module
-    probe: nn.Module | None
-
-    def _attach(self, decoder: nn.Module, objective: nn.Module, probe: nn.Module | None) -> None:
-        """Register the parts both auto-encoders have, after the encoder (parameter order is kept)."""
-        self.decoder = decoder
-        self.objective = objective
-        self.probe = probe
+class _Reconstruction(Architecture):
+    """What both auto-encoders share: no target branch; the corruption is the collapse mechanism."""
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
         return [("contrastive", CORRUPTION_REASON)]
 
     def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [self.encoder(view) for view in views]
-
-    def before_optimizer_step(self, progress: Progress) -> None:
-        return None
-
-    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
-        return {}
-
-    def _output(self, result, features: torch.Tensor, labels: torch.Tensor | None, device_type: str) -> LearnerOutput:
-        features = features.detach()
-        probe_loss = probe_logits = None
-        if self.probe is not None and labels is not None:
-            with torch.autocast(device_type=device_type, enabled=False):
-                probe_loss, probe_logits = self.probe(full_precision(features), labels)
-        loss = result.loss if probe_loss is None else result.loss + probe_loss
-        return LearnerOutput(loss, result, features, [features], probe_loss, probe_logits)
 
 
 class MAEDecoder(MaskTokenTransformer):
@@ -97,43 +67,36 @@ class MAEDecoder(MaskTokenTransformer):
         return self.predict(self.transformer(full))
 
 
-class MaskedAutoencoder(_ReconstructionBase):
-    def __init__(self, encoder: nn.Module, decoder: MAEDecoder, objective: nn.Module, mask_ratio: float, probe: nn.Module | None) -> None:
+class MaskedAutoencoder(_Reconstruction):
+    def __init__(self, encoder: nn.Module, decoder: MAEDecoder, objective: nn.Module, mask_ratio: float) -> None:
         super().__init__()
         self.vit = encoder
-        self._attach(decoder, objective, probe)
+        self.decoder = decoder
+        self.attach(objective)
         self.mask_ratio = float(mask_ratio)
 
     @property
     def encoder(self) -> nn.Module:
         return self.vit
 
-    def forward(
-        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> LearnerOutput:
+    def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         images = views[0]
-        if generator is None:
-            generator = torch.Generator(device=images.device).manual_seed(0)
         grid = self.vit.grid(*images.shape[-2:])
-        masks = random_masking(generator, images.shape[0], grid[0] * grid[1], self.mask_ratio)
+        masks = random_masking(default_generator(generator, images), images.shape[0], grid[0] * grid[1], self.mask_ratio)
         keep, masked = masks.keep.to(images.device), masks.masked.to(images.device)
         cls, visible = self.vit.tokens(images, keep)
         prediction = gather_tokens(self.decoder(visible, keep, grid), masked)
         target = gather_tokens(patchify(images, self.vit.patch_size), masked)
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            result = self.objective(
-                [full_precision(prediction.reshape(-1, prediction.shape[-1])), full_precision(target.reshape(-1, target.shape[-1]))]
-            )
-        return self._output(result, self.vit.pooled(cls, visible), labels, images.device.type)
+        rows = [prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1, target.shape[-1])]
+        return self.score(rows, None, self.vit.pooled(cls, visible))
 
 
-class DenoisingAutoencoder(_ReconstructionBase):
-    def __init__(
-        self, encoder: nn.Module, decoder: nn.Module, objective: nn.Module, corruption: str, amount: float, probe: nn.Module | None
-    ) -> None:
+class DenoisingAutoencoder(_Reconstruction):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, objective: nn.Module, corruption: str, amount: float) -> None:
         super().__init__()
         self.backbone = encoder
-        self._attach(decoder, objective, probe)
+        self.decoder = decoder
+        self.attach(objective)
         self.corruption = corruption
         self.amount = float(amount)
 
@@ -152,45 +115,37 @@ class DenoisingAutoencoder(_ReconstructionBase):
         drop = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator, device=generator.device) < self.amount
         return images * (~drop).to(images.device, images.dtype)
 
-    def forward(
-        self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> LearnerOutput:
+    def forward(self, views: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         images = views[0]
-        if generator is None:
-            generator = torch.Generator(device=images.device).manual_seed(0)
-        features = self.backbone(self.corrupt(images, generator))
-        reconstruction = self.decoder(features)
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            result = self.objective([full_precision(reconstruction), full_precision(images.flatten(1))])
-        return self._output(result, features, labels, images.device.type)
-
-
-def _probe(model_config: Mapping[str, Any], dim: int, num_classes: int | None) -> nn.Module | None:
-    from ebmssl.evaluation import OnlineLinearProbe
-
-    return OnlineLinearProbe(dim, num_classes) if model_config.get("online_probe", True) and num_classes else None
+        features = self.backbone(self.corrupt(images, default_generator(generator, images)))
+        return self.score([self.decoder(features), images.flatten(1)], None, features)
 
 
 @register_architecture("masked_autoencoder")
 def build_masked_autoencoder(
-    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+    *,
+    objective: nn.Module,
+    num_global: int,
+    in_channels: int,
+    location: str = "model",
+    backbone: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
+    mask_ratio: float = 0.75,
 ) -> MaskedAutoencoder:
     """MAE: ViT on the visible patches, light transformer decoder, loss on the masked patches."""
-    model_config = dict(model_config or {})
-    check_section(model_config, ("architecture", "backbone", "decoder", "mask_ratio", "online_probe"), where)
-    encoder = build_vit_encoder(model_config, in_channels, where)
-    decoder_spec = sub_mapping(model_config, "decoder", where)
+    where = location
+    encoder = build_vit_encoder({"backbone": backbone} if backbone is not None else {}, in_channels, where)
+    decoder_spec = sub_mapping({"decoder": decoder}, "decoder", where)
     check_section(decoder_spec, ("width", "depth", "num_heads", "mlp_ratio"), where, "decoder")
     patch_pixels = encoder.patch_size**2 * in_channels
-    ratio = float(model_config.get("mask_ratio", 0.75))
+    ratio = float(mask_ratio)
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"{where}.mask_ratio must lie in (0, 1) (MAE: 0.75), got {ratio}.")
     try:
-        decoder = MAEDecoder(encoder.output_dim, patch_pixels, **decoder_spec)
+        mae_decoder = MAEDecoder(encoder.output_dim, patch_pixels, **decoder_spec)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.decoder: {error}.") from error
-    model = MaskedAutoencoder(encoder, decoder, objective, ratio, _probe(model_config, encoder.output_dim, num_classes))
-    return model
+    return MaskedAutoencoder(encoder, mae_decoder, objective, ratio)
 
 
 CORRUPTIONS = ("gaussian", "pixel_mask")
@@ -198,36 +153,38 @@ CORRUPTIONS = ("gaussian", "pixel_mask")
 
 @register_architecture("denoising_autoencoder")
 def build_denoising_autoencoder(
-    model_config: Mapping[str, Any], objective: nn.Module, num_global: int, in_channels: int, num_classes: int | None, where: str = "model"
+    *,
+    objective: nn.Module,
+    num_global: int,
+    in_channels: int,
+    location: str = "model",
+    backbone: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
+    corruption: Mapping[str, Any] | None = None,
+    image_size: int | None = None,
 ) -> DenoisingAutoencoder:
     """Denoising auto-encoder: any backbone on the corrupted image, an MLP decoder of the clean image."""
     from ebmssl.models import build_backbone
 
-    model_config = dict(model_config or {})
-    check_section(
-        model_config, ("architecture", "backbone", "decoder", "corruption", "image_size", "online_probe"), where
-    )
-    if "backbone" not in model_config:
+    where = location
+    if backbone is None:
         raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: small_cnn, width: 32}}`.")
-    spec = dict(model_config["backbone"])
+    spec = dict(backbone)
     spec.setdefault("in_channels", in_channels)
     encoder = build_backbone(spec, where=f"{where}.backbone")
-    corruption = sub_mapping(model_config, "corruption", where)
-    check_section(corruption, ("name", "std", "ratio"), where, "corruption")
-    kind = str(corruption.get("name", "gaussian"))
+    corruption_spec = sub_mapping({"corruption": corruption}, "corruption", where)
+    check_section(corruption_spec, ("name", "std", "ratio"), where, "corruption")
+    kind = str(corruption_spec.get("name", "gaussian"))
     if kind not in CORRUPTIONS:
         raise ConfigError(f"{where}.corruption.name: unknown corruption {kind!r}; use one of {', '.join(CORRUPTIONS)}.")
-    amount = float(corruption.get("std", 0.5) if kind == "gaussian" else corruption.get("ratio", 0.5))
+    amount = float(corruption_spec.get("std", 0.5) if kind == "gaussian" else corruption_spec.get("ratio", 0.5))
     if amount < 0 or (kind == "pixel_mask" and amount >= 1):
         raise ConfigError(f"{where}.corruption: the {'std' if kind == 'gaussian' else 'ratio'} {amount} is out of range.")
-    if "image_size" not in model_config:
+    if image_size is None:
         raise ConfigError(f"{where}: the decoder needs `image_size:` (the side of the training images, e.g. 28).")
-    side = int(model_config["image_size"])
-    decoder_spec = sub_mapping(model_config, "decoder", where)
+    side = int(image_size)
+    decoder_spec = sub_mapping({"decoder": decoder}, "decoder", where)
     check_section(decoder_spec, ("hidden_dim",), where, "decoder")
     hidden = int(decoder_spec.get("hidden_dim", 1024))
-    decoder = nn.Sequential(
-        nn.Linear(encoder.output_dim, hidden), nn.GELU(), nn.Linear(hidden, in_channels * side * side)
-    )
-    model = DenoisingAutoencoder(encoder, decoder, objective, kind, amount, _probe(model_config, encoder.output_dim, num_classes))
-    return model
+    mlp = nn.Sequential(nn.Linear(encoder.output_dim, hidden), nn.GELU(), nn.Linear(hidden, in_channels * side * side))
+    return DenoisingAutoencoder(encoder, mlp, objective, kind, amount)

@@ -10,6 +10,9 @@ when ``norm_last_layer`` so every output unit is a unit-norm prototype. The last
 for the first ``freeze_last_layer_epochs`` epochs (official ``--freeze_last_layer``, default 1:
 ``cancel_gradients_last_layer`` sets its gradients to None while ``epoch < freeze_last_layer``); the
 schedule is declared on the layer itself (:mod:`ebmssl.models.freeze`).
+
+Under autocast the normalisation and the last layer run in float32 (the official code keeps them in
+the autocast dtype; a 0.04 teacher temperature multiplies bf16's 3-digit rounding of the logits by 25).
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ class DINOHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mlp(x)
-        x = F.normalize(x, dim=-1, p=2)
-        return self.last_layer(x)
+        with torch.autocast(x.device.type, enabled=False):  # logits later divided by a 0.04 temperature: fp32
+            x = F.normalize(x.float(), dim=-1, p=2)
+            return self.last_layer(x)
 
 
 def _init_linear(module: nn.Module) -> None:

@@ -7,6 +7,8 @@ the start of each forward in training mode), and the features are l2-normalised 
 the prototypes. SwAV cancels the prototypes' gradient during the first epoch (official
 ``freeze_prototypes_niters``): declare it on the head spec, ``{name: prototypes, freeze_epochs: 1}``
 (:mod:`ebmssl.models.freeze`).
+
+Under autocast the scores are computed in float32 (a 0.1 temperature divides them next).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class PrototypesHead(nn.Module):
         weight.copy_(F.normalize(weight, dim=1, p=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.normalize:
-            if self.training:
-                self.normalize_prototypes()
-            x = F.normalize(x, dim=1, p=2)
-        return self.prototypes(x)
+        if self.normalize and self.training:
+            self.normalize_prototypes()
+        with torch.autocast(x.device.type, enabled=False):  # scores later divided by a 0.1 temperature: fp32
+            x = x.float()
+            if self.normalize:
+                x = F.normalize(x, dim=1, p=2)
+            return self.prototypes(x)

@@ -30,7 +30,7 @@ def teacher_temperature_at(epoch: int, teacher_temperature: float, warmup_temper
     return float(warmup_temperature + step * max(epoch, 0))
 
 
-def center_and_sharpen(logits: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
+def center_and_sharpen(logits: torch.Tensor, center: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """``softmax((logits - center) / temperature)`` over the last dimension."""
     return F.softmax((logits - center.to(logits.dtype)) / temperature, dim=-1)
 
@@ -44,7 +44,10 @@ class DINOCentering(Strategy):
     mean``) the objective equals the official ``DINOLoss``. ``update`` (training mode, after the loss)
     moves the center ``c`` (a buffer, saved in ``state_dict``) towards the mean raw teacher logit of
     this step (the raw logits ``transform`` carried on the batch), summed across processes as the
-    official ``dist.all_reduce``. The temperature schedule reads the integer epoch from ``set_progress``.
+    official ``dist.all_reduce``. The temperature schedule reads the integer epoch from ``set_progress``, which
+    writes this epoch's temperature into a 0-dim device buffer in place (``teacher_temperature_now``, not
+    saved): the step reads the buffer, never a Python number, so a compiled step is not recompiled when the
+    temperature changes.
     The center's width is the DINO head's ``output_dim``, given by the builder (:meth:`bind_sizes`).
     """
 
@@ -70,6 +73,8 @@ class DINOCentering(Strategy):
         self.center_momentum = center_momentum
         self.epoch = 0
         self.register_buffer("center", torch.zeros(1, 0))
+        # float64 so that a float64 model (the exactness tests) divides by the exact temperature, as by a Python float
+        self.register_buffer("teacher_temperature_now", torch.tensor(self.temperature(), dtype=torch.float64), persistent=False)
         if output_dim is not None:
             self.ensure_width(output_dim)
 
@@ -103,13 +108,16 @@ class DINOCentering(Strategy):
         )
 
     def set_progress(self, progress: Progress) -> None:
-        self.epoch = int(progress.epoch)
+        epoch = int(progress.epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.teacher_temperature_now.fill_(self.temperature())  # in place: no new tensor, no recompile
 
     def transform(self, batch: ViewBatch) -> ViewBatch:
         for view in batch.target:
             self.ensure_width(int(view.shape[-1]))
         raw_teacher = [view.detach() for view in batch.target]
-        temperature = self.temperature()
+        temperature = self.teacher_temperature_now
         with torch.no_grad():
             probabilities = [center_and_sharpen(view, self.center, temperature) for view in raw_teacher]
         return self.carry(batch.replace(target=probabilities), raw_teacher)

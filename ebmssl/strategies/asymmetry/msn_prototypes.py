@@ -34,8 +34,11 @@ from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
 
 
 def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Cosine similarities (N, K) of the rows of ``z`` (N, D) with the prototypes (K, D)."""
-    return F.normalize(z, dim=1, eps=eps) @ F.normalize(prototypes, dim=1, eps=eps).T
+    """Cosine similarities (N, K) of the rows of ``z`` (N, D) with the prototypes (K, D), in float32 even
+    under autocast (a small temperature divides them next)."""
+    with torch.autocast(z.device.type, enabled=False):
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        return F.normalize(z.to(dtype), dim=1, eps=eps) @ F.normalize(prototypes.to(dtype), dim=1, eps=eps).T
 
 
 @torch.no_grad()
@@ -109,7 +112,7 @@ class MSNPrototypes(Strategy):
             )
         if self.target_view >= len(batch.target):
             raise ValueError(f"target_view={self.target_view} but the batch has {len(batch.target)} target views")
-        prototypes = self.prototypes.to(batch.online[0].dtype)
+        prototypes = self.prototypes  # scored in float32 (or the embeddings' wider dtype)
         anchors = [prototype_scores(view, prototypes) for view in batch.online]
         with torch.no_grad():
             target_scores = prototype_scores(batch.target[self.target_view].detach(), prototypes.detach())

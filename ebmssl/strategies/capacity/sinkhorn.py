@@ -77,6 +77,10 @@ class Sinkhorn(Strategy):
     *embeddings* and rescores them with the current prototypes (``queue @ prototypes.T``); the
     objective only sees scores, so we store the scores of the step they were computed at. The number of
     prototypes (the queue's width) is the prototypes head's, given by the builder (:meth:`bind_sizes`).
+
+    Whether the queue has started (``epoch >= queue_start_epoch``) is a 0-dim device flag (``queue_started``,
+    not saved) that ``set_progress`` writes in place; with a queue the step always takes the queue path
+    and masks it with that flag, so a compiled step is not recompiled when the epoch changes.
     """
 
     family = "capacity"
@@ -104,6 +108,7 @@ class Sinkhorn(Strategy):
         self.epoch = 0
         self.register_buffer("queue", torch.zeros(assign_views if queue_length > 0 else 0, queue_length, 0))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_started", torch.tensor(queue_start_epoch <= 0), persistent=False)
         self.num_prototypes: int | None = None
         if num_prototypes is not None:
             self.ensure_width(num_prototypes)
@@ -142,9 +147,13 @@ class Sinkhorn(Strategy):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_progress(self, progress: Progress) -> None:
-        self.epoch = int(progress.epoch)
+        epoch = int(progress.epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.queue_started.fill_(epoch >= self.queue_start_epoch)  # in place: no recompile
 
     def _queue_active(self) -> bool:
+        """Whether the queue has started (host side, for inspection; the step reads ``queue_started``)."""
         return self.queue_length > 0 and self.epoch >= self.queue_start_epoch
 
     def queue_ready(self) -> bool:
@@ -162,10 +171,10 @@ class Sinkhorn(Strategy):
         read of the fill level; the extra work lasts the ``queue_length / batch`` steps of filling.
         """
         scores = scores.detach()
-        if not (self._queue_active() and view < self.assign_views):
+        if not (self.queue_length > 0 and view < self.assign_views):
             return sinkhorn_codes(scores, self.epsilon, self.iterations)
         self._check_dim(scores)
-        full = (self.queue_filled >= self.queue_length).to(scores.device)  # a device flag
+        full = ((self.queue_filled >= self.queue_length) & self.queue_started).to(scores.device)  # a device flag
         active = torch.cat([full.expand(self.queue_length), torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)])
         merged = torch.cat([self.queue[view].to(scores.dtype), scores], dim=0)
         return sinkhorn_codes(merged, self.epsilon, self.iterations, active)[self.queue_length :]
@@ -177,17 +186,19 @@ class Sinkhorn(Strategy):
         targets = [view.detach() for view in batch.target]
         for view in targets:
             self._check_dim(view)
-        pending = targets[: self.assign_views] if self._queue_active() else []
+        pending = targets[: self.assign_views] if self.queue_length > 0 else []
         return self.carry(batch.replace(target=[self.codes(view, index) for index, view in enumerate(targets)]), pending)
 
     @torch.no_grad()
     def update(self, batch: ViewBatch) -> None:
         pending = self.carried(batch, [])
-        if not pending or not self._queue_active():
+        if not pending:
             return
+        started = self.queue_started
         for index, scores in enumerate(pending):
             self._check_dim(scores)
-            # newest rows first, oldest dropped (official: queue[bs:] = queue[:-bs]; queue[:bs] = new)
-            merged = torch.cat([scores.to(self.queue.dtype), self.queue[index]], dim=0)
-            self.queue[index].copy_(merged[: self.queue_length])
-        self.queue_filled.add_(pending[0].shape[0]).clamp_(max=self.queue_length)
+            # newest rows first, oldest dropped (official: queue[bs:] = queue[:-bs]; queue[:bs] = new); before
+            # queue_start_epoch the queue keeps its rows (decided on the device)
+            merged = torch.cat([scores.to(self.queue.dtype), self.queue[index]], dim=0)[: self.queue_length]
+            self.queue[index].copy_(torch.where(started, merged, self.queue[index]))
+        self.queue_filled.add_(started.long() * pending[0].shape[0]).clamp_(max=self.queue_length)

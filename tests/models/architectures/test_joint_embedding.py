@@ -27,7 +27,7 @@ THREE_WAYS_OUT = ("contrastive", "asymmetry", "capacity", "model.predictor", "st
 
 def build(model: dict[str, Any], objective: dict[str, Any] | None = None, num_global: int = 2) -> Learner:
     spec = {"backbone": BACKBONE, "projector": PROJECTOR, **model}
-    return build_learner(spec, ebmssl.build_objective(copy.deepcopy(objective or POSITIVE_ONLY)), num_global, 3, None)
+    return build_learner(spec, ebmssl.build_objective(copy.deepcopy(objective or POSITIVE_ONLY)), num_global, 3)
 
 
 def step(learner: Learner, epoch: float) -> None:
@@ -90,17 +90,17 @@ def test_guard_runs_for_every_architecture() -> None:
             return []
 
     name = "test_bare_architecture"
-    ARCHITECTURES.register(name)(lambda model, objective, *args: Bare())
+    ARCHITECTURES.register(name)(lambda **arguments: Bare())
     objective = ebmssl.build_objective(copy.deepcopy(POSITIVE_ONLY))
     with pytest.raises(ConfigError, match="nothing prevents collapse"):
-        build_learner({"architecture": name}, objective, 2, 3, None)
+        build_learner({"architecture": name}, objective, 2, 3)
 
     class Regularised(Bare):
         def collapse_mechanisms(self):
             return [("capacity", "a latent bottleneck")]
 
-    ARCHITECTURES.register(name + "_2")(lambda model, objective, *args: Regularised())
-    assert isinstance(build_learner({"architecture": name + "_2"}, objective, 2, 3, None), Regularised)
+    ARCHITECTURES.register(name + "_2")(lambda **arguments: Regularised())
+    assert isinstance(build_learner({"architecture": name + "_2"}, objective, 2, 3), Regularised)
 
 
 # -- every shipped method ----------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def test_every_shipped_method_builds_with_a_collapse_mechanism(method: str) -> N
         model["image_size"] = 16
     if isinstance(model.get("projector"), dict) and model["projector"].get("name") == "truncate":
         model["projector"] = {**model["projector"], "dim": 4}  # DirectCLR keeps 360 of ResNet's 512; the test CNN has 8
-    learner = build_learner(model, objective, int(views.get("num_global", 2)), 3, None)
+    learner = build_learner(model, objective, int(views.get("num_global", 2)), 3)
     assert check_collapse(learner, objective) or objective.energy_weight == 0.0
 
 
@@ -190,7 +190,7 @@ def test_a_size_that_disagrees_with_the_head_is_explained() -> None:
 def test_unknown_model_key_suggests_the_closest() -> None:
     objective = ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": ["infonce"]})
     with pytest.raises(ConfigError) as info:
-        build_learner({"backbone": BACKBONE, "projecter": PROJECTOR}, objective, 2, 3, None, where="m.yaml: model")
+        build_learner({"backbone": BACKBONE, "projecter": PROJECTOR}, objective, 2, 3, where="m.yaml: model")
     message = str(info.value)
     assert "m.yaml" in message and "`model.projecter`" in message and "Did you mean `model.projector`" in message
 

@@ -45,11 +45,11 @@ def test_latent_variable_architecture_trains_and_reports_its_mechanisms() -> Non
     config = load_config("latent_jepa", "methods")
     config["model"]["backbone"] = {"name": "small_cnn", "width": 4}
     config["model"]["projector"] = {"name": "mlp", "hidden_dim": 16, "output_dim": 8}
-    model = build_learner(config["model"], ebmssl.build_objective(config), 2, 3, 4, where="latent_jepa.yaml: model")
+    model = build_learner(config["model"], ebmssl.build_objective(config), 2, 3, where="latent_jepa.yaml: model")
     families = [f for f, _ in model.collapse_mechanisms()]
     assert families == ["asymmetry", "capacity"]
     views = [torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)]
-    out = model(views, torch.randint(0, 4, (6,)), torch.Generator().manual_seed(0))
+    out = model(views, torch.Generator().manual_seed(0))
     assert set(out.objective.terms) == {"energy", "latent"}
     torch.testing.assert_close(out.objective.loss, out.objective.terms["energy"] + out.objective.terms["latent"])
     out.loss.backward()
@@ -57,7 +57,7 @@ def test_latent_variable_architecture_trains_and_reports_its_mechanisms() -> Non
     assert "ema_momentum" in model.after_optimizer_step(ebmssl.strategies.base.Progress(step=1, total_steps=4))
     with pytest.raises(ConfigError, match="unknown key `model.latent.betta`"):
         bad = {**config["model"], "latent": {**config["model"]["latent"], "betta": 1.0}}
-        build_learner(bad, ebmssl.build_objective(config), 2, 3, 4, where="latent_jepa.yaml: model")
+        build_learner(bad, ebmssl.build_objective(config), 2, 3, where="latent_jepa.yaml: model")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from ebmssl.config import apply_overrides, load_config
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import Progress
 from ebmssl.models.architectures import build_learner
-from ebmssl.models.architectures.joint_embedding import LearnerOutput
+from ebmssl.models.architectures.base import LearnerOutput
 
 TINY_VIT = {"num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
 
@@ -31,8 +31,8 @@ def tiny_config(method: str, *overrides: str) -> dict:
     return apply_overrides(config, list(overrides))
 
 
-def build(config: dict, num_classes: int | None = 4) -> torch.nn.Module:
-    return build_learner(config["model"], ebmssl.build_objective(config), 2, 3, num_classes, where="test.yaml: model")
+def build(config: dict) -> torch.nn.Module:
+    return build_learner(config["model"], ebmssl.build_objective(config), 2, 3, where="test.yaml: model")
 
 
 METHODS = ["ijepa", "jepa_vicreg", "jepa_sigreg", "mae", "denoising_ae"]
@@ -43,9 +43,9 @@ def test_contract(method: str) -> None:
     torch.manual_seed(0)
     model = build(tiny_config(method))
     images = torch.randn(6, 3, 16, 16)
-    out = model([images, images], torch.randint(0, 4, (6,)), torch.Generator().manual_seed(0))
+    out = model([images, images], torch.Generator().manual_seed(0))
     assert isinstance(out, LearnerOutput) and torch.isfinite(out.loss)
-    assert out.probe_loss is not None and out.features.shape[0] == 6
+    assert out.features.shape == (6, model.encoder.output_dim) and not out.features.requires_grad
     out.loss.backward()
     assert model.encoder(images).shape == (6, model.encoder.output_dim)
     assert [e.shape[0] for e in model.embed([images, images])] == [6, 6]

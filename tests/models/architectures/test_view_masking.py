@@ -36,7 +36,7 @@ def build(mask_views: dict[str, Any] | None, target: Any = None, objective: dict
     model = {"backbone": TINY_VIT, "projector": projector, "mask_views": mask_views}
     if target is not None:
         model["target"] = target
-    return build_learner(model, ebmssl.build_objective(copy.deepcopy(objective or MSN_LIKE)), 2, 3, None)
+    return build_learner(model, ebmssl.build_objective(copy.deepcopy(objective or MSN_LIKE)), 2, 3)
 
 
 def views(batch: int = 6, seed: int = 0) -> list[torch.Tensor]:
@@ -146,7 +146,7 @@ def test_different_generators_give_different_losses() -> None:
 def test_a_cnn_backbone_with_mask_views_is_a_config_error_naming_the_key() -> None:
     model = {"backbone": {"name": "small_cnn", "width": 8}, "projector": PROJECTOR, "mask_views": {"ratio": 0.15}}
     with pytest.raises(ConfigError, match=r"msn_run.yaml: model.mask_views: the backbone \(SmallCNN\).*ViT backbone.*remove `mask_views:`"):
-        build_learner(model, ebmssl.build_objective(copy.deepcopy(SIMCLR_LIKE)), 2, 3, None, "msn_run.yaml: model")
+        build_learner(model, ebmssl.build_objective(copy.deepcopy(SIMCLR_LIKE)), 2, 3, "msn_run.yaml: model")
 
 
 def test_the_msn_config_masks_the_global_anchor_views_only() -> None:
@@ -156,7 +156,7 @@ def test_the_msn_config_masks_the_global_anchor_views_only() -> None:
     config["objective"]["strategies"][0].update(num_prototypes=6)
     config["model"]["projector"].update(hidden_dim=16, output_dim=8)
     config["model"]["backbone"].update(image_size=16, num_layers=1, hidden_dim=24, num_heads=2, mlp_dim=48)
-    learner = build_learner(config["model"], ebmssl.build_objective(config), 2, 3, None)
+    learner = build_learner(config["model"], ebmssl.build_objective(config), 2, 3)
     keeps = learner.draw_masks(views(), torch.Generator().manual_seed(0))
     assert [None if k is None else tuple(k.shape) for k in keeps] == [None, (6, 13), None, None, None]
     assert torch.equal(keeps[1], keeps[1][:1].expand_as(keeps[1]))  # one subset per view, as the official randperm

@@ -71,7 +71,7 @@ def test_the_learner_optimises_the_prototypes() -> None:
     config["model"]["projector"].update(hidden_dim=16, output_dim=8)
     config["model"]["backbone"].update(image_size=16, num_layers=1, hidden_dim=24, num_heads=2, mlp_dim=48)  # a tiny ViT
     objective = ebmssl.build_objective(config)
-    learner = build_learner(config["model"], objective, num_global=2, in_channels=3, num_classes=None)
+    learner = build_learner(config["model"], objective, num_global=2, in_channels=3)
     names = [name for name, p in learner.named_parameters() if p.requires_grad]
     assert "objective.strategies.0.prototypes" in names
     views = [torch.randn(6, 3, 16, 16) for _ in range(2)] + [torch.randn(6, 3, 8, 8) for _ in range(2)]

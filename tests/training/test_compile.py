@@ -1,0 +1,106 @@
+"""torch.compile with AOTAutograd in the loop: the step compiles once per method and is never recompiled.
+
+Each case builds the run as `tools/train.py` does, compiles the (wrapped) learner with a counting backend
+(``aot_eager``: Dynamo + AOTAutograd's joint forward/backward graph, without code generation) and runs the
+real ``Trainer.train_step`` on steps 0, 1 (same epoch), then the first two steps of epoch 2: the schedules
+set by ``set_progress`` (DINO's teacher temperature, SwAV's queue start, ...) move there. After the first
+step (warm-up) no frame may be compiled again. Graph breaks are collected and must be the listed ones.
+
+Methods are grouped by what they exercise: one representative per distinct component (architecture,
+target branch, energy, strategy, view pipeline); the others differ only in hyperparameters of the same
+components (e.g. dclw = dcl with a weighting, byol_fixed_target = byol with momentum 1, directclr =
+simclr on a sub-vector, vicreg and cosine_vicreg_ema = jepa_vicreg's terms on a joint embedding). One
+case runs the default inductor backend end to end through ``train.compile: true``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
+
+from ebmssl.training.trainer import Trainer
+from tests.training.test_reliability import tiny
+
+# one representative per component (see the module docstring); the default run takes the methods with state
+# or schedules read inside the step (EMA, queues, centres, prototypes, masks) and every architecture, the
+# slow run (CI) the other components
+METHODS = ["byol", "dino", "swav", "msn", "moco_v2", "nnclr", "mae", "denoising_ae", "latent_jepa", "wmse"]
+SLOW_METHODS = [
+    "align_uniform", "barlow_twins", "dcl", "emp_ssl", "er_kde", "frossl", "ijepa", "koleo", "mmcr", "nwj", "sigreg",
+    "simsiam", "tico", "wpc",
+]  # fmt: skip
+
+# recompiles known and owned elsewhere; an entry makes the case a strict xfail (remove it once fixed)
+KNOWN_RECOMPILES = {
+    "sigreg": "SIGReg draws its directions per step from a Python-side seed (h14-sync owns SIGReg)",
+    "ijepa": "I-JEPA's block masks are drawn on the host inside the step and their lengths vary (h14-sync makes "
+    "mask lengths a pure function of the config)",
+}
+# not run: jepa_vicreg and jepa_sigreg draw the same block masks as ijepa (the same known recompiles, and their
+# traced mask sampler took 550 s here under load); the JEPA architecture is covered by ijepa above
+
+# graph breaks allowed (only these, and only breaks on a torch.Generator, which Dynamo cannot trace: model-side
+# randomness drawn from the batch's generator runs eagerly between two compiled graphs)
+GENERATOR_BREAKS = {
+    "denoising_ae": "the corruption noise is drawn from the batch's generator",
+    "mae": "the random patch masks are drawn from the batch's generator",
+    "ijepa": "the block masks are drawn from the batch's generator",
+    "jepa_vicreg": "the block masks are drawn from the batch's generator",
+    "msn": "the view masks are drawn from the batch's generator",
+    "latent_jepa": "the latent is sampled from the batch's generator",
+}
+
+
+def _graph_breaks() -> list[str]:
+    """One line per distinct graph break: its reason's first line and the arguments Dynamo could not trace."""
+    return [" ".join(line.strip() for line in reason.splitlines() if line.strip()) for reason in counters["graph_break"]]
+
+
+def _compiled_steps(method: str, run_dir: Path) -> tuple[list[int], list[str], Trainer]:
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = Trainer(tiny(method, "train.epochs=2", "train.log_every=100"), run_dir)
+    backend = CompileCounterWithBackend("aot_eager")
+    trainer.parts.model = torch.compile(trainer.parts.model, backend=backend)
+    per_epoch = trainer.parts.steps_per_epoch
+    frames = []
+    for step in (0, 1, per_epoch, per_epoch + 1):  # two steps of epoch 1, two of epoch 2
+        trainer._set_hyperparameters(step)
+        trainer.train_step(step)
+        frames.append(backend.frame_count)
+    return frames, _graph_breaks(), trainer
+
+
+def _case(method: str, slow: bool):
+    marks = [pytest.mark.slow] if slow else []
+    if method in KNOWN_RECOMPILES:
+        marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_RECOMPILES[method]))
+    return pytest.param(method, marks=marks)
+
+
+@pytest.mark.parametrize("method", [_case(m, False) for m in METHODS] + [_case(m, True) for m in SLOW_METHODS])
+def test_compiled_step_is_not_recompiled(method: str, tmp_path: Path) -> None:
+    frames, breaks, trainer = _compiled_steps(method, tmp_path)
+    print(f"{method}: frames compiled after each step {frames}; graph breaks {[b[:200] for b in breaks]}")
+    assert frames[0] >= 1 and all(torch.isfinite(v).all() for v in trainer.running.values())
+    assert frames[1:] == [frames[0]] * 3, f"{method} recompiled after warm-up: frames {frames}"
+    unexpected = [b for b in breaks if method not in GENERATOR_BREAKS or "(Generator)" not in b]
+    assert not unexpected, f"{method}: unexpected graph breaks {unexpected}"
+
+
+def test_train_compile_true_runs_inductor_across_epochs(tmp_path: Path) -> None:
+    """`train.compile: true` (the default inductor backend, C++ code generation on the CPU) trains two epochs,
+    through the epoch ends (diagnostics, kNN monitor), the learner's hooks and a checkpoint, compiling once."""
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = Trainer(tiny("simclr", "train.epochs=2", "train.max_steps=8", "train.log_every=2", "train.compile=true"), tmp_path)
+    assert trainer.model is not trainer.learner  # the compiled wrapper
+    trainer.train()
+    assert trainer.step == 8 == 2 * trainer.parts.steps_per_epoch
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["inductor"], "the default backend (inductor) did not run"
