@@ -45,7 +45,9 @@ class IBOTPatch(PatchTerm):
     ``temperature``: student tau_s (0.1); ``teacher_temperature`` / ``warmup_teacher_temperature`` /
     ``warmup_epochs``: tau_t schedule; ``centering``: ``mean`` (a running centre, ``center_momentum``,
     ``center_tokens``) or ``sinkhorn`` (``sinkhorn_iterations`` Sinkhorn-Knopp steps, no state);
-    ``view_reduction``: mean (iBOT) or sum (DINOv2) over the views.
+    ``view_reduction``: mean (iBOT) or sum over the views; ``dim``: the patch head's width, sizing the
+    centre before the first step (otherwise the first teacher tokens size it, and a compiled step compiles
+    twice: once with the empty centre).
     """
 
     family = "asymmetry"
@@ -63,6 +65,7 @@ class IBOTPatch(PatchTerm):
         center_tokens: Literal["all", "masked"] = "all",
         sinkhorn_iterations: int = 3,
         view_reduction: Literal["mean", "sum"] = "mean",
+        dim: int | None = None,
     ) -> None:
         super().__init__()
         warmup = teacher_temperature if warmup_teacher_temperature is None else warmup_teacher_temperature
@@ -85,7 +88,7 @@ class IBOTPatch(PatchTerm):
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.view_reduction = view_reduction
         self.epoch = 0
-        self.register_buffer("center", torch.zeros(1, 0))
+        self.register_buffer("center", torch.zeros(1, int(dim or 0)))
 
     def set_progress(self, progress) -> None:  # noqa: ANN001
         self.epoch = int(progress.epoch)
