@@ -123,3 +123,22 @@ def test_vicregl_objective_matches_official(n, h, d, views, matches) -> None:
     out = objective(embedding, tokens=tokens)
     expected = official_vicregl(embedding, maps, grids, num_matches=matches)
     assert_matches_reference(out.loss, expected, inputs=embedding + maps)
+
+
+def test_vicregl_image_level_terms_match_lightly_global_loss() -> None:
+    """lightly 1.6's VICRegLLoss global part (its local part orders matches by distance: see the module docstring)
+    times alpha equals the objective's image-level terms (energy + variance + covariance)."""
+    from lightly.loss import VICRegLLoss
+
+    g = torch.Generator().manual_seed(7)
+    embedding = [torch.randn(10, 6, generator=g, dtype=DT).requires_grad_() for _ in range(2)]
+    maps = [torch.randn(10, 16, 6, generator=g, dtype=DT) for _ in range(2)]
+    grids = [_grid(10, 4, g) for _ in range(2)]
+    out = ebmssl.build_objective("patch_level/vicregl").double()(
+        embedding, tokens=TokenSets(maps, [], online_positions=[grid.flatten(1, 2) for grid in grids])
+    )
+    image_level = out.terms["energy"] + out.terms["vicreg_variance"] + out.terms["vicreg_covariance"]
+    lightly_loss = VICRegLLoss(alpha=0.75)
+    features = [(e, m.reshape(10, 4, 4, 6)) for e, m in zip(embedding, maps)]
+    expected = 0.75 * lightly_loss._global_loss(global_view_features=features).squeeze()
+    assert_matches_reference(image_level, expected, inputs=embedding)
