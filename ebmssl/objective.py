@@ -1,9 +1,12 @@
 """The objective: one energy plus a weighted list of collapse-prevention strategies.
 
-``loss = scale * (energy_weight * reduce_pairs(E.term(online_i, target_j)) + sum_s weight_s * term_s)``
+``loss = scale * (energy_weight * reduce_pairs(E.term(online_i, target_j)) + sum_s weight_s * term_s
++ sum_p weight_p * patch_term_p(tokens))``
 
 where the strategies' ``transform`` hooks run first, in the listed order, and ``terms`` holds each
-weighted contribution (so ``sum(terms.values()) == loss``). Whether the whole method (this objective
+weighted contribution (so ``sum(terms.values()) == loss``). The patch terms (``patch_terms:``, registered
+in ``PATCH_TERMS``; :mod:`ebmssl.energies.tokens`) compare token sets that the architecture passes as
+``tokens=``; without patch terms the image-level path is unchanged. Whether the whole method (this objective
 together with its architecture) can collapse is checked when the architecture is built
 (:func:`ebmssl.models.collapse_guard.check_collapse`); see docs/design.md.
 """
@@ -20,7 +23,8 @@ from torch import nn
 
 from ebmssl.config import load_config
 from ebmssl.energies.base import Energy
-from ebmssl.registry import ENERGIES, STRATEGIES, ConfigError, check_arguments
+from ebmssl.energies.tokens import PatchTerm, TokenSets
+from ebmssl.registry import ENERGIES, PATCH_TERMS, STRATEGIES, ConfigError, check_arguments
 from ebmssl.schema import OBJECTIVE_KEYS, TOP_LEVEL_KEYS, check_keys
 from ebmssl.strategies.base import FAMILIES, Pair, Progress, Sizes, Strategy, ViewBatch
 
@@ -65,6 +69,9 @@ class Objective(nn.Module):
         allow_collapse: bool = False,
         names: Sequence[str] | None = None,
         source: str = "<objective>",
+        patch_terms: Sequence[PatchTerm] = (),
+        patch_weights: Sequence[float] | None = None,
+        patch_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.energy = energy
@@ -77,6 +84,11 @@ class Objective(nn.Module):
         self.allow_collapse = allow_collapse
         self.term_names = _unique_names(names or [getattr(s, "registered_name", type(s).__name__) for s in strategies])
         self.source = source
+        self.patch_terms = nn.ModuleList(patch_terms)
+        self.patch_weights = list(patch_weights) if patch_weights is not None else [1.0] * len(self.patch_terms)
+        self.patch_term_names = _unique_names(
+            patch_names or [getattr(t, "registered_name", type(t).__name__) for t in patch_terms]
+        )
         self._pairs_cache: dict[tuple[str, int, int], list[Pair]] = {}
 
     def _resolved_pairs(self, num_online: int, num_target: int) -> list[Pair]:
@@ -92,10 +104,12 @@ class Objective(nn.Module):
     def set_progress(self, progress: Progress) -> None:
         for strategy in self.strategies:
             strategy.set_progress(progress)
+        for term in self.patch_terms:
+            term.set_progress(progress)
 
     def bind_sizes(self, sizes: Sizes) -> None:
         """Hand the architecture's widths and number of global views to the strategies (and the energy)."""
-        for component in (self.energy, *self.strategies):
+        for component in (self.energy, *self.strategies, *self.patch_terms):
             bind = getattr(component, "bind_sizes", None)
             if bind is not None:
                 bind(sizes)
@@ -112,10 +126,24 @@ class Objective(nn.Module):
             for name, strategy in zip(self.term_names, self.strategies)
             if (family := getattr(strategy, "family", None)) in FAMILIES
             and getattr(strategy, "prevents_collapse", True)
+        ] + [
+            (term.family, f"{name} ({term.family}, patch term)")
+            for name, term in zip(self.patch_term_names, self.patch_terms)
+            if term.family in FAMILIES
         ]
 
-    def forward(self, online: Sequence[torch.Tensor], target: Sequence[torch.Tensor] | None = None) -> ObjectiveOutput:
+    def forward(
+        self,
+        online: Sequence[torch.Tensor],
+        target: Sequence[torch.Tensor] | None = None,
+        tokens: TokenSets | None = None,
+    ) -> ObjectiveOutput:
         online = list(online)
+        if len(self.patch_terms) and tokens is None:
+            raise ValueError(
+                f"{self.source}: the objective has patch terms ({', '.join(self.patch_term_names)}) but was called "
+                f"without `tokens=`; the architecture must pass the token sets (ebmssl.energies.tokens.TokenSets)"
+            )
         if not online:
             raise ValueError("objective called with no online views")
         targets = list(target) if target is not None else online
@@ -136,13 +164,17 @@ class Objective(nn.Module):
             value = strategy.loss(batch, self.energy)
             if value is not None:
                 terms[name] = _scaled(value, self.scale * weight)
+        for name, term, weight in zip(self.patch_term_names, self.patch_terms, self.patch_weights):
+            terms[name] = _scaled(term.loss(tokens), self.scale * weight)
         loss = online[0].sum() * 0.0 if not terms else None
         for value in terms.values():  # sequential sums: equal to sum(terms.values()), no stack for one term
             loss = value if loss is None else loss + value
-        if self.training and len(self.strategies):
+        if self.training and (len(self.strategies) or len(self.patch_terms)):
             with torch.no_grad():
                 for strategy in self.strategies:
                     strategy.update(batch)
+                for term in self.patch_terms:
+                    term.update(tokens)
         return ObjectiveOutput(loss=loss, terms=terms, batch=batch)
 
 
@@ -173,6 +205,8 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
         pair_reduction: sum     # how per-pair terms combine: mean | sum
         scale: 1.0              # multiplies the whole loss
         allow_collapse: false   # refuse trivially collapsing compositions
+        patch_terms:            # optional: terms over token sets (the architecture passes `tokens=`)
+          - {name: ibot_patch, weight: 1.0}
     """
     config = load_config(spec, "methods")
     source = str(config.get("_source", "<dict>"))
@@ -196,12 +230,28 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
             f"(registered energies: {', '.join(ENERGIES.names())})."
         )
     energy = ENERGIES.build(section["energy"], where=f"{where}.energy")
-    strategy_specs = section.get("strategies") or []
-    if not isinstance(strategy_specs, list):
-        raise ConfigError(f"{where}.strategies must be a list of `{{name: ..., weight: ...}}` mappings, got {strategy_specs!r}.")
-    strategies, weights, names = [], [], []
-    for index, item in enumerate(strategy_specs):
-        item_where = f"{where}.strategies[{index}]"
+    strategies, weights, names = _build_list(section.get("strategies") or [], STRATEGIES, f"{where}.strategies")
+    patch_terms, patch_weights, patch_names = _build_list(section.get("patch_terms") or [], PATCH_TERMS, f"{where}.patch_terms")
+    kwargs = {k: section[k] for k in ("energy_weight", "pairs", "pair_reduction", "scale", "allow_collapse") if k in section}
+    check_arguments(Objective, {"energy": energy, **kwargs}, "the objective", where)
+    try:
+        return Objective(
+            energy, strategies, weights, names=names, source=source,
+            patch_terms=patch_terms, patch_weights=patch_weights, patch_names=patch_names, **kwargs,
+        )
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}. Fix `pairs:` or the strategies' arguments.") from error
+
+
+def _build_list(specs: Any, registry: Any, where: str) -> tuple[list[Any], list[float], list[str]]:
+    """Components, weights and labels of a YAML list of ``{name: ..., weight: ..., label: ...}`` mappings."""
+    if not isinstance(specs, list):
+        raise ConfigError(f"{where} must be a list of `{{name: ..., weight: ...}}` mappings, got {specs!r}.")
+    built, weights, names = [], [], []
+    for index, item in enumerate(specs):
+        item_where = f"{where}[{index}]"
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping):
@@ -211,14 +261,7 @@ def build_objective(spec: str | Mapping[str, Any]) -> Objective:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"{item_where}.weight expects a number, got {weight!r}. Write e.g. `weight: 1.0`.")
         label = item.pop("label", None)
-        strategies.append(STRATEGIES.build(item, where=item_where))
+        built.append(registry.build(item, where=item_where))
         weights.append(float(weight))
         names.append(label or item.get("name"))
-    kwargs = {k: section[k] for k in ("energy_weight", "pairs", "pair_reduction", "scale", "allow_collapse") if k in section}
-    check_arguments(Objective, {"energy": energy, **kwargs}, "the objective", where)
-    try:
-        return Objective(energy, strategies, weights, names=names, source=source, **kwargs)
-    except ConfigError:
-        raise
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}. Fix `pairs:` or the strategies' arguments.") from error
+    return built, weights, names

@@ -345,6 +345,7 @@ SCHEDULES = Registry("schedule")
 ARCHITECTURES = Registry("architecture")
 TARGETS = Registry("target branch", "target branches")
 LATENT_REGULARISERS = Registry("latent regulariser")  # the capacity limit of a latent-variable model's z
+PATCH_TERMS = Registry("patch term")  # terms over token sets (ebmssl.energies.tokens)
 
 REGISTRIES: dict[str, Registry] = {
     "energies": ENERGIES,
@@ -358,6 +359,7 @@ REGISTRIES: dict[str, Registry] = {
     "architectures": ARCHITECTURES,
     "targets": TARGETS,
     "latent_regularisers": LATENT_REGULARISERS,
+    "patch_terms": PATCH_TERMS,
 }
 
 register_energy = ENERGIES.register

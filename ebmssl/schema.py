@@ -29,7 +29,7 @@ DEFAULT_VIEWS = "simclr"
 DEFAULT_RUN_CONFIG = "runs/simclr_fashion_mnist"
 
 TOP_LEVEL_KEYS = ("imports", "objective", "model", "data", "views", "train", "eval", "description", "reference")
-OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight")
+OBJECTIVE_KEYS = ("energy", "strategies", "pairs", "pair_reduction", "scale", "allow_collapse", "energy_weight", "patch_terms")
 # model section of the joint-embedding architecture (``model.architecture: joint_embedding``, the default)
 MODEL_KEYS = ("architecture", "backbone", "projector", "predictor", "target", "forward_views", "online_probe", "mask_views")
 

@@ -32,7 +32,7 @@ from tests.training.test_reliability import tiny
 METHODS = ["byol", "dino", "swav", "msn", "moco_v2", "nnclr", "mae", "denoising_ae", "latent_jepa", "wmse"]
 SLOW_METHODS = [
     "align_uniform", "barlow_twins", "dcl", "emp_ssl", "er_kde", "frossl", "ijepa", "koleo", "mmcr", "nwj", "sigreg",
-    "simsiam", "tico", "wpc",
+    "simsiam", "tico", "wpc", "pmsn",
 ]  # fmt: skip
 
 # recompiles known and owned elsewhere; an entry makes the case a strict xfail (remove it once fixed)
@@ -52,6 +52,7 @@ GENERATOR_BREAKS = {
     "ijepa": "the block masks are drawn from the batch's generator",
     "jepa_vicreg": "the block masks are drawn from the batch's generator",
     "msn": "the view masks are drawn from the batch's generator",
+    "pmsn": "the view masks are drawn from the batch's generator (MSN's)",
     "latent_jepa": "the latent is sampled from the batch's generator",
 }
 

@@ -18,7 +18,7 @@ from torch import nn
 from ebmssl._autoimport import import_submodules
 from ebmssl.models.architectures.base import BUILD_CONTEXT, Architecture, LearnerOutput
 from ebmssl.models.collapse_guard import check_collapse
-from ebmssl.registry import ARCHITECTURES
+from ebmssl.registry import ARCHITECTURES, ConfigError
 from ebmssl.schema import check_keys
 
 # keys of the `model:` section that are not the architecture's: the trainer's online probe switch
@@ -48,6 +48,13 @@ def build_learner(
     name = model_config.pop("architecture", "joint_embedding")
     context = {"objective": objective, "num_global": int(num_global), "in_channels": int(in_channels), "location": where}
     architecture = ARCHITECTURES.build({"name": name, **model_config}, where, **context)
+    patch_terms = list(getattr(objective, "patch_term_names", []))
+    if patch_terms and not getattr(architecture, "feeds_tokens", False):
+        raise ConfigError(
+            f"{where}.architecture: objective.patch_terms ({', '.join(patch_terms)}) compare token sets, but the "
+            f"{name!r} architecture passes the objective no `tokens=`. Use an architecture that feeds patch tokens "
+            f"(`feeds_tokens = True`; see docs/design.md, \"Energies over token sets\"), or remove `patch_terms:`."
+        )
     check_collapse(architecture, objective, where)
     return architecture
 

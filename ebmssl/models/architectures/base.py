@@ -78,6 +78,9 @@ class Architecture(nn.Module):
     objective: nn.Module
     target: TargetBranch
     channels_last: bool = False  # set by the run's build (train.channels_last)
+    # True when forward passes the objective token sets (`tokens=`, ebmssl.energies.tokens.TokenSets):
+    # build_learner refuses objective.patch_terms with an architecture that does not
+    feeds_tokens: bool = False
 
     def attach(self, objective: nn.Module, target: TargetBranch | None = None) -> None:
         """Register the objective and the target branch (after the subclass's own modules: their order is
