@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """The step guard's cost: step time and peak memory with ``train.step_guard`` on and off, side by side.
 
-    python tools/bench_guard.py                      # the default run and BYOL ResNet-18 (32 px), CPU
-    python tools/bench_guard.py --steps 20 --rounds 3 --markdown /tmp/guard.md
+    python -m benchmarks.guard                      # the default run and BYOL ResNet-18 (32 px), CPU
+    python -m benchmarks.guard --steps 20 --rounds 3 --markdown /tmp/guard.md
 
 Step time: one run per round alternates guard on and off step by step (so that load drifts on a
 shared machine hit both alike), the median over ``--steps`` steps of each after two warm-up steps of
