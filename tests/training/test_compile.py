@@ -6,11 +6,9 @@ real ``Trainer.train_step`` on steps 0, 1 (same epoch), then the first two steps
 set by ``set_progress`` (DINO's teacher temperature, SwAV's queue start, ...) move there. After the first
 step (warm-up) no frame may be compiled again. Graph breaks are collected and must be the listed ones.
 
-Methods are grouped by what they exercise: one representative per distinct component (architecture,
-target branch, energy, strategy, view pipeline); the others differ only in hyperparameters of the same
-components (e.g. dclw = dcl with a weighting, byol_fixed_target = byol with momentum 1, directclr =
-simclr on a sub-vector, vicreg and cosine_vicreg_ema = jepa_vicreg's terms on a joint embedding). One
-case runs the default inductor backend end to end through ``train.compile: true``.
+Every method config (``configs/methods/*.yaml``) is a case, at the tiny sizes of the end-to-end tests
+(16 px, batch 16, a width-8 CNN or a one-layer ViT): compiling dominates, a step is milliseconds. One case
+runs the default inductor backend end to end through ``train.compile: true``.
 """
 
 from __future__ import annotations
@@ -23,26 +21,13 @@ import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 
+from ebmssl.config import available_configs
 from ebmssl.training.trainer import Trainer
 from tests.training.test_reliability import tiny
 
-# one representative per component (see the module docstring); the default run takes the methods with state
-# or schedules read inside the step (EMA, queues, centres, prototypes, masks) and every architecture, the
-# slow run (CI) the other components
-METHODS = ["byol", "dino", "swav", "msn", "moco_v2", "nnclr", "mae", "denoising_ae", "latent_jepa", "wmse"]
-SLOW_METHODS = [
-    "align_uniform", "barlow_twins", "dcl", "emp_ssl", "er_kde", "frossl", "ijepa", "koleo", "mmcr", "nwj", "sigreg",
-    "simsiam", "tico", "wpc",
-]  # fmt: skip
-
-# recompiles known and owned elsewhere; an entry makes the case a strict xfail (remove it once fixed)
-KNOWN_RECOMPILES = {
-    "sigreg": "SIGReg draws its directions per step from a Python-side seed (h14-sync owns SIGReg)",
-    "ijepa": "I-JEPA's block masks are drawn on the host inside the step and their lengths vary (h14-sync makes "
-    "mask lengths a pure function of the config)",
-}
-# not run: jepa_vicreg and jepa_sigreg draw the same block masks as ijepa (the same known recompiles, and their
-# traced mask sampler took 550 s here under load); the JEPA architecture is covered by ijepa above
+METHODS = available_configs("methods")
+# the costliest cases to compile (measured: seconds each on two loaded cores), run with the slow tests (CI)
+SLOW_METHODS = set()
 
 # graph breaks allowed (only these, and only breaks on a torch.Generator, which Dynamo cannot trace: model-side
 # randomness drawn from the batch's generator runs eagerly between two compiled graphs)
@@ -51,6 +36,7 @@ GENERATOR_BREAKS = {
     "mae": "the random patch masks are drawn from the batch's generator",
     "ijepa": "the block masks are drawn from the batch's generator",
     "jepa_vicreg": "the block masks are drawn from the batch's generator",
+    "jepa_sigreg": "the block masks are drawn from the batch's generator",
     "msn": "the view masks are drawn from the batch's generator",
     "latent_jepa": "the latent is sampled from the batch's generator",
 }
@@ -76,14 +62,7 @@ def _compiled_steps(method: str, run_dir: Path) -> tuple[list[int], list[str], T
     return frames, _graph_breaks(), trainer
 
 
-def _case(method: str, slow: bool):
-    marks = [pytest.mark.slow] if slow else []
-    if method in KNOWN_RECOMPILES:
-        marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_RECOMPILES[method]))
-    return pytest.param(method, marks=marks)
-
-
-@pytest.mark.parametrize("method", [_case(m, False) for m in METHODS] + [_case(m, True) for m in SLOW_METHODS])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=[pytest.mark.slow] if m in SLOW_METHODS else []) for m in METHODS])
 def test_compiled_step_is_not_recompiled(method: str, tmp_path: Path) -> None:
     frames, breaks, trainer = _compiled_steps(method, tmp_path)
     print(f"{method}: frames compiled after each step {frames}; graph breaks {[b[:200] for b in breaks]}")
