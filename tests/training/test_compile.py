@@ -26,19 +26,24 @@ from ebmssl.training.trainer import Trainer
 from tests.training.test_reliability import tiny
 
 METHODS = available_configs("methods")
-# the costliest cases to compile (measured: seconds each on two loaded cores), run with the slow tests (CI)
-SLOW_METHODS = set()
+# the costliest cases (43 s and 25 s under a load average of 12 on two cores, against 2-21 s for the others,
+# 43 s for ijepa), run with the slow tests (CI): I-JEPA's architecture and masks with capacity terms, whose
+# architecture is ijepa's and whose terms are vicreg's and sigreg's (all three run by default)
+SLOW_METHODS = {"jepa_sigreg", "jepa_vicreg"}
 
-# graph breaks allowed (only these, and only breaks on a torch.Generator, which Dynamo cannot trace: model-side
-# randomness drawn from the batch's generator runs eagerly between two compiled graphs)
-GENERATOR_BREAKS = {
-    "denoising_ae": "the corruption noise is drawn from the batch's generator",
-    "mae": "the random patch masks are drawn from the batch's generator",
-    "ijepa": "the block masks are drawn from the batch's generator",
-    "jepa_vicreg": "the block masks are drawn from the batch's generator",
-    "jepa_sigreg": "the block masks are drawn from the batch's generator",
-    "msn": "the view masks are drawn from the batch's generator",
-    "latent_jepa": "the latent is sampled from the batch's generator",
+# graph breaks allowed (only these): (a text the break's reason must contain, why). Breaks on a torch.Generator,
+# which Dynamo cannot trace: model-side randomness drawn from the batch's generator runs eagerly between two
+# compiled graphs; and WPC's gradient penalty, a double backward AOTAutograd cannot differentiate
+GENERATOR = "(Generator)"
+ALLOWED_BREAKS = {
+    "denoising_ae": (GENERATOR, "the corruption noise is drawn from the batch's generator"),
+    "mae": (GENERATOR, "the random patch masks are drawn from the batch's generator"),
+    "ijepa": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "jepa_vicreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "jepa_sigreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "msn": (GENERATOR, "the view masks are drawn from the batch's generator"),
+    "latent_jepa": (GENERATOR, "the latent is sampled from the batch's generator"),
+    "wpc": ("function critic_gradient_penalty", "the critic's gradient penalty runs eagerly (double backward)"),
 }
 
 
@@ -68,7 +73,7 @@ def test_compiled_step_is_not_recompiled(method: str, tmp_path: Path) -> None:
     print(f"{method}: frames compiled after each step {frames}; graph breaks {[b[:200] for b in breaks]}")
     assert frames[0] >= 1 and all(torch.isfinite(v).all() for v in trainer.running.values())
     assert frames[1:] == [frames[0]] * 3, f"{method} recompiled after warm-up: frames {frames}"
-    unexpected = [b for b in breaks if method not in GENERATOR_BREAKS or "(Generator)" not in b]
+    unexpected = [b for b in breaks if method not in ALLOWED_BREAKS or ALLOWED_BREAKS[method][0] not in b]
     assert not unexpected, f"{method}: unexpected graph breaks {unexpected}"
 
 
