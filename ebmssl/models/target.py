@@ -88,7 +88,8 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float, applied: t
         weight: float | torch.Tensor = 1.0 - momentum
         if applied is not None:  # 1 - m' = where(applied, 1 - m, 0): a 0-dim device weight
             weight = applied.to(device=device, dtype=dtype) * (1.0 - momentum)
-        torch._foreach_lerp_(targets, sources, weight)
+        # a 0-dim tensor weight is read on the host by the scalar overload: one weight per tensor instead
+        torch._foreach_lerp_(targets, sources, weight if isinstance(weight, float) else [weight] * len(targets))
 
 
 class TargetBranch(nn.Module):
