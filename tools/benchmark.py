@@ -29,6 +29,7 @@ Suites:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -287,13 +288,24 @@ def torchvision_simclr(size: int) -> Callable[[Any], Any]:
     ])  # fmt: skip
 
 
-def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    """Steady-state images/s of both loaders, median over rounds.
+def photo_shards(args: argparse.Namespace, folder: str) -> str:
+    """The photo folder written into tar shards of 64 samples by tools/make_shards.py (built once, cached)."""
+    from tools.make_shards import make_shards
 
-    Each round builds one loader (ours or torchvision's, alternating), drains the batches its workers
-    prefetched during start-up (workers x prefetch_factor, untimed), then times ``--loader-batches``
-    batches, and shuts the loader down before the other one runs: no loader's workers fill a queue while
-    the other is timed. Both use ``--workers`` workers and prefetch_factor 2.
+    out = Path(f"{folder}-shards")
+    if not list(out.glob("train-*.tar")):
+        make_shards(folder, str(out), 64)
+    return str(out / ("train-{%06d..%06d}.tar" % (0, len(list(out.glob("train-*.tar"))) - 1)))
+
+
+def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Steady-state images/s of three loaders, median over rounds: ours from the folder, ours from the same
+    images in WebDataset tar shards, torchvision's ImageFolder.
+
+    Each round builds one loader (the three in turn, the order rotating every round), drains the batches
+    its workers prefetched during start-up (workers x prefetch_factor, untimed), then times
+    ``--loader-batches`` batches, and shuts the loader down before the next one runs: no loader's workers
+    fill a queue while another is timed. All use ``--workers`` workers and prefetch_factor 2.
     """
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -302,19 +314,20 @@ def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[st
     from ebmssl.data.streamed_source import StreamedSource
 
     folder = photo_folder(args)
+    shards = photo_shards(args, folder)
     batch, workers, batches = args.loader_batch, args.workers, args.loader_batches
     prefetch = 2
     drain = max(1, workers * prefetch)
     rows = []
-    for size in (96, 224):
-        spec = {"name": "unlabeled_folder", "path": folder, "image_size": size, "num_workers": workers,
-                "prefetch_factor": prefetch}  # fmt: skip
-        dataset = build_dataset(spec, train=True)
-        views = build_views({"name": "simclr", "image_size": size, "jitter_strength": 1.0, "blur_prob": 0.5}, dataset)
+    for size in args.loader_sizes:
+        common = {"image_size": size, "num_workers": workers, "prefetch_factor": prefetch}
+        datasets = {"ours": build_dataset({"name": "unlabeled_folder", "path": folder, **common}, train=True),
+                    "ours_shards": build_dataset({"name": "webdataset", "urls": shards, **common}, train=True)}  # fmt: skip
+        views = build_views({"name": "simclr", "image_size": size, "jitter_strength": 1.0, "blur_prob": 0.5}, datasets["ours"])
 
-        def ours() -> Callable[[], list[torch.Tensor]]:
-            source = StreamedSource(dataset, views, seed=0, global_batch=batch, micro_batch=batch, num_processes=1,
-                                    process_index=0, device=device)  # fmt: skip
+        def ours(name: str) -> Callable[[], list[torch.Tensor]]:
+            source = StreamedSource(datasets[name], views, seed=0, global_batch=batch, micro_batch=batch,
+                                    num_processes=1, process_index=0, device=device)  # fmt: skip
             state = {"step": 0}
 
             def next_batch() -> list[torch.Tensor]:
@@ -340,10 +353,12 @@ def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[st
 
             return next_batch
 
-        rates: dict[str, list[float]] = {"ours": [], "torchvision": []}
-        for _ in range(args.loader_rounds):
-            for name, make in (("ours", ours), ("torchvision", theirs)):
-                next_batch = make()
+        makers = {"ours": lambda: ours("ours"), "ours_shards": lambda: ours("ours_shards"), "torchvision": theirs}
+        rates: dict[str, list[float]] = {name: [] for name in makers}
+        names = list(makers)
+        for round_number in range(args.loader_rounds):
+            for name in names[round_number % 3 :] + names[: round_number % 3]:  # rotate who goes first
+                next_batch = makers[name]()
                 for _ in range(drain + 1):
                     next_batch()
                 start = time.perf_counter()
@@ -352,11 +367,16 @@ def bench_loader(args: argparse.Namespace, device: torch.device) -> list[dict[st
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 rates[name].append(batches * batch / (time.perf_counter() - start))
-                del next_batch  # shuts the loader's workers down before the other loader runs
+                del next_batch  # shuts the loader's workers down before the next loader runs
         median = {k: statistics.median(v) for k, v in rates.items()}
+        ratios = [o / t for o, t in zip(rates["ours"], rates["torchvision"])]
         rows.append({
-            "size": size, "workers": workers, "batch": batch, "ours_images_per_s": median["ours"],
+            "size": size, "workers": workers, "batch": batch, "rounds": args.loader_rounds,
+            "ours_images_per_s": median["ours"], "ours_shards_images_per_s": median["ours_shards"],
             "torchvision_images_per_s": median["torchvision"], "ratio": median["ours"] / median["torchvision"],
+            "shards_ratio": median["ours_shards"] / median["torchvision"],
+            "round_ratios": " ".join(f"{r:.2f}" for r in ratios),
+            "load_average": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         })  # fmt: skip
     return rows
 
@@ -387,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=12, help="steps per training run of the peers suite")
     parser.add_argument("--train-rounds", type=int, default=2, help="rounds per method of the peers training suite (order alternates)")
     parser.add_argument("--loader-rounds", type=int, default=3, help="timed rounds per loader (interleaved)")
+    parser.add_argument("--loader-sizes", type=int, nargs="+", default=[96, 224], help="view sizes of the loader suite")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=64, help="embedding width (64: W-MSE needs w_size=128 >= 2 x dim)")
     parser.add_argument("--repeats", type=int, default=10)

@@ -110,6 +110,10 @@ def build_source(dataset, views, *, seed: int, global_batch: int, micro_batch: i
     whose images live on the device when it is a GPU and they take at most ``ON_DEVICE_LIMIT`` bytes."""
     common = dict(seed=seed, global_batch=global_batch, micro_batch=micro_batch, num_processes=num_processes,
                   process_index=process_index, device=device)  # fmt: skip
+    if getattr(dataset, "iterable", False):  # a stream without random access (hf with streaming: true)
+        from ebmssl.data.stream_source import StreamSource
+
+        return StreamSource(dataset, views, **common)
     if getattr(dataset, "streamed", False):
         from ebmssl.data.streamed_source import StreamedSource  # loader workers: imported only when streaming
 

@@ -105,17 +105,19 @@ def grey(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
     r, g, b = images.unbind(dim=1)
-    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
+    # one output buffer, accumulated in place (a fresh 224 px batch buffer costs more than the arithmetic)
+    return (r * GREY_WEIGHTS[0]).add_(g, alpha=GREY_WEIGHTS[1]).add_(b, alpha=GREY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``clamp(f x + (1 - f) other)``, written ``other + f (x - other)`` in one buffer."""
     factor = factor.view(-1, 1, 1, 1)
-    return (factor * images + (1 - factor) * other).clamp(0, 1)
+    return (images - other).mul_(factor).add_(other).clamp_(0, 1)
 
 
 def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``clamp(f x)``: f = 0 black, 1 unchanged."""
-    return (images * factor.view(-1, 1, 1, 1)).clamp(0, 1)
+    return (images * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -159,10 +161,30 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by ``shift`` (B,) in [-0.5, 0.5] turns (RGB only)."""
-    hsv = rgb_to_hsv(images)
-    hue = torch.remainder(hsv[:, :1] + shift.view(-1, 1, 1, 1), 1.0)
-    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], dim=1))
+    """Rotate the hue by ``shift`` (B,) in [-0.5, 0.5] turns (RGB only).
+
+    :func:`rgb_to_hsv`, a hue shift and :func:`hsv_to_rgb` fused, in sixths of a turn: with value
+    ``v = max(r, g, b)`` and chroma ``c = v - min(r, g, b)`` (both kept by the rotation), ``6 h`` is the
+    sector of the largest channel (0 red, 2 green, 4 blue) plus the difference of the other two over ``c``,
+    and channel n in (R 5, G 3, B 1) comes back as ``v - c clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6 h + 6 shift) mod 6`` (``v s = c``). Same numbers as the two-step form up to float
+    rounding, in about half the CPU time (``amax``/``amin`` instead of ``max``/``min`` with indices, and
+    few fresh buffers).
+    """
+    r, g, b = images.unbind(dim=1)
+    value = images.amax(dim=1)
+    chroma = value - images.amin(dim=1)
+    flat = chroma == 0
+    red_max = value == r
+    green_max = (value == g).logical_and_(~red_max)  # red first, then green, then blue (as torchvision)
+    difference = torch.where(red_max, g - b, torch.where(green_max, b - r, r - g))
+    sixths = difference.div_(torch.where(flat, 1.0, chroma))
+    sixths.add_(torch.where(red_max, 0.0, torch.where(green_max, 2.0, 4.0))).masked_fill_(flat, 0.0)
+    sixths.remainder_(6.0).add_(shift.view(-1, 1, 1).to(sixths.dtype), alpha=6.0)
+    n = torch.arange(5.0, 0.0, -2.0, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)  # (5, 3, 1)
+    k = (sixths.unsqueeze(1) + n).remainder_(6.0)
+    weight = torch.minimum(k, 4.0 - k).clamp_(0, 1)
+    return weight.mul_(chroma.unsqueeze(1)).neg_().add_(value.unsqueeze(1)).clamp_(0, 1)
 
 
 def to_grayscale(images: torch.Tensor) -> torch.Tensor:

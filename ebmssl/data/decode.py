@@ -20,6 +20,7 @@ values are scaled by 1/257 (65535 -> 255) rather than clipped.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Sequence
 
@@ -44,10 +45,11 @@ class UnusableImage(Exception):
     """A file that cannot be decoded into an image (corrupt, truncated, not an image, unreadable)."""
 
 
-def open_image(path: str) -> Image.Image:
-    """Open ``path`` lazily (header only); any failure becomes :class:`UnusableImage` with the reason."""
+def open_image(path: str | bytes) -> Image.Image:
+    """Open ``path`` (a file name, or the encoded bytes of a shard member or dataset row) lazily (header
+    only); any failure becomes :class:`UnusableImage` with the reason."""
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(path) if isinstance(path, (bytes, bytearray, memoryview)) else path)
     except Exception as error:  # noqa: BLE001  (PIL raises many types: OSError, SyntaxError, ValueError...)
         raise UnusableImage(f"{type(error).__name__}: {error}") from error
     return image
@@ -136,8 +138,8 @@ def centre_box(width: int, height: int) -> BoxF:
 Plan = Callable[[int, int], tuple[Sequence[BoxF], Sequence[int]]]
 
 
-def load_crops(path: str, channels: int, plan: Plan) -> list[torch.Tensor]:
-    """Open ``path``, ask ``plan(width, height)`` for the crop boxes (full-resolution pixels) and view
+def load_crops(path: str | bytes, channels: int, plan: Plan) -> list[torch.Tensor]:
+    """Open ``path`` (a file name or encoded bytes), ask ``plan(width, height)`` for the crop boxes (full-resolution pixels) and view
     sizes, decode with the cheapest decoder they allow (module docstring) and return the resized crops
     (uint8 (C, s, s) each). Raises :class:`UnusableImage` (with the reason) for a file that cannot be decoded.
     """
@@ -149,7 +151,8 @@ def load_crops(path: str, channels: int, plan: Plan) -> list[torch.Tensor]:
         try:
             if decode_jpeg is not None and image.format == "JPEG" and image.mode in ("RGB", "L") and reduce < 2:
                 mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-                pixels = decode_jpeg(read_file(path), mode=mode)
+                data = read_file(path) if isinstance(path, str) else torch.frombuffer(bytearray(path), dtype=torch.uint8)
+                pixels = decode_jpeg(data, mode=mode)
             else:
                 decoded, _, _ = decode(image, channels, reduce)
                 pixels = to_tensor(decoded)
@@ -162,6 +165,6 @@ def load_crops(path: str, channels: int, plan: Plan) -> list[torch.Tensor]:
         return resized_crops(pixels, scaled, sizes)
 
 
-def load_eval_image(path: str, channels: int, size: int) -> torch.Tensor:
+def load_eval_image(path: str | bytes, channels: int, size: int) -> torch.Tensor:
     """The evaluation image: shorter side resized to ``size`` and centre-cropped, uint8 (C, size, size)."""
     return load_crops(path, channels, lambda w, h: ([centre_box(w, h)], [size]))[0]

@@ -68,8 +68,34 @@ class SkipLog:
         return len(self.skipped)
 
 
+class FileSamples:
+    """Where the samples of a streamed dataset are: one image file per sample.
+
+    The interface every sample store offers (a folder's files here; tar shard members in
+    :mod:`ebmssl.data.shards`, dataset rows in :mod:`ebmssl.data.datasets.hf`): ``len``, ``name(i)`` (what a
+    skip report names), ``read(i)`` (a file name or the encoded bytes, for :func:`~ebmssl.data.decode.load_crops`)
+    and ``select(indices)`` (the store of a subset).
+    """
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.names = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def name(self, index: int) -> str:
+        return self.names[index]
+
+    def read(self, index: int) -> str | bytes:
+        return self.names[index]
+
+    def select(self, indices: Sequence[int]) -> "FileSamples":
+        return FileSamples([self.names[i] for i in indices])
+
+
 class StreamedImageDataset:
-    """Paths + int64 labels (-1: unlabelled) of images decoded on demand; see the module docstring.
+    """Samples (files, or any store of :class:`FileSamples`' interface) + int64 labels (-1: unlabelled) of
+    images decoded on demand; see the module docstring.
 
     ``image_size`` is the default view size (``build_views`` fills ``image_size`` / ``global_size``
     from it) and the evaluation resolution of ``dataset.images``. ``mean``/``std`` default to ImageNet's.
@@ -97,10 +123,10 @@ class StreamedImageDataset:
             raise ConfigError(f"{name}: channels must be 1 or 3, got {channels}")
         if image_size < 1:
             raise ConfigError(f"{name}: image_size must be positive, got {image_size}")
-        self.paths = list(paths)
+        self.samples = paths if hasattr(paths, "read") else FileSamples(paths)
         self.targets = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
-        if self.targets.numel() != len(self.paths):
-            raise ValueError(f"{name}: {len(self.paths)} paths but {self.targets.numel()} targets")
+        if self.targets.numel() != len(self.samples):
+            raise ValueError(f"{name}: {len(self.samples)} samples but {self.targets.numel()} targets")
         self.num_classes = int(num_classes)
         self.folder = folder
         self.name = name
@@ -114,8 +140,13 @@ class StreamedImageDataset:
         self.classes = list(classes) if classes is not None else None
         self.loader = loader or LoaderOptions()
         self.skips = skips or SkipLog(folder)
-        if not self.paths:
+        if not len(self.samples):
             raise ConfigError(f"{name}: no image files found in {folder}. Point `path:` at a folder of images.")
+
+    @property
+    def paths(self) -> Sequence[str]:
+        """The samples' names (file paths for a folder)."""
+        return self.samples.names
 
     # -- what the rest of the framework reads -----------------------------------------------------
     @property
@@ -135,7 +166,7 @@ class StreamedImageDataset:
         return DatasetInfo(self.mean, self.std, self.channels, self.image_size, self.num_classes, self.name)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.samples)
 
     def __repr__(self) -> str:
         return (
@@ -151,7 +182,7 @@ class StreamedImageDataset:
     def select(self, indices: torch.Tensor | Sequence[int], name: str | None = None) -> "StreamedImageDataset":
         indices = torch.as_tensor(indices, dtype=torch.int64)
         return StreamedImageDataset(
-            [self.paths[i] for i in indices.tolist()], self.targets[indices], self.num_classes, folder=self.folder,
+            self.samples.select(indices.tolist()), self.targets[indices], self.num_classes, folder=self.folder,
             name=name or self.name, image_size=self.image_size, channels=self.channels, mean=self.mean,
             std=self.std, classes=self.classes, loader=self.loader, skips=self.skips,
         )  # fmt: skip
@@ -164,18 +195,18 @@ class StreamedImageDataset:
         replacement are as deterministic as those of the original.
         """
         skipped: list[tuple[str, str]] = []
-        n = len(self.paths)
+        n = len(self.samples)
         for attempt in range(min(n, MAX_REPLACEMENTS)):
             current = (index + attempt) % n
-            path = self.paths[current]
+            path = self.samples.name(current)
             try:
-                crops = load_crops(path, self.channels, plan_for(attempt))
+                crops = load_crops(self.samples.read(current), self.channels, plan_for(attempt))
             except UnusableImage as error:
                 skipped.append((path, str(error)))
                 continue
             return crops, int(self.targets[current]), skipped
         raise ConfigError(
-            f"{self.name}: {len(skipped)} consecutive files from {self.paths[index % n]} on could not be decoded "
+            f"{self.name}: {len(skipped)} consecutive files from {self.samples.name(index % n)} on could not be decoded "
             f"(last: {skipped[-1][1]}); is {self.folder} a folder of images? Remove or fix the bad files."
         )
 
@@ -187,14 +218,14 @@ class StreamedImageDataset:
 
     def check_usable(self) -> None:
         """Decode files from the first on until one works; a ConfigError naming the folder if none does."""
-        for path in self.paths:
+        for index in range(len(self.samples)):
             try:
-                load_eval_image(path, self.channels, 8)
+                load_eval_image(self.samples.read(index), self.channels, 8)
                 return
             except UnusableImage as error:
-                self.skips.record(path, str(error))
+                self.skips.record(self.samples.name(index), str(error))
         raise ConfigError(
-            f"{self.name}: none of the {len(self.paths)} files in {self.folder} is a usable image "
+            f"{self.name}: none of the {len(self.samples)} files in {self.folder} is a usable image "
             f"({self.skips.count} skipped, e.g. {next(iter(self.skips.skipped.items()), ('', ''))}). "
             f"Point `path:` at a folder of JPEG/PNG images."
         )

@@ -45,9 +45,10 @@ def test_loader_and_decode_suites_run_on_a_small_folder(tmp_path):
 
     testing.write_photo_folder(tmp_path / "photos", count=12)
     args = argparse.Namespace(folder=str(tmp_path / "photos"), images=12, workers=0, loader_batch=4, loader_batches=1,
-                              loader_rounds=1, repeats=1)  # fmt: skip
+                              loader_rounds=1, repeats=1, loader_sizes=[96, 224])  # fmt: skip
     rows = benchmark.bench_loader(args, torch.device("cpu"))
-    assert [r["size"] for r in rows] == [96, 224] and all(r["ratio"] > 0 for r in rows)
+    assert [r["size"] for r in rows] == [96, 224] and all(r["ratio"] > 0 and r["shards_ratio"] > 0 for r in rows)
+    assert len(list((tmp_path / "photos-shards").glob("train-*.tar"))) == 1  # 12 images, 64 per shard
     decode = benchmark.bench_decode(args, torch.device("cpu"))
     assert {r["decoder"] for r in decode} == {"PIL full decode", "ours (draft or decode_jpeg)", "torchvision.io"}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -338,7 +339,8 @@ def test_a_run_that_keeps_diverging_exits_with_3_from_the_command_line(
     code = command_line()(["--config", str(path), "--output-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 3, err
-    assert "error: 2 steps in a row were non-finite (train.max_skipped_steps=2)" in err
+    streak = re.search(r"error: (\d+) steps in a row were non-finite \(train.max_skipped_steps=2\)", err)
+    assert streak is not None and int(streak.group(1)) >= 2, err  # read once per logging interval: at least the limit
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
