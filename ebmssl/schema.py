@@ -74,6 +74,8 @@ class TrainSection:
     max_steps: Optional[Count] = None  # cap the run's length (schedules then span max_steps): smoke runs
     stop_at_step: Optional[Count] = None  # stop after this step as if preempted (checkpoint first; schedules unchanged)
     progress_bar: bool = True
+    # experiment trackers (Accelerate's; ebmssl/training/tracking.py): tensorboard, wandb, mlflow, ...; [] for none
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass(frozen=True)

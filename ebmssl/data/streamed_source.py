@@ -144,11 +144,17 @@ class StreamedSource(OrderedSource):
         )
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._next: tuple[int, int] | None = None
+        self.skipped_reads = 0  # training reads of unusable files (a file read again later counts again)
 
     @property
     def skipped(self) -> dict[str, str]:
         """Files skipped so far (path -> reason), as reported by the workers."""
         return self.dataset.skips.skipped
+
+    @property
+    def skips(self):
+        """The dataset's :class:`~ebmssl.data.streamed.SkipLog`: each skipped file once, warned once."""
+        return self.dataset.skips
 
     def _restart(self, step: int) -> None:
         self.sampler.start = int(step)
@@ -168,6 +174,7 @@ class StreamedSource(OrderedSource):
         payload = next(self._iterator)
         step, micro = payload["key"]
         self._next = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
+        self.skipped_reads += len(payload["skipped"])
         for path, reason in payload["skipped"]:
             self.dataset.skips.record(path, reason)
         return payload

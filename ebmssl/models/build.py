@@ -53,10 +53,49 @@ def build_model_backbone(model_config: Mapping[str, Any] | None, in_channels: in
 
 
 def random_init_backbone(model_config: Mapping[str, Any] | None, in_channels: int, seed: int, where: str = "model") -> nn.Module:
-    """A freshly initialised backbone (seeded, global RNG untouched): the random-init baseline."""
+    """A freshly initialised backbone (seeded, global RNG untouched): the random-init baseline.
+
+    A backbone that can load pretrained weights (timm, hf: a ``pretrained`` argument) is built with
+    ``pretrained: false``, so the baseline is the architecture at random init whatever the run started from.
+    """
+    model_config = dict(model_config or {})
+    spec = model_config.get("backbone")
+    if isinstance(spec, Mapping) and spec.get("name") in BACKBONES:
+        import inspect
+
+        factory = BACKBONES.get(spec["name"])
+        if "pretrained" in inspect.signature(factory.__init__ if inspect.isclass(factory) else factory).parameters:
+            model_config["backbone"] = {**spec, "pretrained": False}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return build_model_backbone(model_config, in_channels, where)
+
+
+@torch.no_grad()
+def check_backbone_input(backbone: nn.Module, channels: int, sizes: Sequence[int], where: str = "model.backbone") -> None:
+    """Run ``backbone`` once on two blank images of each size (eval mode, then its mode restored): a size it
+    cannot take (too small for its downsampling, a fixed ViT input size) is a ConfigError here, before training,
+    not an error inside the first step."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for size in dict.fromkeys(int(s) for s in sizes):
+            try:
+                out = backbone(torch.zeros(2, int(channels), size, size))
+            except (RuntimeError, AssertionError, ValueError) as error:
+                detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise ConfigError(
+                    f"{where}: {type(backbone).__name__} cannot encode the {channels}x{size}x{size} views ({detail}). "
+                    f"Use views of a size the model takes, or configure the model for them (timm: `img_size: {size}` "
+                    f"or `dynamic_img_size: true`; convolutional networks need enough pixels for their downsampling)."
+                ) from None
+            if out.dim() != 2 or out.shape[1] != backbone.output_dim:
+                raise ConfigError(
+                    f"{where}: {type(backbone).__name__} returned shape {tuple(out.shape)} for {size}x{size} views; "
+                    f"a backbone returns (N, output_dim={backbone.output_dim})."
+                )
+    finally:
+        backbone.train(was_training)
 
 
 def build_head(spec: Mapping[str, Any] | str, input_dim: int, where: str = "model.head") -> nn.Module:

@@ -91,9 +91,11 @@ def apply_device_defaults(train_cfg: dict[str, Any], device: torch.device) -> di
     return {"tf32": tf32, "cudnn_benchmark": benchmark}
 
 
-def make_accelerator(train_cfg: dict[str, Any]):
+def make_accelerator(train_cfg: dict[str, Any], run_dir: Path | None = None):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
+
+    from ebmssl.training.tracking import make_trackers, tracker_names
 
     release_accelerator_state()
     timeout = datetime.timedelta(minutes=float(train_cfg["collective_timeout_minutes"]))
@@ -103,6 +105,8 @@ def make_accelerator(train_cfg: dict[str, Any]):
         gradient_accumulation_steps=int(train_cfg["grad_accumulation"]),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+        log_with=make_trackers(tracker_names(train_cfg.get("log_with")), run_dir) if run_dir is not None else None,
+        project_dir=str(run_dir) if run_dir is not None else None,
     )
 
 
@@ -202,6 +206,7 @@ def check_run(config: dict[str, Any]) -> Settings:
     the info each dataset states from its spec: no file is read and nothing is written. Every problem is a
     ConfigError naming the file and the key. Returns the resolved settings."""
     from ebmssl.data import dataset_info
+    from ebmssl.models.build import check_backbone_input
 
     source = str(config.get("_source", "<config>"))
     settings = validate_config(config)
@@ -224,6 +229,8 @@ def check_run(config: dict[str, Any]) -> Settings:
         views = _guarded("data.views", source, lambda: build_pipeline(data_cfg, info, source))
         parts = _guarded("model", source, lambda: build_training(
             config, settings, views, info, num_processes=1, device_type="cpu", source=source))
+        _guarded("model.backbone", source, lambda: check_backbone_input(  # the global views' sizes it must take
+            parts["learner"].encoder, views.channels, views.view_sizes()[: views.num_global], "model.backbone"))
     run = RunShape(int(data_cfg["batch_size"]), world_size(), int(settings.train["grad_accumulation"]))
     _guarded("objective", source, lambda: check_objective(parts["learner"], views, run))
     return settings
@@ -341,7 +348,7 @@ def build_run(config: dict[str, Any], run_dir: Path, resume: bool | str | Path =
     source = str(config.get("_source", "<config>"))
     settings = settings if settings is not None else check_run(config)
     train_cfg, eval_cfg, data_cfg = settings.train, settings.eval, settings.data
-    accelerator = make_accelerator(train_cfg)
+    accelerator = make_accelerator(train_cfg, run_dir)
     set_seed(int(train_cfg["seed"]), device_specific=False)
     if train_cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)

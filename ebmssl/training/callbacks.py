@@ -29,7 +29,7 @@ class EpochEnd:
 
     epoch: int
     step: int
-    writer: Any = None  # the TensorBoard writer on the main process, else None
+    tracking: Any = None  # the run's trackers (ebmssl.training.tracking.Tracking; they log on the main process only)
     record: dict[str, Any] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
 
@@ -80,26 +80,45 @@ def collapse_check(trainer, end: EpochEnd) -> None:
         end.record["collapse"] = detect_collapse(end.scratch["diagnostics"], dim=end.scratch["dim"])
 
 
+def skipped_files(trainer, end: EpochEnd) -> None:
+    """Training reads of unusable files this epoch, summed over the processes (``data/skipped_files``);
+    nothing for sources that never skip (in-memory data). Each file was already warned about once."""
+    reads = trainer.skipped_reads()
+    if reads is None:
+        return
+    accelerator = trainer.parts.accelerator
+    if accelerator.num_processes > 1:  # every process runs this callback: the sum meets its peers
+        import torch
+
+        total = accelerator.reduce(torch.tensor([float(reads)], device=accelerator.device), reduction="sum")
+        reads = int(total.item())
+    end.record["data/skipped_files"] = reads
+
+
 def log_epoch(trainer, end: EpochEnd) -> None:
     """Keep the record (``trainer.diagnostics_history``); on the main process write ``diagnostics.jsonl`` and
-    TensorBoard, and print the summary and any collapse warning."""
+    the trackers, and print the summary, the epoch's skipped unusable files and any collapse warning."""
     record = {"step": end.step, "epoch": end.epoch, **end.record}
     trainer.diagnostics_history.append(record)
     accelerator = trainer.parts.accelerator
     if not accelerator.is_main_process:
         return
     append_jsonl(trainer.parts.run_dir / "diagnostics.jsonl", record)
-    if end.writer is not None:
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                end.writer.add_scalar(key, value, end.step)
+    if end.tracking is not None:
+        end.tracking.log_scalars({k: v for k, v in record.items() if k != "epoch"}, end.step)
     keys = ("knn_monitor", "diag/rankme", "diag/normalized_std")
     summary = ", ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
     accelerator.print(f"epoch {end.epoch}: {summary}")
+    if record.get("data/skipped_files"):
+        accelerator.print(
+            f"epoch {end.epoch}: {record['data/skipped_files']} unusable file read(s) skipped, each replaced by the "
+            f"next usable file ({len(trainer.source.skipped)} distinct file(s) on this process so far, each warned "
+            f"about once)"
+        )
     for reason in record.get("collapse", []):
         accelerator.print(f"WARNING collapse at epoch {end.epoch}: {reason}")
 
 
 def default_callbacks() -> list[Callback]:
     """The trainer's own end-of-epoch work, in order."""
-    return [diagnostics, knn_monitor, collapse_check, log_epoch]
+    return [diagnostics, knn_monitor, collapse_check, skipped_files, log_epoch]

@@ -116,7 +116,13 @@ def write_report(run_dir: Path, report: Mapping[str, Any]) -> None:
     tmp.replace(Path(run_dir) / "report.json")
 
 
-def write_plots(run_dir: Path, history: list[dict[str, Any]], diagnostics: list[dict[str, Any]], final: Mapping[str, Any]) -> list[str]:
+def write_plots(
+    run_dir: Path, history: list[dict[str, Any]], diagnostics: list[dict[str, Any]], final: Mapping[str, Any],
+    gallery: Any = None,
+) -> list[str]:
+    """The run's PNGs under ``RUN_DIR/plots`` (paths relative to the run directory): loss and accuracy curves,
+    spectrum, energy histograms and, given a :class:`~ebmssl.evaluation.pictures.Gallery`, the retrieval
+    grid and the 2-D embedding map."""
     from ebmssl.evaluation import plot_curves, plot_energy_histograms, plot_spectrum
 
     plots = Path(run_dir) / "plots"
@@ -139,4 +145,18 @@ def write_plots(run_dir: Path, history: list[dict[str, Any]], diagnostics: list[
     if "positive_energies" in final and "negative_energies" in final:
         plot_energy_histograms(torch.as_tensor(final["positive_energies"]), torch.as_tensor(final["negative_energies"]), plots / "energy_histograms.png")
         written.append("plots/energy_histograms.png")
+    if gallery is not None:
+        written += write_pictures(plots, gallery)
     return written
+
+
+def write_pictures(plots: Path, gallery: Any) -> list[str]:
+    """``retrieval.png`` (queries beside their learned and raw-pixel neighbours) and ``embedding_map.png``."""
+    from ebmssl.evaluation.pictures import embedding_map, retrieval
+    from ebmssl.evaluation.plots import plot_embedding_map, plot_retrieval_grid
+
+    plot_retrieval_grid(retrieval(gallery), plots / "retrieval.png")
+    points, labels, method = embedding_map(gallery)
+    dataset = gallery.test_set if gallery.test_set is not None else gallery.train_set
+    plot_embedding_map(points, labels, plots / "embedding_map.png", method, getattr(dataset, "classes", None))
+    return ["plots/retrieval.png", "plots/embedding_map.png"]

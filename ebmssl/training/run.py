@@ -13,6 +13,7 @@ import torch
 
 from ebmssl import distributed
 from ebmssl.config import apply_overrides, load_config
+from ebmssl.evaluation.pictures import Gallery
 from ebmssl.schema import DEFAULT_RUN_CONFIG
 from ebmssl.training.report import evaluate_encoders, export_backbone, format_table, write_plots, write_report
 from ebmssl.training.rundir import prepare_run_dir, save_resolved_config, write_csv
@@ -72,7 +73,12 @@ def run_training(
         f"/epoch, global batch {trainer.parts.global_batch}, {acc.num_processes} process(es), device {acc.device})"
         f" -> {run_dir}"
     )
-    stats = trainer.train()
+    try:
+        stats = trainer.train()
+    except BaseException:
+        if trainer.tracking is not None:
+            trainer.tracking.finish()
+        raise
     report: dict[str, Any] = {"config": str(config.get("_source")), "run_dir": str(run_dir), "training": stats}
     parts, learner = trainer.parts, trainer.learner
     # every process from here on: the diagnostics are local (same inputs and weights on each), the
@@ -104,12 +110,22 @@ def run_training(
     if acc.is_main_process:
         export_backbone(learner.encoders()["online"], run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
-        report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag)
+        gallery = Gallery(learner.encoder, parts.eval_train_set, parts.test_set, parts.views.eval_transform,
+                          acc.device, int(parts.train_cfg["seed"]))  # fmt: skip
+        with distributed.local_only():  # the pictures are process 0's alone: no collective inside
+            report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag, gallery)
         write_report(run_dir, report)
+        if trainer.tracking is not None:
+            evaluation = report.get("evaluation", {})
+            finals = {f"final/{name}/{key}": value for name, row in evaluation.items() for key, value in row.items()}
+            trainer.tracking.log_scalars(finals, trainer.step)
+            trainer.tracking.log_images(report["plots"], trainer.step, root=run_dir)
         final_path = run_dir / "final_diagnostics.json"
         final_path.write_text(json.dumps({k: v for k, v in final_diag.items() if k != "collapse"}, default=float))
         for reason in report["collapse"]:
             acc.print(f"WARNING: the run collapsed: {reason}")
+    if trainer.tracking is not None:
+        trainer.tracking.finish()
     acc.wait_for_everyone()
     return report
 

@@ -1,9 +1,10 @@
-"""The run directory: creating it safely, the resolved config, metric files, TensorBoard, progress bar."""
+"""The run directory: creating it safely, the resolved config, metric files, progress bar."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Mapping
@@ -41,26 +42,62 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(records)
 
 
-def tensorboard_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard missing: metrics still go to JSONL/CSV
-        return None
-    return SummaryWriter(str(path))
-
-
 class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, **kwargs: Any) -> None: ...
     def close(self) -> None: ...
 
 
-def progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+class TqdmLogHandler(logging.Handler):
+    """Writes ``LEVEL logger: message`` lines through a tqdm bar's ``write`` (above the bar, which is redrawn)."""
 
-    return tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
+    def __init__(self, bar: Any, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.bar = bar
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.bar.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001  (a handler never raises)
+            self.handleError(record)
+
+
+class ProgressBar:
+    """A tqdm bar on stderr that other output cannot break while it is open: warnings of the ``ebmssl``
+    loggers (an unusable file, ...) and ``print`` go through ``tqdm.write``, above the bar, and the bar
+    is redrawn below them. ``close`` restores the loggers and ``sys.stdout``."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        from tqdm.auto import tqdm
+        from tqdm.contrib import DummyTqdmFile
+
+        self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, mininterval=2.0)
+        self._logger = logging.getLogger("ebmssl")
+        self._handler = TqdmLogHandler(self.bar)
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False  # the root's handlers would write between the bar's redraws
+        self._stdout = sys.stdout
+        self._redirected = sys.stdout = DummyTqdmFile(sys.stdout)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        self.bar.set_postfix(**kwargs)
+
+    def close(self) -> None:
+        if sys.stdout is self._redirected:
+            sys.stdout = self._stdout
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = self._propagate
+        self.bar.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    """A :class:`ProgressBar` (or a silent stand-in when not ``enabled``: other processes, no bar asked)."""
+    return ProgressBar(total, initial) if enabled else _NoBar()
 
 
 MARKER = ".ebmssl-run"

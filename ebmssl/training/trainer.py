@@ -34,7 +34,8 @@ from ebmssl.training.callbacks import Callback, EpochEnd, default_callbacks
 from ebmssl.training.checkpoint import latest_checkpoint, save_checkpoint
 from ebmssl.training.guard import StepGuard
 from ebmssl.training.preemption import Agreement, Preempted, StopRequests
-from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl, tensorboard_writer
+from ebmssl.training.rundir import append_jsonl, progress_bar, read_jsonl
+from ebmssl.training.tracking import Tracking
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,6 +62,8 @@ class Trainer:
             self.guard.set_step(self.step)
         self.running: dict[str, torch.Tensor] = {}
         self._restore_loop_state(self.parts.loop_state)
+        self.tracking: Tracking | None = None  # started by train(); the run logs its plots, then finishes it
+        self._skipped_reads_seen = 0  # the data source's skipped reads already reported (per-epoch counts)
         if self.parts.resumed_from is not None and self.accelerator.is_main_process:
             read_jsonl(self.parts.run_dir / "metrics.jsonl", up_to_step=self.step)  # drop what was logged after it
 
@@ -164,7 +167,10 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         acc, tc, parts = self.accelerator, self.train_cfg, self.parts
         main = acc.is_main_process
-        writer = tensorboard_writer(parts.run_dir / "tensorboard") if main else None
+        if self.tracking is None:
+            resolved = {**parts.config, "train": parts.train_cfg, "eval": parts.eval_cfg, "data": parts.data_cfg}
+            self.tracking = Tracking.start(acc, parts.run_dir, resolved)
+        tracking = self.tracking
         bar = progress_bar(parts.total_steps, self.step, enabled=main and bool(tc["progress_bar"]))
         agreement = Agreement(tc["checkpoint_every_minutes"])
         every_epochs, every_steps = int(tc["checkpoint_every_epochs"]), tc["checkpoint_every_steps"]
@@ -186,10 +192,10 @@ class Trainer:
                     end_of_epoch = self.step % parts.steps_per_epoch == 0 or last
                     epoch = math.ceil(self.step / parts.steps_per_epoch)
                     if self.step % int(tc["log_every"]) == 0 or end_of_epoch:
-                        record = self._log(lr, logged, started, images_seen, writer)
+                        record = self._log(lr, logged, started, images_seen, tracking)
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
                     if end_of_epoch:
-                        self.epoch_end(epoch, writer)
+                        self.epoch_end(epoch, tracking)
                     stopping = bool(signum) or (stop_at is not None and self.step >= int(stop_at) and not last)
                     if (
                         stopping or clock_due or last
@@ -210,14 +216,13 @@ class Trainer:
             raise lost from error
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            tracking.flush()
         return {"steps": self.step, "seconds": time.perf_counter() - started, "images_seen": images_seen}
 
     @torch.no_grad()
-    def epoch_end(self, epoch: int, writer=None) -> EpochEnd:
+    def epoch_end(self, epoch: int, tracking: Tracking | None = None) -> EpochEnd:
         """Run the end-of-epoch callbacks, in order, on every process (learner in eval mode, no gradient)."""
-        end = EpochEnd(epoch=epoch, step=self.step, writer=writer)
+        end = EpochEnd(epoch=epoch, step=self.step, tracking=tracking)
         self.learner.eval()
         try:
             for callback in self.callbacks:
@@ -245,7 +250,9 @@ class Trainer:
             )
         return counters
 
-    def _log(self, lr: float, logged: Mapping[str, float], started: float, images_seen: int, writer) -> dict[str, Any]:
+    def _log(
+        self, lr: float, logged: Mapping[str, float], started: float, images_seen: int, tracking: Tracking | None
+    ) -> dict[str, Any]:
         acc = self.accelerator
         counters = self._check_skips()
         keys = sorted(self.running)
@@ -264,10 +271,8 @@ class Trainer:
         record["images_per_second"] = images_seen / max(time.perf_counter() - started, 1e-9)
         if acc.is_main_process:
             append_jsonl(self.parts.run_dir / "metrics.jsonl", record)
-            if writer is not None:
-                for key, value in record.items():
-                    if key != "step" and isinstance(value, (int, float)):
-                        writer.add_scalar(key, value, self.step)
+            if tracking is not None:
+                tracking.log_scalars(record, self.step)
         return record
 
     def _restore_loop_state(self, state: Mapping[str, Any]) -> None:
@@ -290,6 +295,14 @@ class Trainer:
         generator = torch.Generator(device=device).manual_seed(_seed_for(int(self.train_cfg["seed"]), 10**9 + salt))
         embeddings = self.learner.embed(self.parts.views(images, generator)[:2])
         return embeddings[0].float(), embeddings[1].float()
+
+    def skipped_reads(self) -> int | None:
+        """Unusable files this process's training reads skipped since the last call (None: the source never skips)."""
+        total = getattr(self.source, "skipped_reads", None)
+        if total is None:
+            return None
+        reads, self._skipped_reads_seen = total - self._skipped_reads_seen, total
+        return reads
 
     def save(self) -> Path:
         """Checkpoint the run at ``self.step`` (every process calls this at the same step)."""

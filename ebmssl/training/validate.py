@@ -25,6 +25,7 @@ from ebmssl.schema import (
     check_keys,
     resolve_section,
 )
+from ebmssl.training.tracking import tracker_names
 
 
 @dataclass
@@ -150,6 +151,7 @@ def validate_config(config: Mapping[str, Any]) -> Settings:
     for key in ("optimizer", "schedule"):
         if "name" not in train[key]:
             raise ConfigError(f"{source}: `train.{key}` must be a mapping with a `name:` key, got {train[key]!r}.")
+    tracker_names(train["log_with"], f"{source}: train.log_with")
     check_sizes(config, data, source)
     check_processes(train, data, source)
     check_compile(train["compile"], source)

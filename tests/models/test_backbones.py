@@ -24,6 +24,9 @@ TINY = [
     ({"name": "resnet50", "small_images": True, "zero_init_residual": True}, 2048, 3),
     ({"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 2}, 192, 3),
     ({"name": "vit", "variant": "vit_s_8", "image_size": 16, "num_layers": 1, "in_channels": 1}, 384, 1),
+    # timm and transformers by name (tests/models/test_timm_backbones.py, test_hf_backbones.py test them in depth)
+    ({"name": "timm", "model": "test_resnet", "in_channels": 1}, 96, 1),
+    ({"name": "hf", "config": {"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}}, 16, 3),
 ]
 
 

@@ -73,7 +73,7 @@ def test_resume_without_checkpoint_is_explained(tmp_path: Path) -> None:
         ("trian.epochs=3", "unknown key `trian`.*Did you mean `train`"),
         ("train.epocs=3", "unknown key `train.epocs`.*Did you mean `train.epochs`"),
         ("data.batchsize=8", "unknown key `data.batchsize`.*Did you mean `data.batch_size`"),
-        ("data.batch_size=1000", "batch_size=1000 is larger than the 64 training images"),
+        ("data.batch_size=1000", "`data.batch_size` is 1000, more than the 64 training images"),
         ("model.backbone.name=resnet9", "unknown backbone 'resnet9'"),
     ],
 )

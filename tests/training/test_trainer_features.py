@@ -103,6 +103,11 @@ def test_two_process_accelerate_launch_trains(tmp_path: Path) -> None:
     assert "2 process(es)" in completed.stdout
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
+    # the trackers start on the main process only: one TensorBoard events file (one writer) with each step once
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
+    assert [e.step for e in EventAccumulator(str(events)).Reload().Scalars("loss")] == [1, 2, 3]
 
 
 @pytest.mark.slow
