@@ -29,6 +29,7 @@ row-major patch grid (index = row * grid_w + column), the form :meth:`ViTBackbon
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -97,9 +98,12 @@ def sample_block_size(
     return _block_shape(float(torch.rand(1, generator=generator)), grid_h, grid_w, scale, aspect_ratio)
 
 
+@functools.lru_cache(maxsize=64)
 def smallest_block(grid_h: int, grid_w: int, scale: tuple[float, float], aspect_ratio: tuple[float, float]) -> int:
     """The fewest patches a block of the given ranges can hold, min over u of h(u) w(u): a pure function of the
-    config (the shape changes at finitely many u; a fine scan of [0, 1] visits every piece)."""
+    config (the shape changes at finitely many u; a fine scan of [0, 1] visits every piece). Cached: a config
+    asks for the same few values every step (a caller being traced passes ``lengths`` instead: Dynamo would
+    unroll the 20001-step scan, minutes of tracing)."""
     return min(math.prod(_block_shape(i / 20000, grid_h, grid_w, scale, aspect_ratio)) for i in range(20001))
 
 
@@ -138,9 +142,9 @@ def block_mask_lengths(
     """The fixed mask lengths of :func:`multi_block_masks` (ValueError when the ranges cannot provide them)."""
     if min_keep >= grid_h * grid_w:
         raise ValueError(f"min_keep={min_keep} must be smaller than the {grid_h * grid_w} patches of the grid")
-    target = smallest_block(grid_h, grid_w, target_scale, target_aspect_ratio)
+    target = smallest_block(grid_h, grid_w, tuple(target_scale), tuple(target_aspect_ratio))
     context = int(context_keep) if context_keep is not None else min_keep + 1
-    largest = smallest_block(grid_h, grid_w, context_scale, context_aspect_ratio)
+    largest = smallest_block(grid_h, grid_w, tuple(context_scale), tuple(context_aspect_ratio))
     if context > largest or context < 1:
         raise ValueError(
             f"cannot place a context block with {context} patches on a {grid_h}x{grid_w} grid (the smallest context "
@@ -163,6 +167,7 @@ def multi_block_masks(
     allow_overlap: bool = False,
     context_keep: int | None = None,
     patience: int = 20,
+    lengths: MaskLengths | None = None,
 ) -> BlockMasks:
     """I-JEPA multi-block masks for a batch (see the module docstring), on the generator's device.
 
@@ -172,12 +177,14 @@ def multi_block_masks(
     ``patience`` failures), ``patience`` context candidates; the first candidate in (r, try) order that keeps
     at least ``lengths.context`` patches is taken (level M always does). Every mask keeps the first
     :func:`block_mask_lengths` patches in row-major order (the official collator's cut, with a length fixed by
-    the config instead of the shortest mask of the batch).
+    the config instead of the shortest mask of the batch). ``lengths``: those lengths computed once by the caller
+    (the architecture, at construction: they are a function of the config), else computed here.
     """
     if num_targets < 1:
         raise ValueError(f"num_targets must be at least 1, got {num_targets}")
-    lengths = block_mask_lengths(grid_h, grid_w, target_scale, target_aspect_ratio, context_scale,
-                                 context_aspect_ratio, min_keep, context_keep)  # fmt: skip
+    if lengths is None:
+        lengths = block_mask_lengths(grid_h, grid_w, target_scale, target_aspect_ratio, context_scale,
+                                     context_aspect_ratio, min_keep, context_keep)  # fmt: skip
     device = generator.device
     u = torch.rand(2, generator=generator, device=device, dtype=torch.float64)
     target_h, target_w = _block_shape(u[0], grid_h, grid_w, target_scale, target_aspect_ratio)

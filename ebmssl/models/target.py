@@ -57,12 +57,15 @@ def momentum_schedule(base: float, final: float | None, fraction: float, schedul
 
 
 @torch.no_grad()
-def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
+def ema_update(online: nn.Module, target: nn.Module, momentum: float, applied: torch.Tensor | None = None) -> None:
     """In place, for every parameter pair: target <- momentum * target + (1 - momentum) * online.
 
-    A convex combination for momentum in [0, 1]; momentum 1 leaves the target bit-for-bit unchanged.
-    Only parameters are averaged: buffers (e.g. batch-norm running statistics) are not copied (the
-    target's own forward passes maintain them, as in BYOL's haiku state).
+    A convex combination for momentum in [0, 1], written as one multi-tensor lerp per dtype,
+    target <- target + (1 - momentum)(online - target); momentum 1 leaves the target bit-for-bit unchanged.
+    ``applied``: the step guard's device flag (was the optimiser step applied?). The momentum becomes
+    m' = where(applied, m, 1), so a skipped step leaves the target bit-for-bit unchanged, decided on the
+    device (no host read, no snapshot of the target). Only parameters are averaged: buffers (e.g. batch-norm
+    running statistics) are not copied (the target's own forward passes maintain them, as in BYOL's haiku state).
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must lie in [0, 1], got {momentum}")
@@ -74,10 +77,19 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
         )
     if momentum == 1.0:
         return
+    groups: dict[tuple[torch.dtype, torch.device], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for o, t in zip(online_params, target_params):
         if o.shape != t.shape:
             raise ValueError(f"EMA parameter shape mismatch: online {tuple(o.shape)} vs target {tuple(t.shape)}")
-        t.mul_(momentum).add_(o.detach().to(t.dtype), alpha=1.0 - momentum)
+        targets, sources = groups.setdefault((t.dtype, t.device), ([], []))
+        targets.append(t)
+        sources.append(o.detach().to(t.dtype))
+    for (dtype, device), (targets, sources) in groups.items():
+        weight: float | torch.Tensor = 1.0 - momentum
+        if applied is not None:  # 1 - m' = where(applied, 1 - m, 0): a 0-dim device weight
+            weight = applied.to(device=device, dtype=dtype) * (1.0 - momentum)
+        # a 0-dim tensor weight is read on the host by the scalar overload: one weight per tensor instead
+        torch._foreach_lerp_(targets, sources, weight if isinstance(weight, float) else [weight] * len(targets))
 
 
 class TargetBranch(nn.Module):
@@ -90,6 +102,9 @@ class TargetBranch(nn.Module):
 
     detached: ClassVar[bool] = False
     independent: ClassVar[bool] = False
+    # the after-step update takes the step guard's device flag and leaves the weights as they were on a
+    # skipped step (so the guard need not snapshot them)
+    skips_with_step: ClassVar[bool] = False
 
     def attach(self, online: nn.Module, encoder: nn.Module | None = None) -> None:
         """Called once by the architecture with the online branch (e.g. backbone + projector) and its encoder."""
@@ -108,8 +123,9 @@ class TargetBranch(nn.Module):
         """What the branch does to target embeddings once computed (detaches them when ``detached``)."""
         return [t.detach() for t in targets] if self.detached else list(targets)
 
-    def after_optimizer_step(self, online: nn.Module, progress: Progress) -> dict[str, float]:
-        """Update after an optimiser step; returns values worth logging."""
+    def after_optimizer_step(self, online: nn.Module, progress: Progress, applied: torch.Tensor | None = None) -> dict[str, float]:
+        """Update after an optimiser step; returns values worth logging. ``applied``: the step guard's device
+        flag (None without a guard); a branch with ``skips_with_step`` leaves its weights unchanged when it is false."""
         return {}
 
     def describe(self) -> str:
@@ -155,12 +171,13 @@ class EMATarget(TargetBranch):
     tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 from ``momentum`` to ``final_momentum`` (k / K the
     training fraction), I-JEPA's linear ramp, or the constant ``momentum`` (MoCo's m = 0.999); see
     :func:`momentum_schedule`. After every optimiser step :func:`ema_update` moves the copy towards the
-    online weights. ``momentum: 1.0`` with ``schedule: constant`` keeps the randomly initialised copy
+    online weights (not after a step the guard skipped: ``applied``). ``momentum: 1.0`` with ``schedule: constant`` keeps the randomly initialised copy
     fixed (BYOL section 3.2).
     """
 
     detached = True
     independent = True
+    skips_with_step = True
 
     def __init__(
         self,
@@ -202,10 +219,10 @@ class EMATarget(TargetBranch):
         return self.finish(targets)
 
     @torch.no_grad()
-    def after_optimizer_step(self, online: nn.Module, progress: Progress) -> dict[str, float]:
+    def after_optimizer_step(self, online: nn.Module, progress: Progress, applied: torch.Tensor | None = None) -> dict[str, float]:
         assert self.branch is not None
         momentum = self.momentum_at(progress)
-        ema_update(online, self.branch, momentum)
+        ema_update(online, self.branch, momentum, applied)
         return {"ema_momentum": momentum}
 
     def describe(self) -> str:

@@ -18,10 +18,12 @@ bit, a step that did not happen. Two details make that exact:
   snapshot of its parameters and state, put back with ``torch.where`` when the step is skipped (on
   CUDA, torch's non-fused Adam keeps its step counter on the host: restoring it costs one sync).
 
-What changes outside the optimiser, the forward's updates and the after-step updates (batch-norm
-statistics, queues, centres, EMA targets: buffers and parameters the optimiser does not own), is small
-next to weights + optimiser state and is snapshotted in :meth:`begin` (tensors allocated once) and put
-back in :meth:`finish` when the step was skipped.
+The EMA targets skip themselves: the trainer hands the target branch the guard's flag (:attr:`verdict`)
+and its update uses the momentum where(ok, m, 1), so a skipped step leaves the target as it was, with no
+snapshot (``TargetBranch.skips_with_step``; ``ebmssl.models.target.ema_update``). What else changes
+outside the optimiser, the forward's updates (batch-norm statistics, queues, centres: buffers and any
+parameter the optimiser does not own), is small next to weights + optimiser state and is snapshotted in
+:meth:`begin` (tensors allocated once) and put back in :meth:`finish` when the step was skipped.
 
 Mixed precision: with a GradScaler (fp16) the guard unscales the gradients, adds its own verdict to
 the scaler's per-device ``found_inf`` and lets the scaler step. Non-finite gradients with a finite loss
@@ -101,6 +103,15 @@ class StepGuard:
         self._ok: torch.Tensor | None = None
         self._failed: torch.Tensor | None = None
         self._armed = False
+        # parameters of modules that skip their own update on the flag (EMA target branches): never snapshotted
+        self._self_skipping = {
+            id(p) for m in model.modules() if getattr(m, "skips_with_step", False) for p in m.parameters()
+        }
+
+    @property
+    def verdict(self) -> torch.Tensor | None:
+        """The current step's device flag (the step is applied), set by :meth:`check`; None before it."""
+        return self._ok
 
     # -- what is snapshotted ------------------------------------------------------------------------------
     def _optimised(self) -> set[int]:
@@ -109,10 +120,13 @@ class StepGuard:
     def _named(self) -> dict[str, torch.Tensor]:
         """The state a step changes outside a found_inf-aware optimiser, by name (a buffer a strategy
         reassigns, like DINO's centre, is found again): buffers and parameters the optimiser does not own
-        (EMA targets); for an optimiser without found_inf, also its parameters and state."""
+        (but not the EMA targets: they skip themselves); for an optimiser without found_inf, also its
+        parameters and state."""
         optimised = self._optimised()
         named = {f"b:{k}": b for k, b in self.model.named_buffers() if not b.is_complex()}
         for k, p in self.model.named_parameters():
+            if id(p) in self._self_skipping:
+                continue
             if id(p) not in optimised or not self.lean:
                 named[f"p:{k}"] = p.data
         if not self.lean:

@@ -151,7 +151,7 @@ class Trainer:
                     if guard is not None:
                         guard.check(torch.stack(losses).sum(), {k.split("/")[-1]: v for k, v in sums.items() if k.startswith("term/")})
                 self.optimizer.step()
-        logged = self.learner.after_optimizer_step(progress)
+        logged = self.learner.after_optimizer_step(progress, guard.verdict if guard is not None else None)
         ok = guard.finish() if guard is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         device = losses[0].device

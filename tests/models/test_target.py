@@ -184,3 +184,17 @@ def test_retired_strategies_name_their_replacement(name: str, fix: str) -> None:
     with pytest.raises(ConfigError) as info:
         ebmssl.build_objective({"energy": {"name": "cosine"}, "strategies": [{"name": name}]})
     assert "no longer exists" in str(info.value) and fix in str(info.value)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.99])
+def test_ema_update_on_the_guard_flag_skips_or_matches_the_plain_update(momentum: float) -> None:
+    """applied = False (a skipped step): the target is bit-for-bit unchanged; applied = True: the plain update."""
+    online, target = _pair(3)
+    before = [p.detach().clone() for p in target.parameters()]
+    ema_update(online, target, momentum, torch.tensor(False))
+    assert all(torch.equal(b, p) for b, p in zip(before, target.parameters()))
+    _, plain = _pair(3)
+    ema_update(online, plain, momentum)
+    ema_update(online, target, momentum, torch.tensor(True))
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), target.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, target.parameters()))  # it did move

@@ -37,8 +37,8 @@ class FaultyLearner(torch.nn.Module):
     def before_optimizer_step(self, progress):
         return self.inner.before_optimizer_step(progress)
 
-    def after_optimizer_step(self, progress):
-        return self.inner.after_optimizer_step(progress)
+    def after_optimizer_step(self, progress, applied=None):
+        return self.inner.after_optimizer_step(progress, applied)
 
     def encoders(self):
         return self.inner.encoders()

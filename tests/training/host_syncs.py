@@ -164,7 +164,7 @@ def moved_optimizer(optimizer: torch.optim.Optimizer, moved: dict[int, nn.Parame
 
 def step(trainer: Trainer, learner: nn.Module, optimizer, index: int, backward: bool = True) -> None:
     """One step as the trainer runs it (one micro-batch): views, forward, backward (or zero gradients), the
-    learner's hooks around the optimiser step."""
+    learner's hooks around the optimiser step (the target update with a device flag, as under the step guard)."""
     progress = trainer.progress(index)
     learner.objective.set_progress(progress)
     batch = trainer.source.batch(index, 0)
@@ -180,7 +180,8 @@ def step(trainer: Trainer, learner: nn.Module, optimizer, index: int, backward: 
                 p.grad = torch.zeros_like(p)
     learner.before_optimizer_step(progress)
     optimizer.step()
-    learner.after_optimizer_step(progress)
+    applied = torch.isfinite(out.loss.detach())  # a device flag, as the step guard hands the EMA update
+    learner.after_optimizer_step(progress, applied)
     optimizer.zero_grad(set_to_none=True)
 
 

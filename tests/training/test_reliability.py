@@ -205,6 +205,32 @@ def test_a_poisoned_batch_is_skipped_counted_and_training_continues(method: str,
     assert trainer.step == 6 and any((after_poison[k] != v).any() for k, v in all_state(trainer).items())
 
 
+def test_a_skipped_step_leaves_the_ema_target_unchanged_without_a_snapshot(tmp_path: Path) -> None:
+    """The EMA update itself skips on the guard's device flag (momentum where(ok, m, 1)): the guard copies
+    none of the target's weights, and a poisoned step leaves them bit-for-bit as they were."""
+    trainer = Trainer(tiny("byol", "train.max_steps=3", "train.log_every=1"), tmp_path)
+    target = list(trainer.learner.target.branch.parameters())
+    snapshotted = {t.data_ptr() for t in trainer.guard._named().values()}
+    assert snapshotted.isdisjoint(p.data_ptr() for p in target)
+    original = trainer.source.batch
+
+    def batch(step: int, micro: int = 0):
+        result = original(step, micro)
+        if step == 1:
+            result.views[0][0, 0, 0, 0] = float("nan")
+        return result
+
+    trainer.source.batch = batch
+    states = [[p.detach().clone() for p in target]]
+    for step in range(3):
+        trainer.train_step(step)
+        states.append([p.detach().clone() for p in target])
+    moved = lambda a, b: any(not torch.equal(x, y) for x, y in zip(a, b))  # noqa: E731
+    assert moved(states[0], states[1]) and moved(states[2], states[3])  # good steps move the target
+    assert not moved(states[1], states[2])  # the skipped one does not
+    assert int(trainer.guard.skipped) == 1
+
+
 def test_consecutive_non_finite_steps_stop_the_run_naming_the_term(tmp_path: Path) -> None:
     config = tiny("vicreg", "train.epochs=2", "train.max_steps=8", "train.log_every=4", "train.max_skipped_steps=3", "train.checkpoint_every_epochs=0")
     trainer = Trainer(config, tmp_path)

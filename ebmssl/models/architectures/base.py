@@ -11,7 +11,7 @@ with its one momentum schedule). The base then owns what every architecture shar
 * :meth:`encoders`: ``{"online": backbone, "target": target backbone}`` (the target only when the branch
   has weights of its own), read by the final evaluation, the experiments and the export; ``encoder`` is
   the online one;
-* ``after_optimizer_step(progress)``: the target branch's update (the EMA step), returns values to log;
+* ``after_optimizer_step(progress, applied)``: the target branch's update (the EMA step, skipped on the guard's flag), returns values to log;
   ``before_optimizer_step(progress)``: the heads' freeze schedules;
 * ``collapse_mechanisms()``: what the architecture does against collapse (for the collapse guard);
 * ``embed(views)``: the embeddings the diagnostics compare (rank, spectrum, alignment).
@@ -137,9 +137,10 @@ class Architecture(nn.Module):
         cancel_frozen_gradients(self, progress.epoch)
 
     @torch.no_grad()
-    def after_optimizer_step(self, progress: Progress) -> dict[str, float]:
-        """Called after each optimiser step: the target branch updates itself; returns values worth logging."""
-        return self.target.after_optimizer_step(self.online_branch, progress)
+    def after_optimizer_step(self, progress: Progress, applied: torch.Tensor | None = None) -> dict[str, float]:
+        """Called after each optimiser step: the target branch updates itself (not when the step guard's device
+        flag ``applied`` is false); returns values worth logging."""
+        return self.target.after_optimizer_step(self.online_branch, progress, applied)
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
         """What the architecture does against collapse, as (family, reason): a momentum target by default."""

@@ -42,7 +42,7 @@ from torch import nn
 
 from ebmssl.models.architectures._common import MaskTokenTransformer, check_section, sub_mapping
 from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
-from ebmssl.models.masking import BlockMasks, block_mask_lengths, gather_tokens, multi_block_masks
+from ebmssl.models.masking import BlockMasks, MaskLengths, block_mask_lengths, gather_tokens, multi_block_masks
 from ebmssl.models.target import TargetBranch, build_target_encoder
 from ebmssl.registry import ConfigError, register_architecture
 
@@ -82,6 +82,11 @@ class JEPA(Architecture):
         self.context_encoder = encoder
         self.predictor = predictor
         self.mask_config = dict(masks)
+        # the mask lengths per patch grid, a function of the config: computed here, outside any traced region
+        self.mask_lengths: dict[tuple[int, int], MaskLengths] = {}
+        size = getattr(encoder, "image_size", None)
+        if size is not None:
+            self._lengths(encoder.grid(size, size))
         self.attach(objective, target)
 
     # -- the architecture contract ------------------------------------------------------------------
@@ -93,9 +98,18 @@ class JEPA(Architecture):
         return [self.context_encoder(view) for view in views]
 
     # -- forward ------------------------------------------------------------------------------------
+    def _lengths(self, grid: tuple[int, int]) -> MaskLengths:
+        """The mask lengths on ``grid`` (computed once per grid; the training size's at construction)."""
+        if grid not in self.mask_lengths:
+            keys = ("num_targets", "allow_overlap", "patience")
+            self.mask_lengths[grid] = block_mask_lengths(*grid, **{k: v for k, v in self.mask_config.items() if k not in keys})
+        return self.mask_lengths[grid]
+
     def sample_masks(self, images: torch.Tensor, generator: torch.Generator | None) -> BlockMasks:
-        grid = self.context_encoder.grid(*images.shape[-2:])
-        masks = multi_block_masks(default_generator(generator, images), images.shape[0], *grid, **self.mask_config)
+        grid = tuple(self.context_encoder.grid(*images.shape[-2:]))
+        masks = multi_block_masks(
+            default_generator(generator, images), images.shape[0], *grid, **self.mask_config, lengths=self._lengths(grid)
+        )
         return BlockMasks(masks.context.to(images.device), masks.targets.to(images.device))  # no-ops: drawn there
 
     def targets(self, images: torch.Tensor, masks: BlockMasks) -> torch.Tensor:

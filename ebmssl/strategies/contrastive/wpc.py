@@ -28,13 +28,16 @@ def off_diagonal_mean(scores: torch.Tensor, offset: int = 0) -> torch.Tensor:
     return (scores.sum() - diagonal.sum()) / (n * (m - 1))
 
 
+@torch.compiler.disable(reason="a double backward (create_graph=True), which AOTAutograd cannot differentiate")
 def critic_gradient_penalty(energy: nn.Module, a: torch.Tensor, b: torch.Tensor, one_sided: bool = True) -> torch.Tensor:
     """``mean_s max(0, |grad_(a,b) f(s)| - 1)^2`` (two-sided: ``(|grad| - 1)^2``) with f = -E.
 
     Evaluated on the joint samples (a_n, b_n) and on product-of-marginals samples (a_n, b_{n-1})
     (the global batch, gathered across processes, rolled by one), at detached copies of the inputs:
     the penalty constrains the critic, and reaches its parameters through ``create_graph=True``
-    (Gulrajani et al. 2017). Needs a row-wise critic (f(a_n, b_n) depends on row n only).
+    (Gulrajani et al. 2017). Needs a row-wise critic (f(a_n, b_n) depends on row n only). Under
+    ``torch.compile`` it runs eagerly (a graph break): AOTAutograd supports no double backward; its inputs are
+    detached, so only the critic's parameters receive its gradient, outside the compiled graph.
     """
     n = a.shape[0]
     offset = distributed.local_offset(n)

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """The step guard's cost: step time and peak memory with ``train.step_guard`` on and off, side by side.
 
-    python tools/bench_guard.py                      # the default run and BYOL ResNet-18 (32 px), CPU
-    python tools/bench_guard.py --steps 20 --rounds 3 --markdown /tmp/guard.md
+    python -m benchmarks.guard                      # the default run and BYOL ResNet-18 (32 px), CPU
+    python -m benchmarks.guard --steps 20 --rounds 3 --markdown /tmp/guard.md
 
 Step time: one run per round alternates guard on and off step by step (so that load drifts on a
 shared machine hit both alike), the median over ``--steps`` steps of each after two warm-up steps of
@@ -87,7 +86,8 @@ def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, fl
 
 def components(case: str, repeats: int, batch: int | None) -> dict[str, float]:
     """The guard's own work, timed in isolation on a trained state (medians, ms): snapshot, check, the
-    optimiser step with and without the skip flag (LARS's masked update), the put-back."""
+    optimiser step with and without the skip flag (LARS's masked update), the target update with and without
+    the flag (the EMA's momentum where(ok, m, 1)), the put-back."""
     import torch
 
     from ebmssl.config import apply_overrides
@@ -107,10 +107,12 @@ def components(case: str, repeats: int, batch: int | None) -> dict[str, float]:
             trainer.train_step(step)
         guard, optimizer = trainer.guard, trainer.optimizer
         batch_ = trainer.source.batch(2, 0)
-        out = trainer.model(batch_.views, batch_.labels, batch_.generator)
+        out = trainer.model(batch_.views, generator=batch_.generator)
         trainer.accelerator.backward(out.loss)
         loss, terms = out.loss.detach(), {k: v.detach() for k, v in out.objective.terms.items()}
-        times: dict[str, list[float]] = {"begin": [], "check": [], "step_plain": [], "step_flagged": [], "finish": []}
+        times: dict[str, list[float]] = {"begin": [], "check": [], "step_plain": [], "step_flagged": [], "finish": [],
+                                         "target_plain": [], "target_flagged": []}  # fmt: skip
+        progress, ok = trainer.progress(2), torch.ones((), dtype=torch.bool, device=trainer.accelerator.device)
 
         def timed(name: str, fn) -> None:
             start = time.perf_counter()
@@ -123,10 +125,13 @@ def components(case: str, repeats: int, batch: int | None) -> dict[str, float]:
             timed("begin", guard.begin)
             timed("check", lambda: guard.check(loss, terms))
             timed("step_flagged", lambda: inner.step())
+            timed("target_plain", lambda: trainer.learner.after_optimizer_step(progress))
+            timed("target_flagged", lambda: trainer.learner.after_optimizer_step(progress, ok))  # EMA skips on the flag
             timed("finish", guard.finish)
         step_ms = 1e3 * statistics.median(times["step_plain"])
     medians = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    medians["guard_ms"] = medians["begin"] + medians["check"] + medians["finish"] + medians["step_flagged"] - step_ms
+    medians["guard_ms"] = (medians["begin"] + medians["check"] + medians["finish"] + medians["step_flagged"] - step_ms
+                          + medians["target_flagged"] - medians["target_plain"])
     return medians
 
 
