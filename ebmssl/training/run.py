@@ -110,8 +110,9 @@ def run_training(
     if acc.is_main_process:
         export_backbone(learner.encoders()["online"], run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
-        gallery = Gallery(learner.encoder, parts.eval_train_set, parts.test_set, parts.views.eval_transform,
-                          acc.device, int(parts.train_cfg["seed"]))  # fmt: skip
+        gallery = None if parts.eval_train_set is None else Gallery(  # no labelled images: no pictures
+            learner.encoder, parts.eval_train_set, parts.test_set, parts.views.eval_transform, acc.device,
+            int(parts.train_cfg["seed"]))
         with distributed.local_only():  # the pictures are process 0's alone: no collective inside
             report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag, gallery)
         write_report(run_dir, report)

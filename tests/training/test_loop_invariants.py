@@ -210,7 +210,7 @@ def test_the_ema_target_follows_m_t_plus_one_minus_m_o_at_every_step(tmp_path: P
 
 
 def _swapped(original):
-    return lambda online, target, momentum: original(online, target, 1.0 - momentum)
+    return lambda online, target, momentum, applied=None: original(online, target, 1.0 - momentum, applied)
 
 
 @pytest.mark.parametrize("breakage", ["no_op", "swapped_weights", "off_by_one_step", "constant_momentum"])
@@ -218,7 +218,7 @@ def test_a_broken_ema_update_fails_that_check(breakage: str, tmp_path: Path, mon
     from ebmssl.models import target as target_module
 
     if breakage == "no_op":
-        monkeypatch.setattr(target_module, "ema_update", lambda online, target, momentum: None)
+        monkeypatch.setattr(target_module, "ema_update", lambda online, target, momentum, applied=None: None)
     elif breakage == "swapped_weights":  # (1 - m) t + m o
         monkeypatch.setattr(target_module, "ema_update", _swapped(target_module.ema_update))
     else:
