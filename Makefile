@@ -25,7 +25,7 @@ data:
 	  echo "note: Debian's dataset-fashion-mnist is not installed; torchvision will download Fashion-MNIST into data/"
 
 test: install data
-	$(BIN)/python -m pytest -n 3 --dist loadgroup -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow" $(PYTEST_ARGS)
