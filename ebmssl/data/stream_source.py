@@ -37,7 +37,7 @@ from ebmssl.data.dataset import DatasetInfo
 from ebmssl.data.decode import UnusableImage, load_crops
 from ebmssl.data.source import Batch, OrderedSource, seed_for
 from ebmssl.data.streamed import IMAGENET_MEAN, IMAGENET_STD, LoaderOptions, SkipLog
-from ebmssl.data.streamed_source import CROP_SALT, _worker_init, crop_plan
+from ebmssl.data.streamed_source import CROP_SALT, _worker_init, batch_from_payload, crop_plan
 from ebmssl.registry import ConfigError
 
 
@@ -213,14 +213,7 @@ class StreamSource(OrderedSource):
         return payload
 
     def batch(self, step: int, micro: int = 0) -> Batch:
-        payload = self.crops(step, micro)
-        labels = payload["labels"].to(self.device, non_blocking=True)
-        model_generator = self.order.model_generator(step, micro, self.device)
-        if payload["crops"] is None:
-            return Batch(views=payload["views"], labels=labels, generator=model_generator)
-        crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]
-        generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
-        return Batch(views=self.views.augment_crops(crops, generator), labels=labels, generator=model_generator)
+        return batch_from_payload(self, self.crops(step, micro), step, micro)
 
     def close(self) -> None:
         self._iterator = None

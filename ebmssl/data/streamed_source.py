@@ -98,6 +98,19 @@ class StepSampler(Sampler):
                 yield (step, micro)
 
 
+def batch_from_payload(source: OrderedSource, payload: dict[str, Any], step: int, micro: int) -> Batch:
+    """The training batch of a loader worker's ``payload`` (labels, and views or crops), on ``source.device``:
+    views finished in the worker (CPU training) as they are, crops augmented on the device with the
+    generator of (seed, step, micro, process)."""
+    labels = payload["labels"].to(source.device, non_blocking=True)
+    model_generator = source.order.model_generator(step, micro, source.device)
+    if payload["crops"] is None:  # the worker ran the photometric stage (CPU training)
+        return Batch(views=payload["views"], labels=labels, generator=model_generator)
+    crops = [c.to(source.device, non_blocking=True) for c in payload["crops"]]
+    generator = torch.Generator(device=source.device).manual_seed(source.order.view_seed(step, micro))
+    return Batch(views=source.views.augment_crops(crops, generator), labels=labels, generator=model_generator)
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is per-image; intra-op threads would only contend
 
@@ -180,14 +193,7 @@ class StreamedSource(OrderedSource):
         return payload
 
     def batch(self, step: int, micro: int = 0) -> Batch:
-        payload = self.crops(step, micro)
-        labels = payload["labels"].to(self.device, non_blocking=True)
-        model_generator = self.order.model_generator(step, micro, self.device)
-        if payload["crops"] is None:  # the worker ran the photometric stage (CPU training)
-            return Batch(views=payload["views"], labels=labels, generator=model_generator)
-        crops = [c.to(self.device, non_blocking=True) for c in payload["crops"]]
-        generator = torch.Generator(device=self.device).manual_seed(self.order.view_seed(step, micro))
-        return Batch(views=self.views.augment_crops(crops, generator), labels=labels, generator=model_generator)
+        return batch_from_payload(self, self.crops(step, micro), step, micro)
 
     def close(self) -> None:
         """Stop the worker processes (also happens when the source is garbage collected)."""
