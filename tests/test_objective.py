@@ -207,6 +207,9 @@ def method_tokens(objective: Objective, online: list[torch.Tensor], num_global: 
     if not len(objective.patch_terms):
         return None
     fields = {field for term in objective.patch_terms for field in type(term).example_tokens}
+    for term in objective.patch_terms:  # what the architecture binds: the views' channels (SimMIM's pixels)
+        if hasattr(term, "bind_image_channels"):
+            term.bind_image_channels(1)
     generator = torch.Generator().manual_seed(1000 + seed)
     n, t, d, e = online[0].shape[0], 6, 16, 5
     r = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
