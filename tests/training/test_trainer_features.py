@@ -63,7 +63,7 @@ def test_a_collapsing_run_says_so_with_evidence(tmp_path: Path, capsys: pytest.C
 @pytest.mark.slow
 def test_run_directory_contents_and_offline_evaluation(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_training(quick("byol"), run_dir)
+    run_training(quick("byol", "eval.plots=true"), run_dir)
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "diagnostics.jsonl", "report.json", "backbone.safetensors"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").iterdir())
