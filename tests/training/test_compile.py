@@ -41,7 +41,7 @@ ALLOWED_BREAKS = {
     "ijepa": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "jepa_vicreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "jepa_sigreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
-    "vjepa": (GENERATOR, "the tube masks are drawn from the batch's generator"),
+    "vjepa": ("VJEPA.sample_masks", "the tube masks are drawn eagerly (compiler.disable) from the batch's generator"),
     "msn": (GENERATOR, "the view masks are drawn from the batch's generator"),
     "pmsn": (GENERATOR, "the view masks are drawn from the batch's generator (MSN's)"),
     "latent_jepa": (GENERATOR, "the latent is sampled from the batch's generator"),

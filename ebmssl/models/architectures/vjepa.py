@@ -127,6 +127,8 @@ class VJEPA(Architecture):
     def grid_of(self, clips: torch.Tensor) -> tuple[int, int, int]:
         return tuple(self.context_encoder.clip_grid(clips.shape[1], clips.shape[-2], clips.shape[-1]))
 
+    # drawn eagerly: Dynamo cannot trace a torch.Generator; one graph break here, not one per draw (half the compile time)
+    @torch.compiler.disable(reason="tube masks are drawn eagerly from the batch's torch.Generator")
     def sample_masks(self, clips: torch.Tensor, generator: torch.Generator | None) -> list[TubeMasks]:
         """One :class:`TubeMasks` per mask configuration, drawn in list order from the batch's generator."""
         grid = self.grid_of(clips)
