@@ -44,6 +44,7 @@ ALLOWED_BREAKS = {
     "msn": (GENERATOR, "the view masks are drawn from the batch's generator"),
     "pmsn": (GENERATOR, "the view masks are drawn from the batch's generator (MSN's)"),
     "latent_jepa": (GENERATOR, "the latent is sampled from the batch's generator"),
+    "world_model_latent": (GENERATOR, "the latent is sampled from the batch's generator"),
     "wpc": ("function critic_gradient_penalty", "the critic's gradient penalty runs eagerly (double backward)"),
 }
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ebmssl.config import available_configs, load_config
+from ebmssl.registry import VIEWS
 from ebmssl.training.run import run_training
 
 SHRINK = {"hidden_dim": 32, "output_dim": 8, "bottleneck_dim": 8, "num_prototypes": 10, "dim": 8, "size": 64, "queue_length": 32, "w_size": 16}
@@ -26,6 +27,28 @@ def shrink(node: Any, sizes: dict[str, int] = SHRINK) -> Any:
     if isinstance(node, list):
         return [shrink(v, sizes) for v in node]
     return node
+
+
+# clips for a method whose view pipeline reads them (``input_kind = "clips"``: the video methods): 64 moving-item clips
+# of 4 frames on a 16 px canvas, items from 1-channel synthetic images (no file read)
+TINY_CLIPS = {"name": "moving_fashion", "num_samples": 64, "num_test_samples": 32, "frames": 4, "canvas": 16, "item_size": 6,
+              "speed": 2, "item_source": {"name": "synthetic", "num_samples": 64, "num_test_samples": 32, "num_classes": 4,
+                                          "image_size": 8, "channels": 1}}  # fmt: skip
+
+
+def reads_clips(views: dict[str, Any]) -> bool:
+    """Whether the view pipeline ``views`` names reads clips (a registered pipeline with ``input_kind = "clips"``)."""
+    name = views.get("name")
+    return bool(name) and getattr(VIEWS.get(name), "input_kind", "images") == "clips"
+
+
+def deterministic_views(views: dict[str, Any]) -> dict[str, Any]:
+    """The views with no randomness (every process sees exactly what one process sees): identity views of the images,
+    or the whole clip, uncropped, with no photometric change."""
+    if reads_clips(views):
+        return {**views, "image_size": 16, "frames": None, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}
+    count = views.get("num_global", 2) + views.get("num_local", 0)
+    return {"name": "identity_views", "image_size": 16, "num_views": 2 if count <= 2 else count}
 
 
 def tiny_run_config(method: str) -> dict[str, Any]:
@@ -48,6 +71,8 @@ def tiny_run_config(method: str) -> dict[str, Any]:
         ),
         "batch_size": 16,
     }
+    if reads_clips(views):
+        config["data"].update({"dataset": dict(TINY_CLIPS), "views": {**views, "image_size": 16, "frames": 3}})
     config["train"] = {
         **(config.get("train") or {}),
         "epochs": 1,
