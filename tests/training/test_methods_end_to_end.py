@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from ebmssl.config import available_configs, load_config
-from ebmssl.registry import VIEWS
 from ebmssl.training.run import run_training
 
 SHRINK = {"hidden_dim": 32, "output_dim": 8, "bottleneck_dim": 8, "num_prototypes": 10, "dim": 8, "size": 64, "queue_length": 32, "w_size": 16}
@@ -29,40 +28,42 @@ def shrink(node: Any, sizes: dict[str, int] = SHRINK) -> Any:
     return node
 
 
-# clips for a method whose view pipeline reads them (``input_kind = "clips"``: the video methods): 64 moving-item clips
-# of 4 frames on a 16 px canvas, items from 1-channel synthetic images (no file read)
-TINY_CLIPS = {"name": "moving_fashion", "num_samples": 64, "num_test_samples": 32, "frames": 4, "canvas": 16, "item_size": 6,
-              "speed": 2, "item_source": {"name": "synthetic", "num_samples": 64, "num_test_samples": 32, "num_classes": 4,
-                                          "image_size": 8, "channels": 1}}  # fmt: skip
+TINY_VIT = {"image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
+
+
+def tiny_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
+    """The method's backbone at test size: a one-layer ViT (patch-token architectures need one), a one-layer
+    tubelet ViT on 4-frame clips, a frame-wise clip encoder around a tiny CNN, else a width-8 CNN."""
+    name = backbone.get("name")
+    if name == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
+        return {**backbone, **TINY_VIT}
+    if name == "vit_tubelet":  # clip token encoders (V-JEPA)
+        return {**backbone, **TINY_VIT, "num_frames": TINY_CLIP_FRAMES}
+    if name == "frame_clip":  # frame-wise clip encoders: their frame backbone, tiny
+        return {**backbone, "frame": tiny_backbone(dict(backbone.get("frame") or {}))}
+    return {"name": "small_cnn", "width": 8}
+
+
+TINY_CLIP_FRAMES = 4
 
 
 def reads_clips(views: dict[str, Any]) -> bool:
-    """Whether the view pipeline ``views`` names reads clips (a registered pipeline with ``input_kind = "clips"``)."""
-    name = views.get("name")
-    return bool(name) and getattr(VIEWS.get(name), "input_kind", "images") == "clips"
+    """Whether the method's view pipeline (its ``views:`` hint) reads clips (``input_kind = "clips"``)."""
+    from ebmssl.registry import VIEWS
+
+    return "name" in views and getattr(VIEWS.get(views["name"]), "input_kind", "images") == "clips"
 
 
-def deterministic_views(views: dict[str, Any]) -> dict[str, Any]:
-    """The views with no randomness (every process sees exactly what one process sees): identity views of the images,
-    or the whole clip, uncropped, with no photometric change."""
+def tiny_data(views: dict[str, Any]) -> dict[str, Any]:
+    """Tiny data for a method's ``views:`` hint: 64 synthetic 16 px images, or, for a clip pipeline, 64 moving
+    clips of 4 frames of 16 px whose items are synthetic 1-channel images (nothing read from disk)."""
     if reads_clips(views):
-        return {**views, "image_size": 16, "frames": None, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}
-    count = views.get("num_global", 2) + views.get("num_local", 0)
-    return {"name": "identity_views", "image_size": 16, "num_views": 2 if count <= 2 else count}
-
-
-def tiny_run_config(method: str) -> dict[str, Any]:
-    config = shrink(load_config(method, "methods"))
-    views = config.pop("views", None) or {}
+        items = {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 1}
+        dataset = {"name": "moving_fashion", "num_samples": 64, "num_test_samples": 32, "frames": TINY_CLIP_FRAMES,
+                   "canvas": 16, "item_size": 8, "speed": 2, "item_source": items}  # fmt: skip
+        return {"dataset": dataset, "views": {**views, "image_size": 16}, "batch_size": 16}
     multicrop = views.get("name") == "multicrop"
-    backbone = config["model"].get("backbone") or {}
-    if backbone.get("name") == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
-        config["model"]["backbone"] = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    else:
-        config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
-    if "image_size" in config["model"]:  # decoders sized for the image (denoising auto-encoder)
-        config["model"]["image_size"] = 16
-    config["data"] = {
+    return {
         "dataset": {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 3},
         "views": (
             {"name": "multicrop", "num_global": 2, "num_local": 2, "global_size": 16, "local_size": 8}
@@ -71,8 +72,15 @@ def tiny_run_config(method: str) -> dict[str, Any]:
         ),
         "batch_size": 16,
     }
-    if reads_clips(views):
-        config["data"].update({"dataset": dict(TINY_CLIPS), "views": {**views, "image_size": 16, "frames": 3}})
+
+
+def tiny_run_config(method: str) -> dict[str, Any]:
+    config = shrink(load_config(method, "methods"))
+    views = config.pop("views", None) or {}
+    config["model"]["backbone"] = tiny_backbone(config["model"].get("backbone") or {})
+    if "image_size" in config["model"]:  # decoders sized for the image (denoising auto-encoder)
+        config["model"]["image_size"] = 16
+    config["data"] = tiny_data(views)
     config["train"] = {
         **(config.get("train") or {}),
         "epochs": 1,
