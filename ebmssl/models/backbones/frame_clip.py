@@ -46,7 +46,7 @@ class FrameClipEncoder(nn.Module):
         if spec.get("name") == "frame_clip":
             raise ValueError("the frame backbone must be an image backbone, not another frame_clip")
         spec["in_channels"] = int(in_channels)
-        self.frame = BACKBONES.build(spec, "frame")
+        self.frame = BACKBONES.build(spec, "model.backbone.frame")
         self.in_channels = int(in_channels)
         self.output_dim = int(self.frame.output_dim)
         self.pool = pool
