@@ -67,7 +67,7 @@ def test_tokens_are_time_major_tubelets(tubelet_vit: torch.nn.Module) -> None:
     x = clips(n=1)
     y = x.clone()
     y[:, 2:, :, :4, 4:] += 1.0
-    embed = lambda c: tubelet_vit.patch_embed(c.transpose(1, 2)).flatten(2).transpose(1, 2)  # noqa: E731
+    embed = lambda c: tubelet_vit.patch_embed(c.transpose(1, 2)).flatten(2).transpose(1, 2)
     changed = (embed(x) - embed(y)).abs().sum(-1)[0] > 0
     assert changed.nonzero().flatten().tolist() == [5]
 

@@ -19,7 +19,7 @@ def official_block_size(u: list[float], depth: int, rows: int, cols: int, tempor
     t = max(1, int(depth * (temporal[0] + u[0] * (temporal[1] - temporal[0]))))
     keep = int(rows * cols * (spatial[0] + u[1] * (spatial[1] - spatial[0])))
     ratio = aspect[0] + u[2] * (aspect[1] - aspect[0])
-    h, w = int(round(math.sqrt(keep * ratio))), int(round(math.sqrt(keep / ratio)))
+    h, w = round(math.sqrt(keep * ratio)), round(math.sqrt(keep / ratio))
     return t, min(h, rows), min(w, cols)
 
 
