@@ -250,7 +250,8 @@ def _tube_unions(generator, shape, depth, rows, cols, num_blocks, t, h, w, conte
     device = generator.device
     corner = torch.rand((*shape, num_blocks, 3), generator=generator, device=device, dtype=torch.float64)
     extent = [x.to(device).unsqueeze(-1) for x in (t, h, w)]
-    starts = [torch.floor(corner[..., k] * (size - x + 1)).long().unsqueeze(-1) for k, (size, x) in enumerate(zip((depth, rows, cols), extent))]
+    sizes = (depth, rows, cols)
+    starts = [torch.floor(corner[..., k] * (sizes[k] - x + 1)).long().unsqueeze(-1) for k, x in enumerate(extent)]
     index = torch.arange(depth * rows * cols, device=device)
     where = (index // (rows * cols), index // cols % rows, index % cols)
     inside = [(p >= s) & (p < s + x.unsqueeze(-1)) for p, s, x in zip(where, starts, extent)]

@@ -187,15 +187,19 @@ def tube_mask_configs(masks: Any, where: str) -> list[dict[str, Any]]:
         for key in RANGE_KEYS:
             if key in spec:
                 value = spec[key]
-                if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+                numbers = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                if not numbers:
                     raise ConfigError(f"{where}.masks.{index}.{key}: expected [low, high], got {value!r}.")
                 low, high = (float(v) for v in value)
                 if not 0 < low <= high or (key != "aspect_ratio" and high > 1):
-                    raise ConfigError(f"{where}.masks.{index}.{key}: expected 0 < low <= high{' <= 1' if key != 'aspect_ratio' else ''}, got {value!r}.")
+                    bound = "" if key == "aspect_ratio" else " <= 1"
+                    raise ConfigError(f"{where}.masks.{index}.{key}: expected 0 < low <= high{bound}, got {value!r}.")
                 spec[key] = (low, high)
         for key, low in (("num_blocks", 1), ("patience", 1), ("max_keep", 1)):
-            if key in spec and spec[key] is not None and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < low):
-                raise ConfigError(f"{where}.masks.{index}.{key}: expected an integer >= {low}, got {spec[key]!r}.")
+            value = spec.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise ConfigError(f"{where}.masks.{index}.{key}: expected an integer >= {low}, got {value!r}.")
         keep = spec.get("max_temporal_keep", 1.0)
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
             raise ConfigError(f"{where}.masks.{index}.max_temporal_keep: expected a fraction in (0, 1], got {keep!r}.")
@@ -220,7 +224,10 @@ def build_vjepa(
 
     where = location
     if backbone is None:
-        raise ConfigError(f"{where}: no `backbone:`. Add a tubelet ViT, e.g. `backbone: {{name: vit_tubelet, num_frames: 8, image_size: 32, patch_size: 4, tubelet_size: 2}}`.")
+        raise ConfigError(
+            f"{where}: no `backbone:`. Add a tubelet ViT, e.g. `backbone: {{name: vit_tubelet, num_frames: 8, "
+            f"image_size: 32, patch_size: 4, tubelet_size: 2}}`."
+        )
     spec = {"in_channels": in_channels, **dict(backbone)}
     encoder = build_backbone(spec, where=f"{where}.backbone")
     if not all(hasattr(encoder, name) for name in ("clip_grid", "tokens", "num_frames", "image_size")):
@@ -238,8 +245,9 @@ def build_vjepa(
         )
     predictor_spec = sub_mapping({"token_predictor": token_predictor}, "token_predictor", where)
     check_section(predictor_spec, PREDICTOR_KEYS, where, "token_predictor")
+    default_target = {"momentum": 0.998, "final_momentum": 1.0}  # the official ema: [0.998, 1.0]
     target = build_target_encoder(
-        target_encoder if target_encoder is not None else {"momentum": 0.998, "final_momentum": 1.0}, f"{where}.target_encoder", schedule="linear"
+        target_encoder if target_encoder is not None else default_target, f"{where}.target_encoder", schedule="linear"
     )
     try:
         predictor = TubePredictor(encoder.output_dim, len(configs), **predictor_spec)

@@ -93,6 +93,8 @@ def test_shared_target_encoder_needs_a_capacity_term() -> None:
     (lambda m, o: m["masks"][0].update(num_block=8), "model.masks.0.num_block"),
     (lambda m, o: m["masks"][1].update(spatial_scale=[0.7, 1.5]), r"model.masks.1.spatial_scale: expected 0 < low <= high <= 1"),
     (lambda m, o: m["masks"][0].update(aspect_ratio=[2.0]), r"model.masks.0.aspect_ratio: expected \[low, high\]"),
+    (lambda m, o: m["masks"][0].update(temporal_scale=["a", 1]), r"model.masks.0.temporal_scale: expected \[low, high\]"),
+    (lambda m, o: m["masks"][0].update(max_keep=True), "model.masks.0.max_keep: expected an integer >= 1"),
     (lambda m, o: m["masks"][0].update(num_blocks=0), "model.masks.0.num_blocks: expected an integer >= 1"),
     (lambda m, o: m["masks"][0].update(max_temporal_keep=0.0), "model.masks.0.max_temporal_keep"),
     (lambda m, o: m["masks"][1].update(spatial_scale=[1.0, 1.0], aspect_ratio=[1.0, 1.0]), "model.masks.1: .*cover the whole"),
