@@ -68,7 +68,7 @@ def run_video_experiment(config: Mapping[str, Any], out: Path, log: Callable[[st
         log(f"{name}: measuring on {len(test_clips)} clips")
         measured = measure_model(model, views, test_clips, settings)
         measured["probe"] = probe(model, views, train_clips, test_clips)
-        if model.latent_dim:
+        if not model.actions:  # the deterministic predictor's one future, the latent models' sampled ones
             measured["coverage"] = future_coverage(model, views, test_clips, settings)
         measured.update(run_dir=str(run_dir), latent_dim=latent_dim if model.latent_dim else 0, beta=beta if model.latent_dim else 0.0,
                         actions=model.actions, label=labels[name])  # fmt: skip

@@ -114,9 +114,17 @@ def embed(function: Callable[[torch.Tensor], torch.Tensor], views: Any, packed: 
     return torch.cat([function(views.eval_transform(packed[i : i + batch])) for i in range(0, packed.shape[0], batch)])
 
 
-def frames_as_clips(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames (N, C, H, W) packed as one-frame clips (for the eval transform)."""
-    return pack(frames.unsqueeze(1), torch.zeros(frames.shape[0], 0, dtype=torch.int64))
+def frames_as_clips(frames: torch.Tensor, length: int = 4) -> torch.Tensor:
+    """uint8 frames (N, C, H, W) packed as clips of ``length`` copies of the frame (the eval transform takes
+    clips at least as long as the training windows); the world model's encoder is frame-wise, so the
+    embedding of copy 0 is the frame's."""
+    clips = frames.unsqueeze(1).expand(-1, length, *frames.shape[1:])
+    return pack(clips, torch.zeros(frames.shape[0], length - 1, dtype=torch.int64))
+
+
+def embed_frames(function: Callable[[torch.Tensor], torch.Tensor], views: Any, frames: torch.Tensor) -> torch.Tensor:
+    """``function`` (encode or target) of single uint8 frames (N, C, H, W): (N, D)."""
+    return embed(function, views, frames_as_clips(frames, int(getattr(views, "frames", None) or 1)))[:, 0]
 
 
 # -- the implausible continuations ----------------------------------------------------------------------
@@ -171,7 +179,7 @@ def measure_model(model: LearnedWorldModel, views: Any, dataset: Any, settings: 
     valid: dict[str, list[torch.Tensor]] = {}
     for t in steps:
         for kind, (frames, ok) in implausible_frames(dataset, t, int(settings.get("seed", 0))).items():
-            kinds.setdefault(kind, []).append(embed(model.target, views, frames_as_clips(frames))[:, 0])
+            kinds.setdefault(kind, []).append(embed_frames(model.target, views, frames))
             valid.setdefault(kind, []).append(ok)
     given = actions if model.actions else None
     everything = torch.ones(context.shape[0], dtype=torch.bool)
@@ -220,7 +228,7 @@ def future_coverage(model: LearnedWorldModel, views: Any, dataset: Any, settings
     k = dataset.num_choices
     for i in range(n):
         bank_frames = torch.cat([plausible[i], *[f[i : i + 1] for f in impossible], others])
-        bank = embed(model.target, views, frames_as_clips(bank_frames))[:, 0]
+        bank = embed_frames(model.target, views, bank_frames)
         hit = sampled_futures(model, encoded[i : i + 1, :step], bank, samples, seed + i)["nearest"]
         on_plausible.append(float((hit < k).double().mean()))
         reached.append(len({tuple(plausible[i][j].flatten().tolist()) for j in hit[hit < k].tolist()}))
