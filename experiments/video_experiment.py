@@ -44,35 +44,57 @@ def eval_datasets(config: Mapping[str, Any], settings: Mapping[str, Any]) -> tup
     return test, train
 
 
-def run_video_experiment(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = print, train: bool = True) -> tuple[dict[str, Any], list[str]]:
+def measure_run(name: str, run_config: Mapping[str, Any], run_dir: Path, label: str, settings: Mapping[str, Any],
+                test_clips: Any, train_clips: Any, log: Callable[[str], None]) -> tuple[dict[str, Any], tuple[LearnedWorldModel, Any]]:
+    """Load the trained run and measure it; the measurements are kept in ``run_dir/video_measures.pt`` and
+    reused while the eval settings are unchanged (a run trained and measured by ``--run`` in another process)."""
+    learner, views = load_trained(run_config, run_dir)
+    model = LearnedWorldModel(learner)
+    cache = run_dir / "video_measures.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)
+        if saved.get("settings") == dict(settings):
+            log(f"{name}: measured earlier ({cache}), reused")
+            return saved["measured"], (model, views)
+    latent_dim, beta = _latent(run_config)
+    log(f"{name}: measuring on {len(test_clips)} clips")
+    measured = measure_model(model, views, test_clips, settings)
+    measured["probe"] = probe(model, views, train_clips, test_clips)
+    if not model.actions:  # the deterministic predictor's one future, the latent models' sampled ones
+        measured["coverage"] = future_coverage(model, views, test_clips, settings)
+    measured.update(run_dir=str(run_dir), latent_dim=latent_dim if model.latent_dim else 0, beta=beta if model.latent_dim else 0.0,
+                    actions=model.actions, label=label)  # fmt: skip
+    torch.save({"settings": dict(settings), "measured": measured}, cache)
+    return measured, (model, views)
+
+
+def run_video_experiment(config: Mapping[str, Any], out: Path, log: Callable[[str], None] = print, train: bool = True,
+                         only: str | None = None) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Train (or reuse) and measure every run, plan, write the outputs; ``only``: train and measure that run alone
+    (no planning, no outputs: for training runs in parallel processes before the full experiment reuses them)."""
     from experiments.grid import resolve_runs
 
     settings = _settings(config, "eval", EVAL_DEFAULTS)
     plan_settings = _settings(config, "planning", PLAN_DEFAULTS)
     resolved = resolve_runs(config)
+    if only is not None and only not in resolved:
+        raise ConfigError(f"{config.get('_source')}: no run {only!r}; runs: {', '.join(resolved)}.")
     labels = {name: spec.get("label") or name for name, spec in config["runs"].items()}
     out = Path(out)
     results: dict[str, Any] = {}
     models: dict[str, tuple[LearnedWorldModel, Any]] = {}
     test_clips = train_clips = None
     for name, run_config in resolved.items():
+        if only is not None and name != only:
+            continue
         run_dir = out / "runs" / name
         if not train_or_reuse(name, run_config, run_dir, log, train):
             continue
         if test_clips is None:
             test_clips, train_clips = eval_datasets(run_config, settings)
-        learner, views = load_trained(run_config, run_dir)
-        model = LearnedWorldModel(learner)
-        models[name] = (model, views)
-        latent_dim, beta = _latent(run_config)
-        log(f"{name}: measuring on {len(test_clips)} clips")
-        measured = measure_model(model, views, test_clips, settings)
-        measured["probe"] = probe(model, views, train_clips, test_clips)
-        if not model.actions:  # the deterministic predictor's one future, the latent models' sampled ones
-            measured["coverage"] = future_coverage(model, views, test_clips, settings)
-        measured.update(run_dir=str(run_dir), latent_dim=latent_dim if model.latent_dim else 0, beta=beta if model.latent_dim else 0.0,
-                        actions=model.actions, label=labels[name])  # fmt: skip
-        results[name] = measured
+        results[name], models[name] = measure_run(name, run_config, run_dir, labels[name], settings, test_clips, train_clips, log)
+    if only is not None:
+        return {"runs": {k: _public(v) for k, v in results.items()}}, []
     planning = _planning(models, test_clips, plan_settings, int(settings["seed"]), log) if test_clips is not None else {}
     files = write_outputs(results, planning, out)
     for name, measured in results.items():
@@ -159,3 +181,25 @@ def write_outputs(results: Mapping[str, Any], planning: Mapping[str, Any], out: 
             plot_futures({measured["label"]: measured["coverage"]["_picture"]}, Path(measured["run_dir"]) / "plots" / "video_futures.png")
     return files
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.video_experiment CONFIG --run NAME``: train and measure one run of the
+    experiment (several in parallel processes); then ``tools/experiment.py CONFIG`` reuses them."""
+    import argparse
+
+    from experiments.runner import default_output_dir, load_experiment
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config")
+    parser.add_argument("--run", required=True, help="the run to train and measure")
+    parser.add_argument("--output-dir", default=None)
+    args = parser.parse_args(argv)
+    config = load_experiment(args.config)
+    torch.set_num_threads(int(config.get("threads", torch.get_num_threads())))
+    run_video_experiment(config, Path(args.output_dir or default_output_dir(args.config)), only=args.run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -122,9 +122,12 @@ def frames_as_clips(frames: torch.Tensor, length: int = 4) -> torch.Tensor:
     return pack(clips, torch.zeros(frames.shape[0], length - 1, dtype=torch.int64))
 
 
-def embed_frames(function: Callable[[torch.Tensor], torch.Tensor], views: Any, frames: torch.Tensor) -> torch.Tensor:
-    """``function`` (encode or target) of single uint8 frames (N, C, H, W): (N, D)."""
-    return embed(function, views, frames_as_clips(frames, int(getattr(views, "frames", None) or 1)))[:, 0]
+@torch.no_grad()
+def embed_frames(function: Callable[[torch.Tensor], torch.Tensor], views: Any, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """``function`` (encode or target) of single uint8 frames (N, C, H, W): (N, D) (one frame per clip reaches
+    the encoder; the copies only satisfy the eval transform's clip length)."""
+    packed = frames_as_clips(frames, int(getattr(views, "frames", None) or 1))
+    return torch.cat([function(views.eval_transform(packed[i : i + batch])[:, :1])[:, 0] for i in range(0, packed.shape[0], batch)])
 
 
 # -- the implausible continuations ----------------------------------------------------------------------
@@ -171,7 +174,7 @@ def transitions(embeddings: torch.Tensor, frames: int) -> tuple[torch.Tensor, li
 def measure_model(model: LearnedWorldModel, views: Any, dataset: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Energies, AUROC and information in z over every transition of ``dataset``'s clips."""
     encoded = embed(model.encode, views, dataset.images)
-    targets = embed(model.target, views, dataset.images)
+    targets = embed(model.target, views, dataset.images) if model.model.target.independent else encoded  # shared: the same
     context, steps = transitions(encoded, model.frames)
     true_next = torch.cat([targets[:, t] for t in steps])
     actions = torch.cat([dataset.actions[:, t - 1] for t in steps])
@@ -222,13 +225,14 @@ def future_coverage(model: LearnedWorldModel, views: Any, dataset: Any, settings
     encoded = embed(model.encode, views, dataset.images[index])
     plausible = plausible_frames(dataset, index, step)  # (n, K, ...)
     impossible = [frames[index] for frames, _ in (v for k, v in implausible_frames(dataset, step, seed).items() if k != "other_clip")]
-    others = dataset.clips[torch.arange(len(dataset) - 64, len(dataset)), step]  # 64 frames of other clips
+    others = dataset.clips[(n + torch.arange(64)) % len(dataset), step]  # 64 other clips' frames (past the contexts)
+    other_bank = embed_frames(model.target, views, others)
     on_plausible, reached, distinct = [], [], []
     picture: dict[str, torch.Tensor] = {}
     k = dataset.num_choices
     for i in range(n):
         bank_frames = torch.cat([plausible[i], *[f[i : i + 1] for f in impossible], others])
-        bank = embed_frames(model.target, views, bank_frames)
+        bank = torch.cat([embed_frames(model.target, views, bank_frames[: -others.shape[0]]), other_bank])
         hit = sampled_futures(model, encoded[i : i + 1, :step], bank, samples, seed + i)["nearest"]
         on_plausible.append(float((hit < k).double().mean()))
         reached.append(len({tuple(plausible[i][j].flatten().tolist()) for j in hit[hit < k].tolist()}))
@@ -243,17 +247,21 @@ def future_coverage(model: LearnedWorldModel, views: Any, dataset: Any, settings
 
 
 @torch.no_grad()
-def probe(model: LearnedWorldModel, views: Any, train_clips: Any, test_clips: Any) -> dict[str, Any]:
-    """kNN / linear accuracy on the item class: time-pooled backbone features, and raw pixels."""
+def probe(model: LearnedWorldModel, views: Any, train_clips: Any, test_clips: Any, linear_epochs: int = 100) -> dict[str, Any]:
+    """kNN / linear accuracy on the item class: backbone features pooled over the first frames (as many as
+    the training windows), and raw pixels (the mean frame)."""
     encoder = model.model.encoder
 
-    def features(dataset):
-        return torch.cat([encoder(views.eval_transform(dataset.images[i : i + 128])) for i in range(0, len(dataset), 128)])
+    length = int(getattr(views, "frames", None) or train_clips.frames)
+
+    def features(dataset):  # pooled over the first `length` frames (the training window)
+        return torch.cat([encoder(views.eval_transform(dataset.images[i : i + 128])[:, :length]) for i in range(0, len(dataset), 128)])
 
     classes = int(train_clips.num_classes)
-    out = {"trained": probe_encoder(features(train_clips), train_clips.targets, features(test_clips), test_clips.targets, classes)}
+    out = {"trained": probe_encoder(features(train_clips), train_clips.targets, features(test_clips), test_clips.targets, classes,
+                                    linear_epochs=linear_epochs)}  # fmt: skip
     pixels = [d.clips.float().mean(dim=1).flatten(1) for d in (train_clips, test_clips)]
-    out["raw_pixels"] = probe_encoder(pixels[0], train_clips.targets, pixels[1], test_clips.targets, classes)
+    out["raw_pixels"] = probe_encoder(pixels[0], train_clips.targets, pixels[1], test_clips.targets, classes, linear_epochs=linear_epochs)
     return out
 
 

@@ -148,9 +148,11 @@ def latent_information(model: WorldModel, context: torch.Tensor, true_next: torc
     }
 
 
-def probe_encoder(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor, num_classes: int, knn_k: int = 20) -> dict[str, float]:
-    """kNN (k = ``knn_k``, T = 0.1) and L-BFGS linear-probe accuracy of frozen features on the item class."""
-    linear = linear_probe(train, train_labels, test, test_labels, num_classes, epochs=100)
+def probe_encoder(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                  knn_k: int = 20, linear_epochs: int = 100) -> dict[str, float]:  # fmt: skip
+    """kNN (k = ``knn_k``, T = 0.1) and L-BFGS linear-probe accuracy (at most ``linear_epochs`` iterations)
+    of frozen features on the item class."""
+    linear = linear_probe(train, train_labels, test, test_labels, num_classes, epochs=linear_epochs)
     return {
         "knn_accuracy": knn_accuracy(train, train_labels, test, test_labels, num_classes, k=knn_k, temperature=0.1),
         "linear_accuracy": linear["accuracy"],

@@ -10,34 +10,44 @@ from matplotlib.figure import Figure
 
 from ebmssl.evaluation.plots import _save
 
+COLOURS = {"grey": (0.45, 0.45, 0.45), "green": (0.1, 0.8, 0.1), "red": (0.9, 0.1, 0.1), "none": (1.0, 1.0, 1.0)}
+
+
+def _tile(frame: torch.Tensor | None, colour: str, border: int = 2) -> torch.Tensor:
+    """(3, H + 2b, W + 2b) in [0, 1]: the grey frame inside a coloured border (white space for None)."""
+    size = frame.shape[-1] if frame is not None else 0
+    return torch.tensor(COLOURS[colour]).view(3, 1, 1).expand(3, size + 2 * border, size + 2 * border).clone() if frame is None else (
+        torch.nn.functional.pad(frame[0].float().div(255).expand(3, -1, -1), (border,) * 4, value=0.0)
+        + torch.nn.functional.pad(torch.zeros(3, size, size), (border,) * 4, value=1.0) * torch.tensor(COLOURS[colour]).view(3, 1, 1)
+    )  # fmt: skip
+
+
+def futures_mosaic(picture: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One row (3, H', W'): context frames, the true next frame | the K plausible next frames | the nearest
+    bank frame of each z sample (green: a plausible frame; red: an impossible move or another clip's frame)."""
+    size = picture["true"].shape[-1]
+    gap = torch.ones(3, size + 4, size // 2)
+    tiles = [_tile(f, "grey") for f in picture["context"]] + [_tile(picture["true"], "grey"), gap]
+    tiles += [_tile(f, "grey") for f in picture["plausible"]] + [gap]
+    tiles += [_tile(f, "green" if ok else "red") for f, ok in zip(picture["reached"], picture["on_plausible"])]
+    return torch.cat(tiles, dim=2)
+
 
 def plot_futures(pictures: Mapping[str, Mapping[str, torch.Tensor]], path: str | Path) -> Path:
-    """One row per model: the context frames, the true next frame, the K plausible next frames (from the
-    simulator), then for each z drawn from the prior the nearest frame of the bank (green frame: one of the
-    plausible ones; red: an impossible move or another clip's frame)."""
+    """One row per model (see :func:`futures_mosaic`), labelled on the left."""
+    rows = [futures_mosaic(p) for p in pictures.values()]
+    width = max(r.shape[2] for r in rows)
+    rows = [torch.nn.functional.pad(r, (0, width - r.shape[2]), value=1.0) for r in rows]
+    space = torch.ones(3, 6, width)
+    mosaic = torch.cat([t for r in rows for t in (r, space)], dim=1)
     first = next(iter(pictures.values()))
     c, k, s = first["context"].shape[0], first["plausible"].shape[0], first["reached"].shape[0]
-    columns = c + 1 + k + s + 2
-    figure = Figure(figsize=(0.9 * columns, 1.1 * (len(pictures) + 0.4)))
-    for row, (label, picture) in enumerate(pictures.items()):
-        cells = [(f, f"context {i}", "grey") for i, f in enumerate(picture["context"])]
-        cells += [(picture["true"], "true next", "grey"), (None, "", None)]
-        cells += [(f, f"plausible {i}", "grey") for i, f in enumerate(picture["plausible"])]
-        cells += [(None, "", None)]
-        cells += [(f, f"z sample {i}", "green" if ok else "red") for i, (f, ok) in enumerate(zip(picture["reached"], picture["on_plausible"]))]
-        for col, (frame, title, colour) in enumerate(cells):
-            axis = figure.add_subplot(len(pictures), columns, row * columns + col + 1)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if frame is None:
-                axis.axis("off")
-                continue
-            axis.imshow(frame[0].numpy(), cmap="gray", vmin=0, vmax=255)
-            for spine in axis.spines.values():
-                spine.set_color(colour)
-                spine.set_linewidth(2.5 if colour in ("green", "red") else 0.8)
-            if row == 0:
-                axis.set_title(title, fontsize=6)
-            if col == 0:
-                axis.set_ylabel(label[:22], fontsize=6)
+    figure = Figure(figsize=(max(6.0, width / 40), 0.9 + mosaic.shape[1] / 40))
+    axis = figure.add_subplot(1, 1, 1)
+    axis.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axis.set_xticks([])
+    step = rows[0].shape[1] + space.shape[1]
+    axis.set_yticks([step * i + rows[0].shape[1] / 2 for i in range(len(rows))], [label[:28] for label in pictures], fontsize=7)
+    axis.set_title(f"{c} context frames, the true next frame | the {k} plausible next frames | the nearest real frame to the "
+                   f"prediction of each of {s} z drawn from the prior (green: a plausible frame, red: not)", fontsize=7)  # fmt: skip
     return _save(figure, path)
