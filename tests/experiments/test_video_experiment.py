@@ -109,3 +109,17 @@ def test_measures_planning_tables_and_report(setup, tmp_path):
     assert "World models on video" in report and "success: action_model" in report
     assert "video_futures.png" in report  # the latent run's own picture
     assert markdown(results, planning).count("\n|") > 5
+
+
+def test_the_runner_dispatches_video_latent_and_checks_its_settings(tmp_path):
+    from experiments.runner import run_experiment
+    from ebmssl.registry import ConfigError
+
+    path = tmp_path / "video.yaml"
+    path.write_text("experiment: video_latent\nruns:\n  det: {config: runs/world_model_moving_fashion, overrides: [model.latent.latent_dim=0]}\n"
+                    "eval: {clips: 8}\n")  # fmt: skip
+    data = run_experiment(path, tmp_path / "out", log=lambda _: None, train=False)  # nothing trained: nothing measured
+    assert data["not_run"] == ["det"] and (tmp_path / "out" / "summary.md").is_file()
+    path.write_text("experiment: video_latent\nruns:\n  det: {config: runs/world_model_moving_fashion}\neval: {clip: 8}\n")
+    with pytest.raises(ConfigError, match="clip"):
+        run_experiment(path, tmp_path / "out", log=lambda _: None, train=False)
