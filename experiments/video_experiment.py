@@ -15,6 +15,7 @@ from experiments.video_latent import (
     LearnedWorldModel, embed, future_coverage, load_trained, measure_model, probe, summary_rows, train_or_reuse,
     write_run_eval,
 )  # fmt: skip
+from experiments.video_measures import position_r2
 from experiments.video_planning import evaluate_planning
 
 EVAL_DEFAULTS = {"clips": 512, "probe_train": 2000, "samples": 16, "coverage_contexts": 64, "seed": 0}
@@ -55,10 +56,15 @@ def measure_run(name: str, run_config: Mapping[str, Any], run_dir: Path, label: 
         saved = torch.load(cache, weights_only=False)
         if saved.get("settings") == dict(settings):
             log(f"{name}: measured earlier ({cache}), reused")
-            return saved["measured"], (model, views)
+            measured = saved["measured"]
+            if "position_r2" not in measured:  # measured before this measure existed
+                measured["position_r2"] = position_r2(embed(model.encode, views, test_clips.images), test_clips.positions[:, :, 0])
+                torch.save({"settings": dict(settings), "measured": measured}, cache)
+            return measured, (model, views)
     latent_dim, beta = _latent(run_config)
     log(f"{name}: measuring on {len(test_clips)} clips")
     measured = measure_model(model, views, test_clips, settings)
+    measured["position_r2"] = position_r2(embed(model.encode, views, test_clips.images), test_clips.positions[:, :, 0])
     measured["probe"] = probe(model, views, train_clips, test_clips)
     if not model.actions:  # the deterministic predictor's one future, the latent models' sampled ones
         measured["coverage"] = future_coverage(model, views, test_clips, settings)

@@ -273,6 +273,8 @@ def summary_rows(results: Mapping[str, Any]) -> dict[str, Any]:
         if kind in energies:
             row[f"E {kind} (median)"] = energies[kind]["median"]
             row[f"AUROC {kind}"] = energies[kind]["auroc"]
+    if "position_r2" in results:
+        row["position R2"] = results["position_r2"]
     row["KL in z (nats)"] = info["latent_cost_nats"]
     row["I(z; move) plug-in (nats)"] = info["mi_z_move_nats"]
     row["log K"] = info["log_k"]

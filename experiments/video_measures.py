@@ -172,3 +172,20 @@ def sampled_futures(model: WorldModel, context: torch.Tensor, bank: torch.Tensor
     energies = torch.stack([model.energy(p.expand(bank.shape[0], -1), bank) for p in predictions])  # (S, M)
     best = energies.min(dim=1)
     return {"nearest": best.indices, "energy": best.values, "predictions": predictions}
+
+
+def position_r2(embeddings: torch.Tensor, positions: torch.Tensor, ridge: float = 1e-3) -> float:
+    """How linearly the frame embeddings (N, T, D) encode the agent's position (N, T, 2): a ridge regression
+    (bias, penalty ``ridge`` x the mean feature variance) fitted on the first half of the clips, R^2 on the
+    other half, averaged over the two coordinates (1: exact, 0: no better than the mean position)."""
+    half = embeddings.shape[0] // 2
+    x, y = embeddings.flatten(0, 1).double(), positions.flatten(0, 1).double()
+    split = half * embeddings.shape[1]
+    mean_x, mean_y = x[:split].mean(0), y[:split].mean(0)
+    a, b = x[:split] - mean_x, y[:split] - mean_y
+    penalty = ridge * float(a.var(0).mean()) * a.shape[0]
+    weights = torch.linalg.solve(a.T @ a + penalty * torch.eye(a.shape[1], dtype=a.dtype), a.T @ b)
+    predicted = (x[split:] - mean_x) @ weights + mean_y
+    residual = (y[split:] - predicted).square().sum(0)
+    total = (y[split:] - y[split:].mean(0)).square().sum(0)
+    return float((1 - residual / total).mean())

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from experiments.video_measures import (
-    auroc, continuation_energies, kmeans, latent_information, plugin_mutual_information, probe_encoder, sampled_futures,
+    auroc, continuation_energies, kmeans, latent_information, plugin_mutual_information, position_r2, probe_encoder,
+    sampled_futures,
 )  # fmt: skip
 
 MOVES = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
@@ -131,3 +132,11 @@ def test_sampled_futures_reach_the_plausible_frames_of_the_bank():
     assert out["energy"].max() == 0.0
     single = sampled_futures(PlaneModel("none"), context, bank, samples=8)
     assert single["nearest"].unique().numel() == 1  # no latent: one future
+
+
+def test_position_r2_is_one_for_a_linear_code_and_near_zero_for_noise():
+    g = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, 18, (40, 6, 2), generator=g).float()
+    mixing = torch.randn(2, 5, generator=g)
+    assert position_r2(positions @ mixing + 3.0, positions) == pytest.approx(1.0, abs=1e-6)
+    assert position_r2(torch.randn(40, 6, 5, generator=g), positions) < 0.1
