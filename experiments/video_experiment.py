@@ -102,10 +102,25 @@ def run_video_experiment(config: Mapping[str, Any], out: Path, log: Callable[[st
     if only is not None:
         return {"runs": {k: _public(v) for k, v in results.items()}}, []
     planning = _planning(models, test_clips, plan_settings, int(settings["seed"]), log) if test_clips is not None else {}
+    if results:
+        first = next(iter(results))
+        planning["references"] = position_references(resolved[first], out / "untrained", test_clips)
     files = write_outputs(results, planning, out)
     for name, measured in results.items():
         write_run_eval(Path(measured["run_dir"]), labels[name], _public(measured) | {"planning": planning.get("rows", [])})
     return {"runs": {k: _public(v) for k, v in results.items()}, "planning": planning, "not_run": [n for n in resolved if n not in results]}, files
+
+
+def position_references(run_config: Mapping[str, Any], run_dir: Path, clips: Any) -> dict[str, float]:
+    """Position R^2 of references: the same architecture untrained (same seed), and raw pixels."""
+    from ebmssl.training.build import build_run
+
+    parts = build_run(dict(run_config), run_dir)
+    model = LearnedWorldModel(parts.learner.eval())
+    return {
+        "untrained_position_r2": position_r2(embed(model.encode, parts.views, clips.images), clips.positions[:, :, 0]),
+        "raw_pixels_position_r2": position_r2(clips.clips.float().flatten(2), clips.positions[:, :, 0]),
+    }
 
 
 def _public(measured: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,6 +167,10 @@ def markdown(results: Mapping[str, Any], planning: Mapping[str, Any]) -> str:
         measured = results[name]
         lines.append(f"| {measured['label']} | {measured['latent_dim']} | {_fmt(measured['beta'])} | "
                      + " | ".join(_fmt(row.get(c)) for c in columns) + " |")  # fmt: skip
+    references = planning.get("references")
+    if references:
+        lines += ["", f"Position R2 of references: the same architecture untrained {_fmt(references['untrained_position_r2'])}, "
+                  f"raw pixels {_fmt(references['raw_pixels_position_r2'])}."]  # fmt: skip
     coverage = {n: m["coverage"] for n, m in results.items() if "coverage" in m}
     if coverage:
         lines += ["", "## Futures reached by sampling z from the prior", "",
