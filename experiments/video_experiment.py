@@ -12,7 +12,14 @@ import torch
 from ebmssl.data import build_dataset
 from ebmssl.registry import ConfigError
 from experiments.video_latent import (
-    LearnedWorldModel, embed, future_coverage, load_trained, measure_model, probe, summary_rows, train_or_reuse,
+    LearnedWorldModel,
+    embed,
+    future_coverage,
+    load_trained,
+    measure_model,
+    probe,
+    summary_rows,
+    train_or_reuse,
     write_run_eval,
 )  # fmt: skip
 from experiments.video_measures import position_r2
@@ -169,8 +176,8 @@ def markdown(results: Mapping[str, Any], planning: Mapping[str, Any]) -> str:
                      + " | ".join(_fmt(row.get(c)) for c in columns) + " |")  # fmt: skip
     references = planning.get("references")
     if references:
-        lines += ["", f"Position R2 of references: the same architecture untrained {_fmt(references['untrained_position_r2'])}, "
-                  f"raw pixels {_fmt(references['raw_pixels_position_r2'])}."]  # fmt: skip
+        lines += ["", (f"Position R2 of references: the same architecture untrained {_fmt(references['untrained_position_r2'])}, "
+                  f"raw pixels {_fmt(references['raw_pixels_position_r2'])}.")]  # fmt: skip
     coverage = {n: m["coverage"] for n, m in results.items() if "coverage" in m}
     if coverage:
         lines += ["", "## Futures reached by sampling z from the prior", "",
@@ -181,8 +188,8 @@ def markdown(results: Mapping[str, Any], planning: Mapping[str, Any]) -> str:
                          f"{_fmt(c['mean_plausible_reached'])} of {_fmt(c['mean_plausible_distinct'])} |")  # fmt: skip
     if planning.get("rows"):
         names = [k for k in ("action_model", "action_free", "random", "simulator") if k in planning["rows"][0]]
-        lines += ["", f"## Planning to a goal frame (success rate; CEM {planning['settings']['samples']} samples, "
-                  f"{planning['settings']['elites']} elites, {planning['settings']['iterations']} iterations)", "",
+        lines += ["", (f"## Planning to a goal frame (success rate; CEM {planning['settings']['samples']} samples, "
+                  f"{planning['settings']['elites']} elites, {planning['settings']['iterations']} iterations)"), "",
                   "| horizon | problems | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
         for row in planning["rows"]:
             lines.append(f"| {row['horizon']} | {row['problems']} | " + " | ".join(_fmt(row[n]) for n in names) + " |")

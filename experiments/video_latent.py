@@ -34,7 +34,6 @@ Writes ``results.json``, ``summary.md``, PNGs, and ``video_eval.json`` into each
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,7 +41,6 @@ from typing import Any
 
 import torch
 
-from ebmssl.data import build_dataset
 from ebmssl.data.video.clip_dataset import pack
 from ebmssl.data.video.dynamics import MAX_CHOICES, MOVES, agent_step, candidate_next_positions, reflect, render
 from experiments.video_measures import continuation_energies, latent_information, probe_encoder, sampled_futures
@@ -286,7 +284,3 @@ def summary_rows(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_run_eval(run_dir: Path, label: str, results: Mapping[str, Any]) -> None:
     (Path(run_dir) / "video_eval.json").write_text(json.dumps({"label": label, **results}, indent=1, default=float))
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -101,9 +101,9 @@ def test_rollout_cost_scores_the_rolled_out_state_and_cem_plans_through_it():
     assert torch.equal(reached, goal)
 
 
-@pytest.mark.parametrize("kwargs", [dict(elites=0), dict(elites=9, samples=8), dict(iterations=0), dict(smoothing=1.0)])
+@pytest.mark.parametrize("kwargs", [{"elites": 0}, {"elites": 9, "samples": 8}, {"iterations": 0}, {"smoothing": 1.0}])
 def test_bad_settings_raise(kwargs):
-    settings_ = dict(samples=8, elites=2, iterations=1) | kwargs
+    settings_ = {"samples": 8, "elites": 2, "iterations": 1} | kwargs
     with pytest.raises(ValueError):
         cem_categorical(lambda a: a.float().sum(-1), 1, 2, 3, **settings_)
     with pytest.raises(ValueError):

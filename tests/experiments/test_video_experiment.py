@@ -18,7 +18,14 @@ from ebmssl.models.architectures import build_learner
 from experiments.report import render_report
 from experiments.video_experiment import markdown, write_outputs
 from experiments.video_latent import (
-    LearnedWorldModel, embed, future_coverage, implausible_frames, measure_model, plausible_frames, probe, write_run_eval,
+    LearnedWorldModel,
+    embed,
+    future_coverage,
+    implausible_frames,
+    measure_model,
+    plausible_frames,
+    probe,
+    write_run_eval,
 )  # fmt: skip
 from experiments.video_planning import evaluate_planning
 
@@ -112,8 +119,8 @@ def test_measures_planning_tables_and_report(setup, tmp_path):
 
 
 def test_the_runner_dispatches_video_latent_and_checks_its_settings(tmp_path):
-    from experiments.runner import run_experiment
     from ebmssl.registry import ConfigError
+    from experiments.runner import run_experiment
 
     path = tmp_path / "video.yaml"
     path.write_text("experiment: video_latent\nruns:\n  det: {config: runs/world_model_moving_fashion, overrides: [model.latent.latent_dim=0]}\n"

@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from experiments.video_measures import (
-    auroc, continuation_energies, kmeans, latent_information, plugin_mutual_information, position_r2, probe_encoder,
+    auroc,
+    continuation_energies,
+    kmeans,
+    latent_information,
+    plugin_mutual_information,
+    position_r2,
+    probe_encoder,
     sampled_futures,
 )  # fmt: skip
 
@@ -73,7 +79,7 @@ def test_auroc_matches_the_pairwise_definition_with_ties():
 
 
 def test_energies_of_the_three_regimes(world):
-    context, true_next, moves, implausible = world
+    context, true_next, _moves, implausible = world
     det = continuation_energies(PlaneModel("none"), context, true_next, implausible)
     free = continuation_energies(PlaneModel("free"), context, true_next, implausible)
     limited = continuation_energies(PlaneModel("limited"), context, true_next, implausible)
