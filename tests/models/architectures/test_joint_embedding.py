@@ -110,9 +110,9 @@ def test_every_shipped_method_builds_with_a_collapse_mechanism(method: str) -> N
     config = load_config(method, "methods")
     objective = ebmssl.build_objective(config)
     views = config.get("views") or {}
-    backbone = config["model"].get("backbone") or {}
-    tiny_vit = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    model = {**config["model"], "backbone": tiny_vit if backbone.get("name") == "vit" else BACKBONE}
+    from tests.training.test_methods_end_to_end import tiny_backbone  # the all-method tests' tiny backbones
+
+    model = {**config["model"], "backbone": tiny_backbone(config["model"].get("backbone") or {})}
     if "image_size" in model:  # decoders sized for the image (denoising auto-encoder)
         model["image_size"] = 16
     if isinstance(model.get("projector"), dict) and model["projector"].get("name") == "truncate":
