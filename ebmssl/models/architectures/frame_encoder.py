@@ -21,6 +21,10 @@ class FrameEncoder(nn.Module):
         self.backbone = backbone
         self.output_dim = int(backbone.output_dim)
 
+    def with_backbone(self, backbone: nn.Module) -> "FrameEncoder":
+        """The same wrapper around another backbone (the final evaluation's random-init baseline)."""
+        return FrameEncoder(backbone)
+
     def frames(self, clips: torch.Tensor) -> torch.Tensor:
         """(N, T, C, H, W) -> (N, T, F)."""
         if clips.dim() != 5:

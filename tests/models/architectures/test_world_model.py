@@ -247,3 +247,16 @@ def test_the_map_embedding_is_every_place_projected_by_the_same_head() -> None:
         model([torch.randn(N, T, 1, 2 * SIZE, 2 * SIZE)], torch.Generator())
     with pytest.raises(ConfigError, match="token encoder"):
         build(config(embedding="tokens", image_size=SIZE))  # small_cnn pools: no places
+
+
+@pytest.mark.slow
+def test_the_final_evaluation_runs_the_random_init_baseline_on_clips(tmp_path) -> None:
+    """The random-init baseline is the raw backbone wrapped like the trained encoder (frame by frame on clips)."""
+    from ebmssl.training.run import run_training
+    from tests.training.test_methods_end_to_end import tiny_run_config
+
+    c = tiny_run_config("world_model_deterministic")
+    c["eval"].update({"final": True, "baselines": True})
+    evaluation = run_training(c, tmp_path / "run")["evaluation"]
+    assert set(evaluation) == {"trained", "random_init", "raw_pixels"}
+    assert all(0.0 <= result["knn_accuracy"] <= 1.0 for result in evaluation.values())
