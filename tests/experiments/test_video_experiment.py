@@ -40,6 +40,7 @@ def tiny_model(method: str, **latent) -> LearnedWorldModel:
     c["model"].update({"backbone": {"name": "small_cnn", "width": 4},
                        "projector": {"name": "mlp", "hidden_dim": 8, "output_dim": 6, "num_layers": 2, "batch_norm": False}})  # fmt: skip
     c["model"]["latent"] = {**c["model"]["latent"], "hidden_dim": 8, **latent}
+    c["model"]["embedding"] = "pooled"  # one vector per frame from the tiny CNN (the shipped method embeds a map)
     torch.manual_seed(0)
     return LearnedWorldModel(build_learner(c["model"], ebmssl.build_objective(c), 1, 1, where="model"))
 
