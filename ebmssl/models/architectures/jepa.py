@@ -147,7 +147,12 @@ class JEPA(Architecture):
         return self.score(rows, None, context.mean(dim=1))
 
 
-def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: str) -> nn.Module:
+def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: str, mask_token: bool = False) -> nn.Module:
+    """The ``backbone:`` of a patch-token architecture, refused (ConfigError) unless it encodes a subset of its
+    patches (``tokens(x, keep)`` and ``grid``); ``mask_token``: it must also replace masked patch embeddings by
+    a mask token (``tokens(x, masked=..., mask_token=...)``, iBOT / DINOv2 / SimMIM)."""
+    import inspect
+
     from ebmssl.models import build_backbone
 
     if "backbone" not in model_config:
@@ -162,6 +167,11 @@ def build_vit_encoder(model_config: Mapping[str, Any], in_channels: int, where: 
         raise ConfigError(
             f"{where}.backbone: {spec.get('name')!r} cannot encode a subset of patches; this architecture needs "
             f"a patch-token backbone: `{{name: vit, ...}}`."
+        )
+    if mask_token and "masked" not in inspect.signature(encoder.tokens).parameters:
+        raise ConfigError(
+            f"{where}.backbone: {spec.get('name')!r} cannot put a mask token in place of masked patches (its "
+            f"`tokens()` takes no `masked=`); this architecture needs ebmssl's ViT: `{{name: vit, ...}}`."
         )
     return encoder
 

@@ -109,7 +109,7 @@ def build_simmim(
 ) -> SimMIM:
     """SimMIM: ViT with a mask token at random mask cells, a linear decoder to the pixels of every patch."""
     where = location
-    encoder = build_vit_encoder({"backbone": backbone} if backbone is not None else {}, in_channels, where)
+    encoder = build_vit_encoder({"backbone": backbone} if backbone is not None else {}, in_channels, where, mask_token=True)
     ratio = float(mask_ratio)
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"{where}.mask_ratio must lie in (0, 1) (SimMIM: 0.6), got {mask_ratio!r}.")

@@ -150,7 +150,7 @@ def build_token_distillation(
 ) -> TokenDistillation:
     """iBOT / DINOv2: a ViT student with block-masked global views, its EMA teacher, class and patch heads."""
     where = location
-    encoder = build_vit_encoder({"backbone": backbone} if backbone is not None else {}, in_channels, where)
+    encoder = build_vit_encoder({"backbone": backbone} if backbone is not None else {}, in_channels, where, mask_token=True)
     if head is None:
         raise ConfigError(f"{where}: no `head:` (the class head). Add e.g. `head: {{name: dino_head, output_dim: 8192}}`.")
     class_head = build_heads(head, encoder.output_dim, f"{where}.head")
