@@ -111,3 +111,16 @@ def test_evaluate_dense_runs_every_encoder_under_one_protocol() -> None:
     for scores in results.values():
         assert 0.0 <= scores["miou"] <= 1.0 and 0.0 <= scores["pixel_accuracy"] <= 1.0 and len(scores["iou"]) == 5
     assert encoders["cnn"].training  # the extraction restores the mode (no batch-norm update)
+
+
+def test_timm_backbones_give_dense_features_or_a_clear_error() -> None:
+    from ebmssl.models.build import build_backbone
+
+    cnn = build_backbone({"name": "timm", "model": "test_resnet", "in_channels": 1}).eval()
+    features = dense_features(cnn, torch.randn(1, 1, 32, 32))
+    assert features.shape[0] == 1 and features.shape[-1] == cnn.model.num_features and features.shape[1] >= 1
+    vit_tokens = build_backbone({"name": "timm", "model": "test_vit", "img_size": 16, "patch_size": 4, "in_channels": 1}).eval()
+    assert dense_features(vit_tokens, torch.randn(1, 1, 16, 16)).shape[:3] == (1, 4, 4)
+    cnn.model.forward_features = lambda x: torch.zeros(x.shape[0], 5)  # a model whose unpooled features are flat
+    with pytest.raises(ConfigError, match="not a \\(N, C, h, w\\) map"):
+        dense_features(cnn, torch.randn(1, 1, 32, 32))
