@@ -13,6 +13,7 @@ import yaml
 
 import ebmssl
 from ebmssl.config import load_config
+from ebmssl.energies.tokens import TokenSets
 from ebmssl.objective import Objective, ObjectiveOutput
 from ebmssl.models.target import EMATarget, build_target
 from ebmssl.registry import HEADS, STRATEGIES, TARGETS, ConfigError
@@ -200,6 +201,29 @@ def method_inputs(config: Mapping[str, Any], batch: int | None = None, seed: int
     return online, target
 
 
+def method_tokens(objective: Objective, online: list[torch.Tensor], num_global: int, seed: int) -> TokenSets | None:
+    """Random token sets for an objective with patch terms (None without): the global views' tokens, each field
+    a patch term asks for (``example_tokens``), as a token-feeding architecture passes them."""
+    if not len(objective.patch_terms):
+        return None
+    fields = {field for term in objective.patch_terms for field in type(term).example_tokens}
+    for term in objective.patch_terms:  # what the architecture binds: the views' channels (SimMIM's pixels)
+        if hasattr(term, "bind_image_channels"):
+            term.bind_image_channels(1)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    n, t, d, e = online[0].shape[0], 6, 16, 5
+    r = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    views = range(num_global)
+    return TokenSets(
+        online=[r(n, t, d).requires_grad_(True) for _ in views],
+        target=[r(n, t, d) for _ in views],
+        masks=[torch.rand(n, t, generator=generator) < 0.5 for _ in views] if "masks" in fields else None,
+        online_positions=[r(n, t, 2) for _ in views] if "online_positions" in fields else None,
+        online_features=[r(n, t, e).requires_grad_(True) for _ in views] if "online_features" in fields else None,
+        target_features=[r(n, t, e) for _ in views] if "target_features" in fields else None,
+    )
+
+
 @pytest.fixture(params=METHOD_CONFIGS, ids=METHOD_IDS)
 def method(request: pytest.FixtureRequest) -> Path:
     return request.param
@@ -241,12 +265,14 @@ def test_method_config_builds_and_gives_finite_loss_and_gradient(method: Path) -
         assert not isinstance(target, EMATarget), f"{method.name}: an EMA branch with model.target {mode!r}"
     for step in range(2):  # the second step sees the state (queues, centres) the first one left
         online, target = method_inputs(config, seed=step)
-        out = objective(online=online, target=target)
+        tokens = method_tokens(objective, online, len(target) if target else 2, seed=step)
+        out = objective(online=online, target=target, tokens=tokens)
         _check_output(out)
-        leaves = online + [t for t in (target or []) if t.requires_grad and all(t is not o for o in online)]
+        trained = online + (tokens.online if tokens is not None else [])  # the online views and online tokens
+        leaves = trained + [t for t in (target or []) if t.requires_grad and all(t is not o for o in online)]
         grads = torch.autograd.grad(out.loss, leaves, allow_unused=True)
         assert all(g is None or torch.isfinite(g).all() for g in grads), f"{method.name}: non-finite gradient"
-        assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(online)]), f"{method.name}: no gradient reaches the online views"
+        assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(trained)]), f"{method.name}: no gradient reaches the online views"
     bad = [n for n, b in objective.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
     assert not bad, f"{method.name}: non-finite state after two steps: {bad}"
 

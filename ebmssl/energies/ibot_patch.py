@@ -89,9 +89,22 @@ class IBOTPatch(PatchTerm):
         self.view_reduction = view_reduction
         self.epoch = 0
         self.register_buffer("center", torch.zeros(1, int(dim or 0)))
+        # this epoch's tau_t as a one-element float64 device buffer (not 0-dim: Dynamo reads a 0-dim CPU buffer as a Python scalar and restarts) filled in place (as dino_centering's): a compiled step
+        # reads a tensor, not a Python number, and is not recompiled when the warm-up moves it
+        self.register_buffer(
+            "teacher_temperature_now", torch.tensor([self.current_teacher_temperature()], dtype=torch.float64), persistent=False
+        )
 
     def set_progress(self, progress) -> None:  # noqa: ANN001
-        self.epoch = int(progress.epoch)
+        epoch = int(progress.epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.teacher_temperature_now.fill_(self.current_teacher_temperature())
+
+    def bind_token_width(self, width: int) -> None:
+        """Size the centre for the patch head's ``width`` (the architecture calls this at build time)."""
+        if self.center.shape[1] == 0:
+            self.center = torch.zeros(1, int(width), dtype=self.center.dtype, device=self.center.device)
 
     def current_teacher_temperature(self) -> float:
         return teacher_temperature_at(self.epoch, self.teacher_temperature, self.warmup_teacher_temperature, self.warmup_epochs)
@@ -102,16 +115,16 @@ class IBOTPatch(PatchTerm):
     def teacher_probabilities(self, tokens: TokenSets) -> list[torch.Tensor]:
         """q for each shared view, (N, T, K), without gradient."""
         views, masks = self._views(tokens), tokens.require("masks", "ibot_patch")
-        temperature = self.current_teacher_temperature()
+        temperature = self.teacher_temperature_now
         with torch.no_grad():
             teacher = [tokens.target[v].detach() for v in views]
             if self.centering == "sinkhorn":  # one transport problem over the masked tokens of every view
                 flat = torch.cat([t.reshape(-1, t.shape[-1]) for t in teacher])
                 active = torch.cat([masks[v].reshape(-1) for v in views])
-                codes = sinkhorn_codes(flat, epsilon=temperature, iterations=self.sinkhorn_iterations, active=active)
+                codes = sinkhorn_codes(flat, epsilon=temperature.to(flat.dtype), iterations=self.sinkhorn_iterations, active=active)
                 return list(codes.split([t.shape[0] * t.shape[1] for t in teacher]))  # flat rows, reshaped below
             self._ensure_width(teacher[0])
-            return [F.softmax((t - self.center.to(t.dtype)) / temperature, dim=-1) for t in teacher]
+            return [F.softmax((t - self.center.to(t.dtype)) / temperature.to(t.dtype), dim=-1) for t in teacher]
 
     def _ensure_width(self, teacher: torch.Tensor) -> None:
         """Size the centre (zeros) from the first teacher tokens seen; a width change is an error."""

@@ -32,19 +32,30 @@ def masked_l1(prediction: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor
 
 @register_patch_term("masked_pixels")
 class MaskedPixels(PatchTerm):
-    """SimMIM: L1 on the masked patches' pixels, normalised by the masked pixel count and the ``channels``."""
+    """SimMIM: L1 on the masked patches' pixels, normalised by the masked pixel count and the ``channels`` (C;
+    None: the image channels, bound by the architecture through ``bind_image_channels``)."""
 
     example_config = {"channels": 1}
     example_tokens = ("masks",)
 
-    def __init__(self, channels: int = 3, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int | None = None, eps: float = 1e-5) -> None:
         super().__init__()
-        if channels < 1:
+        if channels is not None and channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        self.channels = int(channels)
+        self.channels = None if channels is None else int(channels)
         self.eps = float(eps)
 
+    def bind_image_channels(self, channels: int) -> None:
+        """The architecture's image channels (the view pipeline's), when ``channels`` was not given; a given
+        ``channels`` must agree with them."""
+        if self.channels is None:
+            self.channels = int(channels)
+        elif self.channels != int(channels):
+            raise ValueError(f"masked_pixels was given channels={self.channels} but the views have {channels}; remove `channels:`")
+
     def loss(self, tokens: TokenSets) -> torch.Tensor:
+        if self.channels is None:
+            raise ValueError("masked_pixels: `channels` was neither given nor bound by the architecture")
         masks = tokens.require("masks", "masked_pixels")
         views = range(min(len(tokens.online), len(tokens.target)))
         return reduce_views(

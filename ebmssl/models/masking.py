@@ -212,3 +212,84 @@ def multi_block_masks(
 def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """``tokens`` (N, L, D) at ``indices`` (N, K): (N, K, D) (the official ``apply_masks`` for one mask)."""
     return torch.gather(tokens, 1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+# -- iBOT / BEiT block masks ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockMaskSpec:
+    """iBOT / BEiT block masking of the student's global views (``model.masks``), a pure config.
+
+    ``ratio`` (low, high): each masked image draws its ratio r ~ U(low, high) and masks at most
+    ``floor(r L)`` of its L patches (iBOT ``pred_ratio 0.3 +- pred_ratio_var 0.2``; DINOv2
+    ``mask_ratio_min_max (0.1, 0.5)``); ``probability``: the fraction of the images masked at all, the
+    others keep every patch (DINOv2 ``mask_probability 0.5``; iBOT masks every global crop: 1.0);
+    ``num_blocks``: how many candidate blocks each image draws (the official loop draws until the count is
+    reached); ``min_patches``: the smallest block (official ``min_num_patches 4``); ``aspect_ratio``: the
+    block aspect range, drawn log-uniformly (official (0.3, 1 / 0.3)).
+    """
+
+    ratio: tuple[float, float] = (0.1, 0.5)
+    probability: float = 1.0
+    num_blocks: int = 16
+    min_patches: int = 4
+    aspect_ratio: tuple[float, float] = (0.3, 1 / 0.3)
+
+    def __post_init__(self) -> None:
+        low, high = (float(v) for v in self.ratio)
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(f"ratio must be [low, high] with 0 <= low <= high < 1, got {list(self.ratio)}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must lie in [0, 1], got {self.probability}")
+        if self.num_blocks < 1 or self.min_patches < 1:
+            raise ValueError(f"num_blocks and min_patches must be >= 1, got {self.num_blocks}, {self.min_patches}")
+        if not 0.0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:
+            raise ValueError(f"aspect_ratio must be [low, high] with 0 < low <= high, got {list(self.aspect_ratio)}")
+
+    def masked_images(self, batch: int) -> int:
+        """How many of ``batch`` images are masked: round(probability * batch), a function of the config."""
+        return int(round(self.probability * batch))
+
+
+def ibot_block_masks(generator: torch.Generator, batch: int, grid_h: int, grid_w: int, spec: BlockMaskSpec = BlockMaskSpec()) -> torch.Tensor:
+    """(N, H * W) bool masks, True on the patches the student sees as the mask token (iBOT / BEiT blocks).
+
+    iBOT (Zhou et al. 2022; github.com/bytedance/ibot ``loader.py: ImageFolderMask``, ``masking_generator.py:
+    MaskingGenerator``, after BEiT's): per image a budget ``floor(r L)``, r ~ U(ratio); blocks of area
+    a ~ U(min_patches, budget left) and aspect e^U(log aspect range), h = round(sqrt(a e)), w = round(sqrt(a / e)),
+    placed uniformly; a block is kept when it fits the grid (h < H, w < W) and adds between 1 and the budget
+    left of new patches. Every draw is on the generator's device in one pass with static shapes: each image
+    tries ``num_blocks`` candidates in order (the official loop tries until the budget is met or a block
+    adds nothing after 10 attempts), so the masked count lies in [0, floor(r L)]; the loss weighs the masked
+    tokens (:func:`ebmssl.energies.tokens.per_image_masked_mean`) and never selects them, so counts may differ
+    per image without a host read. The images masked at all are ``round(probability N)`` chosen uniformly
+    (DINOv2's ``n_samples_masked``; their ratios are spread by ``linspace``, drawn uniformly here).
+    """
+    device = generator.device
+    length = grid_h * grid_w
+    u = torch.rand(batch, 2 + 4 * spec.num_blocks, generator=generator, device=device, dtype=torch.float64)
+    low, high = float(spec.ratio[0]), float(spec.ratio[1])
+    budget = torch.floor(length * (low + u[:, 0] * (high - low)))  # (N,) patches allowed
+    chosen = u[:, 1].argsort().argsort() < spec.masked_images(batch)  # round(p N) images, uniformly
+    budget = torch.where(chosen, budget, torch.zeros_like(budget))
+    draws = u[:, 2:].view(batch, spec.num_blocks, 4)
+    log_low, log_high = math.log(spec.aspect_ratio[0]), math.log(spec.aspect_ratio[1])
+    rows = (torch.arange(length, device=device) // grid_w).unsqueeze(0)
+    cols = (torch.arange(length, device=device) % grid_w).unsqueeze(0)
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    count = torch.zeros(batch, dtype=torch.float64, device=device)
+    for k in range(spec.num_blocks):
+        left_over = budget - count
+        area = spec.min_patches + draws[:, k, 0] * (left_over - spec.min_patches)  # uniform(min, left), either order
+        aspect = torch.exp(log_low + draws[:, k, 1] * (log_high - log_low))
+        h = torch.round(torch.sqrt(area.clamp(min=0) * aspect))
+        w = torch.round(torch.sqrt(area.clamp(min=0) / aspect))
+        fits = (h >= 1) & (w >= 1) & (h < grid_h) & (w < grid_w)
+        top = torch.floor(draws[:, k, 2] * (grid_h - h + 1).clamp(min=1)).unsqueeze(1)
+        left = torch.floor(draws[:, k, 3] * (grid_w - w + 1).clamp(min=1)).unsqueeze(1)
+        block = (rows >= top) & (rows < top + h.unsqueeze(1)) & (cols >= left) & (cols < left + w.unsqueeze(1))
+        grown = mask | block
+        added = grown.sum(dim=1).to(torch.float64) - count
+        accept = fits & (added >= 1) & (added <= left_over)
+        mask = torch.where(accept.unsqueeze(1), grown, mask)
+        count = torch.where(accept, count + added, count)
+    return mask

@@ -29,7 +29,8 @@ WORKER = Path(__file__).with_name("train_worker.py")
 METHODS = available_configs("methods")
 # model-side randomness (masks, noise) is drawn per process from (seed, step, micro, process): two processes
 # draw other masks than one process does, so these are checked for training, not for equality
-PER_PROCESS_RANDOMNESS = {"denoising_ae", "ijepa", "mae", "msn", "pmsn", "latent_jepa", "jepa_vicreg", "jepa_sigreg"}
+PER_PROCESS_RANDOMNESS = {"denoising_ae", "ijepa", "mae", "msn", "pmsn", "latent_jepa", "jepa_vicreg", "jepa_sigreg",
+                          "ibot", "dinov2", "simmim"}  # fmt: skip
 PER_PROCESS_QUEUE = {"swav": "objective.strategies.0.queue"}  # differs per process; its loss too once filled
 COMPARED = [m for m in METHODS if m not in PER_PROCESS_RANDOMNESS]
 

@@ -1,4 +1,4 @@
-"""DINOv2 exactness: configs/methods/patch_level/dinov2.yaml against facebookresearch/dinov2's loss
+"""DINOv2 exactness: configs/methods/dinov2.yaml against facebookresearch/dinov2's loss
 (dinov2/train/ssl_meta_arch.py forward_backward; dinov2/loss/dino_clstoken_loss.py, ibot_patch_loss.py,
 koleo_loss.py), written out below with its Sinkhorn-Knopp teacher (``centering: sinkhorn_knopp``), float64, value
 and gradients; and its KoLeo term against lightly 1.6's ``KoLeoLoss``.
@@ -65,7 +65,7 @@ def official_dinov2(student_global, student_local, teacher_global, student_patch
 def test_dinov2_objective_matches_official(n, t, k, e, local) -> None:
     g = torch.Generator().manual_seed(n + t + local)
     r = lambda *s: torch.randn(*s, generator=g, dtype=DT)  # noqa: E731
-    objective = ebmssl.build_objective("patch_level/dinov2").double().train()
+    objective = ebmssl.build_objective("dinov2").double().train()
     objective.set_progress(Progress(step=0, total_steps=1, epoch=40, total_epochs=100))  # tau_t = 0.07
     student_global = [r(n, k).requires_grad_() for _ in range(2)]
     student_local = [r(n, k).requires_grad_() for _ in range(local)]

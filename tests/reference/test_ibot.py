@@ -1,4 +1,4 @@
-"""iBOT exactness: configs/methods/patch_level/ibot.yaml against the official ``iBOTLoss`` (bytedance/ibot,
+"""iBOT exactness: configs/methods/ibot.yaml against the official ``iBOTLoss`` (bytedance/ibot,
 main_ibot.py), written out below, over two steps (the class centre and the patch centre2 move after the first),
 float64, value and gradients; and its ``ibot_patch`` term against lightly 1.6's ``IBOTPatchLoss`` (which centres
 with the masked teacher tokens: ``center_tokens: masked``) over two steps.
@@ -57,7 +57,7 @@ def _inputs(n, t, k, local, seed):
 
 @pytest.mark.parametrize("n,t,k,local", [(4, 9, 8, 0), (6, 16, 12, 3)])
 def test_ibot_objective_matches_official_over_two_steps(n, t, k, local) -> None:
-    objective = ebmssl.build_objective("patch_level/ibot").double().train()
+    objective = ebmssl.build_objective("ibot").double().train()
     objective.set_progress(Progress(step=0, total_steps=10, epoch=0, total_epochs=100))
     center, center2 = torch.zeros(1, k, dtype=DT), torch.zeros(1, k, dtype=DT)
     for step in range(2):
@@ -71,7 +71,7 @@ def test_ibot_objective_matches_official_over_two_steps(n, t, k, local) -> None:
 
 
 def test_ibot_teacher_patch_temperature_warms_up_as_the_official_schedule() -> None:
-    term = ebmssl.build_objective("patch_level/ibot").patch_terms[0]
+    term = ebmssl.build_objective("ibot").patch_terms[0]
     schedule = torch.linspace(0.04, 0.07, 30, dtype=DT)  # np.linspace(warmup, final, 30), then final
     for epoch in (0, 7, 29, 30, 99):
         term.set_progress(Progress(step=0, total_steps=1, epoch=epoch, total_epochs=100))

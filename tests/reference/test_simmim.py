@@ -1,4 +1,4 @@
-"""SimMIM exactness: configs/methods/patch_level/simmim.yaml against microsoft/SimMIM models/simmim.py
+"""SimMIM exactness: configs/methods/simmim.yaml against microsoft/SimMIM models/simmim.py
 ``SimMIM.forward`` (pixel-level mask from ``repeat_interleave``, ``l1_loss(reduction='none')``, masked sum /
 (mask sum + 1e-5) / in_chans), written out below on images, float64, value and gradient; and against lightly's
 SimMIM convention (nn.L1Loss on the masked patches only), equal up to the 1e-5 in the denominator.
@@ -34,7 +34,7 @@ def test_simmim_matches_official(n, c, side, p) -> None:
     images = torch.randn(n, c, side, side, generator=g, dtype=DT)
     prediction = torch.randn(n, c, side, side, generator=g, dtype=DT).requires_grad_()
     mask = (torch.rand(n, side // p, side // p, generator=g) < 0.6).to(DT)
-    config = ebmssl.load_config("patch_level/simmim", "methods")
+    config = ebmssl.load_config("simmim", "methods")
     config["objective"]["patch_terms"][0]["channels"] = c
     objective = ebmssl.build_objective(config).double()
     tokens = TokenSets([patchify(prediction, p)], [patchify(images, p)], [mask.flatten(1) > 0])

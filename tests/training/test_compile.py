@@ -44,6 +44,9 @@ ALLOWED_BREAKS = {
     "msn": (GENERATOR, "the view masks are drawn from the batch's generator"),
     "pmsn": (GENERATOR, "the view masks are drawn from the batch's generator (MSN's)"),
     "latent_jepa": (GENERATOR, "the latent is sampled from the batch's generator"),
+    "ibot": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "dinov2": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "simmim": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "wpc": ("function critic_gradient_penalty", "the critic's gradient penalty runs eagerly (double backward)"),
 }
 

@@ -28,11 +28,13 @@ mistyped key is a ConfigError naming it) plus :data:`BUILD_CONTEXT` (``objective
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ebmssl.energies.tokens import TokenSets
 from ebmssl.models.freeze import cancel_frozen_gradients
 from ebmssl.models.target import NoTarget, TargetBranch
 from ebmssl.objective import ObjectiveOutput
@@ -61,6 +63,16 @@ class LearnerOutput:
 def full_precision(x: torch.Tensor) -> torch.Tensor:
     """float32 for half-precision tensors (the objective runs in float32 under mixed precision); else unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def full_precision_tokens(tokens: TokenSets) -> TokenSets:
+    """The token sets with every half-precision tensor made float32 (masks and positions unchanged)."""
+    changed = {
+        name: [full_precision(t) for t in value]
+        for name in ("online", "target", "online_features", "target_features")
+        if (value := getattr(tokens, name)) is not None
+    }
+    return dataclasses.replace(tokens, **changed)
 
 
 def default_generator(generator: torch.Generator | None, like: torch.Tensor) -> torch.Generator:
@@ -118,12 +130,16 @@ class Architecture(nn.Module):
         target: Sequence[torch.Tensor] | None,
         features: torch.Tensor,
         extra_terms: dict[str, torch.Tensor] | None = None,
+        tokens: TokenSets | None = None,
     ) -> LearnerOutput:
-        """``objective(online, target)`` in float32 with autocast off; ``extra_terms`` (already weighted)
-        are added to the loss and logged as terms; ``features``: the first view's backbone features."""
+        """``objective(online, target, tokens=tokens)`` in float32 with autocast off; ``extra_terms`` (already
+        weighted) are added to the loss and logged as terms; ``features``: the first view's backbone features;
+        ``tokens``: the token sets of the patch terms (architectures with ``feeds_tokens``), made float32 too."""
         with torch.autocast(device_type=features.device.type, enabled=False):
             result = self.objective(
-                [full_precision(z) for z in online], None if target is None else [full_precision(t) for t in target]
+                [full_precision(z) for z in online],
+                None if target is None else [full_precision(t) for t in target],
+                **({} if tokens is None else {"tokens": full_precision_tokens(tokens)}),
             )
             for name, term in (extra_terms or {}).items():
                 term = full_precision(term)

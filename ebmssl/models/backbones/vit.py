@@ -78,16 +78,29 @@ class ViTBackbone(VisionTransformer):
         """Patch grid (rows, columns) of an image of this size."""
         return image_height // self.patch_size, image_width // self.patch_size
 
-    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def tokens(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        masked: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(class token (N, D) or None with ``pool: mean``, patch tokens (N, K, D)), final-layer-normed.
 
         ``keep``: (N, K) int64 indices of the patches to encode (row-major on the patch grid), or
         ``None`` for all of them (K = grid_h * grid_w). Position embeddings are added before the
         gather, so each kept token keeps the embedding of its own grid position.
+        ``masked`` (N, grid_h * grid_w) bool with ``mask_token`` (D,): the patch embeddings where ``masked`` is
+        True are replaced by the mask token before the positions are added (iBOT's and SimMIM's masked image
+        modelling, BEiT's ``mask_token``); the token sequence keeps its length.
         """
         x = self.conv_proj(x)
         grid_h, grid_w = x.shape[-2:]
         x = rearrange(x, "n d h w -> n (h w) d")
+        if masked is not None:
+            if mask_token is None or masked.shape != x.shape[:2]:
+                raise ValueError(f"masked must be (N, L) = {tuple(x.shape[:2])} with a mask_token, got {tuple(masked.shape)}")
+            x = torch.where(masked.unsqueeze(-1), mask_token.to(x.dtype), x)
         pos = self.position_embedding(grid_h, grid_w)
         x = x + pos[:, 1:]
         if keep is not None:

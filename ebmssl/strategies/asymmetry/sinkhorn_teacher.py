@@ -45,9 +45,15 @@ class SinkhornTeacher(Strategy):
         self.warmup_epochs = int(warmup_epochs)
         self.iterations = int(iterations)
         self.epoch = 0
+        # this epoch's tau_t as a one-element float64 device buffer (not 0-dim: Dynamo reads a 0-dim CPU buffer as a Python scalar and restarts) filled in place (as dino_centering's): a compiled step
+        # reads a tensor, not a Python number, and is not recompiled when the warm-up moves it
+        self.register_buffer("teacher_temperature_now", torch.tensor([self.temperature()], dtype=torch.float64), persistent=False)
 
     def set_progress(self, progress: Progress) -> None:
-        self.epoch = int(progress.epoch)
+        epoch = int(progress.epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.teacher_temperature_now.fill_(self.temperature())
 
     def temperature(self) -> float:
         return teacher_temperature_at(self.epoch, self.teacher_temperature, self.warmup_teacher_temperature, self.warmup_epochs)
@@ -55,5 +61,5 @@ class SinkhornTeacher(Strategy):
     def transform(self, batch: ViewBatch) -> ViewBatch:
         with torch.no_grad():
             teacher = torch.cat([view.detach() for view in batch.target])
-            codes = sinkhorn_codes(teacher, epsilon=self.temperature(), iterations=self.iterations)
+            codes = sinkhorn_codes(teacher, epsilon=self.teacher_temperature_now.to(teacher.dtype), iterations=self.iterations)
         return batch.replace(target=list(codes.split([view.shape[0] for view in batch.target])))
