@@ -270,6 +270,8 @@ def build_model(config: dict[str, Any], train_cfg: dict[str, Any], views: Any, i
     learner = build_learner(
         config.get("model") or {}, objective, views.num_global, in_channels=int(views.channels), where=f"{source}: model",
     )
+    if getattr(learner, "needs_view_geometry", False):  # VICRegL: the views end with their crop boxes and flips
+        views.view_geometry = True
     attach_online_probe(learner, config.get("model"), info.num_classes)
     if train_cfg["sync_batchnorm"] and num_processes > 1:
         learner = synchronise_batchnorm(learner, device_type)

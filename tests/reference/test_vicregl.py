@@ -1,4 +1,4 @@
-"""VICRegL exactness: configs/methods/patch_level/vicregl.yaml against facebookresearch/VICRegL main_vicregl.py
+"""VICRegL exactness: configs/methods/vicregl.yaml against facebookresearch/VICRegL main_vicregl.py
 (``global_loss``, ``local_loss``, ``_local_loss``, ``neirest_neighbores`` with its sort-of-sort selection,
 ``batched_index_select``, ``vicreg_loss``; alpha 0.75, --l2-all-matches, --num-matches 20 4, not fast_vc_reg),
 written out below, float64, value and gradients. lightly 1.6's VICRegLLoss orders the matched tokens by distance
@@ -112,7 +112,7 @@ def _grid(n, h, g):
 @pytest.mark.parametrize("n,h,d,views,matches", [(6, 5, 8, 2, (20, 4)), (8, 6, 6, 3, (20, 4)), (5, 4, 4, 2, (7, 3))])
 def test_vicregl_objective_matches_official(n, h, d, views, matches) -> None:
     g = torch.Generator().manual_seed(n + h + d + views)
-    config = ebmssl.load_config("patch_level/vicregl", "methods")
+    config = ebmssl.load_config("vicregl", "methods")
     config["objective"]["patch_terms"][0]["num_matches"] = list(matches)
     objective = ebmssl.build_objective(config).double()
     base = torch.randn(n, d, generator=g, dtype=DT)
@@ -134,7 +134,7 @@ def test_vicregl_image_level_terms_match_lightly_global_loss() -> None:
     embedding = [torch.randn(10, 6, generator=g, dtype=DT).requires_grad_() for _ in range(2)]
     maps = [torch.randn(10, 16, 6, generator=g, dtype=DT) for _ in range(2)]
     grids = [_grid(10, 4, g) for _ in range(2)]
-    out = ebmssl.build_objective("patch_level/vicregl").double()(
+    out = ebmssl.build_objective("vicregl").double()(
         embedding, tokens=TokenSets(maps, [], online_positions=[grid.flatten(1, 2) for grid in grids])
     )
     image_level = out.terms["energy"] + out.terms["vicreg_variance"] + out.terms["vicreg_covariance"]

@@ -66,12 +66,16 @@ class ViewRecipe:
             raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {tuple(self.blur_sigma)}")
 
 
-def apply_recipe(images: torch.Tensor, recipe: ViewRecipe, generator: torch.Generator) -> torch.Tensor:
+def apply_recipe(
+    images: torch.Tensor, recipe: ViewRecipe, generator: torch.Generator, record: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """One augmented view (B, C, size, size) in [0, 1] of float images (B, C, H, W) in [0, 1].
 
     Draws the same number of random numbers for every batch of a given size (independent of the
     probabilities' outcomes and of the channel count), so the stream stays aligned across runs.
     The geometry (random resized crop, or a plain resize) comes first, then :func:`apply_photometric`.
+    ``record``: a list that receives the view's geometry, the crop boxes (B, 4) (x0, y0, x1, y1) in input pixels
+    (the whole image without ``crop``) and the flip flags (B,), without changing any draw.
     """
     n, _, height, width = images.shape
     boxes = A.sample_crop_boxes(n, height, width, recipe.scale, recipe.ratio, generator)
@@ -79,10 +83,16 @@ def apply_recipe(images: torch.Tensor, recipe: ViewRecipe, generator: torch.Gene
         x = A.resized_crop(images, boxes, recipe.size)
     else:
         x = A.resize(images, recipe.size).clone()
-    return apply_photometric(x, recipe, generator)
+    if record is not None:
+        whole = torch.zeros_like(boxes)  # the whole image, made by fills (no host-to-device copy)
+        whole[:, 2], whole[:, 3] = float(width), float(height)
+        record.append(boxes if recipe.crop else whole)
+    return apply_photometric(x, recipe, generator, record)
 
 
-def apply_photometric(x: torch.Tensor, recipe: ViewRecipe, generator: torch.Generator) -> torch.Tensor:
+def apply_photometric(
+    x: torch.Tensor, recipe: ViewRecipe, generator: torch.Generator, record: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """Everything of a recipe after the geometry: flip, colour jitter, grayscale, blur, solarisation.
 
     ``x``: float views (B, C, size, size) in [0, 1] (the flip makes a copy, so ``x`` is left as it is). The streamed pipeline cuts and
@@ -92,6 +102,8 @@ def apply_photometric(x: torch.Tensor, recipe: ViewRecipe, generator: torch.Gene
     device = x.device
     # -- all random parameters, drawn in a fixed order on the generator's device --------------------
     flip = A.draw(generator, n) < recipe.flip_prob
+    if record is not None:
+        record.append(flip)
     jitter = A.draw(generator, n) < recipe.jitter_prob
     factors = [
         A.uniform(generator, n, max(0.0, 1 - recipe.brightness), 1 + recipe.brightness),
@@ -166,6 +178,9 @@ class ViewPipeline:
         self.num_views = len(self.recipes)
         self.global_size = int(self.recipes[0].size)
         self.name = name
+        # set by an architecture that needs where each view lies in the image (VICRegL's token positions):
+        # __call__ then appends the views' geometry, a (B, V, 5) tensor (x0, y0, x1, y1 in input pixels, flip)
+        self.view_geometry = False
 
     # -- helpers ---------------------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -199,7 +214,15 @@ class ViewPipeline:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"{self.name}: pass a torch.Generator (got {type(generator).__name__})")
         x = self._prepare(images)
-        return [self._normalize(apply_recipe(x, recipe, generator)) for recipe in self.recipes]
+        if not self.view_geometry:
+            return [self._normalize(apply_recipe(x, recipe, generator)) for recipe in self.recipes]
+        views, geometry = [], []
+        for recipe in self.recipes:
+            record: list[torch.Tensor] = []
+            views.append(self._normalize(apply_recipe(x, recipe, generator, record)))
+            boxes, flip = record
+            geometry.append(torch.cat([boxes.to(x.device, torch.float32), flip.to(x.device, torch.float32).unsqueeze(1)], dim=1))
+        return views + [torch.stack(geometry, dim=1)]
 
     @torch.no_grad()
     def eval_transform(self, images: torch.Tensor) -> torch.Tensor:
@@ -216,6 +239,11 @@ class ViewPipeline:
         """
         if len(crops) != self.num_views:
             raise ValueError(f"{self.name}: expected {self.num_views} cropped views, got {len(crops)}")
+        if self.view_geometry:
+            raise ValueError(
+                f"{self.name}: the model needs each view's crop box (view geometry), which crops cut in loader "
+                f"workers do not carry; use the in-memory data source (no `data.stream` / `data.workers`)"
+            )
         views = []
         for crop, recipe in zip(crops, self.recipes):
             if crop.shape[-1] != recipe.size or crop.shape[-2] != recipe.size:
