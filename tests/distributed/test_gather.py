@@ -50,7 +50,7 @@ def single_process(method: str) -> dict:
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM}
+    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM, "dense": True}
     return launch_two_processes(WORKER, spec, tmp_path_factory.mktemp("gather") / "results.json")
 
 
@@ -59,3 +59,18 @@ def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_two_processes_match_single_process(method: str, two_process_results: dict) -> None:
     reference = single_process(method)
     assert_matches(two_process_results[method], reference["loss"], reference["terms"], torch.tensor(reference["grad"]))
+
+
+@pytest.mark.slow
+def test_the_dense_probe_on_two_processes_equals_one_process(two_process_results: dict) -> None:
+    """Each process extracts its shard of the mosaics' dense features, the shards are gathered and every
+    process fits the probe: the numbers equal the one-process probe's (tests/distributed/dense_case.py)."""
+    import json
+
+    from tests.distributed.dense_case import case
+
+    gathered, single = two_process_results["dense"], json.loads(json.dumps(case()))
+    for name in ("cnn", "raw_pixels"):
+        assert gathered[name]["grid"] == single[name]["grid"] and gathered[name]["num_train"] == 7
+        for key in ("miou", "pixel_accuracy", "train_miou"):
+            assert gathered[name][key] == pytest.approx(single[name][key], abs=1e-6), (name, key)

@@ -64,6 +64,10 @@ def main() -> None:
             results[method] = run(method, spec["seed"], spec["num_views"], spec["batch"], spec["dim"], overrides)
         except Exception as error:  # reported per method by the test
             results[method] = {"error": f"{type(error).__name__}: {error}"}
+    if spec.get("dense"):  # the dense probe in the same launch (tests/distributed/dense_case.py)
+        from tests.distributed.dense_case import case
+
+        results["dense"] = case()
     if dist.get_rank() == 0:
         with open(spec["output"], "w") as handle:
             json.dump(results, handle)

@@ -1,17 +1,10 @@
-"""Worker for test_dense_two_process.py: run under ``torchrun --nproc_per_node 2``.
-
-Both processes hold the same seeded encoder and the same mosaics; :func:`evaluate_dense` extracts each
-process's shard of the dense features, gathers them and fits the probe on every process. Each rank writes
-its results (rank r to ``<output>.r``), rank 0 also to ``output``.
-"""
+"""The dense-probe case of the two-process launch (tests/distributed/worker.py, test_gather.py): both processes
+hold the same seeded encoder and the same mosaics; :func:`evaluate_dense` extracts each process's shard of the
+dense features, gathers them and fits the probe on every process. Called alone, it is the one-process reference."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import torch
-import torch.distributed as dist
 
 
 def case() -> dict:
@@ -26,16 +19,3 @@ def case() -> dict:
     torch.manual_seed(0)
     encoders = {"cnn": SmallCNN(width=4, in_channels=1), "raw_pixels": None}
     return evaluate_dense(encoders, MosaicInputs(1, (0.5,), (0.25,)), train_set, test_set, epochs=10)
-
-
-if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    dist.init_process_group("gloo")
-    results = case()
-    with open(f"{spec['output']}.{dist.get_rank()}", "w") as handle:
-        json.dump(results, handle)
-    if dist.get_rank() == 0:
-        with open(spec["output"], "w") as handle:
-            json.dump(results, handle)
-    dist.barrier()
-    dist.destroy_process_group()
