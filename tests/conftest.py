@@ -49,7 +49,7 @@ settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-SHARED_SCOPES = ("module", "class")
+SHARED_SCOPES = ("session", "module", "class")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks

@@ -212,7 +212,7 @@ def method_tokens(objective: Objective, online: list[torch.Tensor], num_global: 
             term.bind_image_channels(1)
     generator = torch.Generator().manual_seed(1000 + seed)
     n, t, d, e = online[0].shape[0], 6, 16, 5
-    r = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    r = lambda *shape: torch.randn(*shape, generator=generator)
     views = range(num_global)
     return TokenSets(
         online=[r(n, t, d).requires_grad_(True) for _ in views],

@@ -63,6 +63,10 @@ class DenseCLDense(PatchTerm):
         self.temperature = float(temperature)
         self.queue = EmbeddingQueue(size, dim, normalize=True)
 
+    def bind_token_width(self, width: int) -> None:
+        """Size the queue for the dense projections' ``width`` (the architecture calls this at build time)."""
+        self.queue.ensure(int(width), "densecl_dense")
+
     def loss(self, tokens: TokenSets) -> torch.Tensor:
         online_features = tokens.require("online_features", "densecl_dense")
         target_features = tokens.require("target_features", "densecl_dense")

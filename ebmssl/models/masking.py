@@ -247,7 +247,7 @@ class BlockMaskSpec:
 
     def masked_images(self, batch: int) -> int:
         """How many of ``batch`` images are masked: round(probability * batch), a function of the config."""
-        return int(round(self.probability * batch))
+        return round(self.probability * batch)
 
 
 def ibot_block_masks(generator: torch.Generator, batch: int, grid_h: int, grid_w: int, spec: BlockMaskSpec = BlockMaskSpec()) -> torch.Tensor:

@@ -114,11 +114,13 @@ def run_training(
     if acc.is_main_process:
         export_backbone(learner.encoders()["online"], run_dir / "backbone.safetensors")
         write_csv(trainer.history, run_dir / "metrics.csv")
-        gallery = None if parts.eval_train_set is None else Gallery(  # no labelled images: no pictures
-            learner.encoder, parts.eval_train_set, parts.test_set, parts.views.eval_transform, acc.device,
-            int(parts.train_cfg["seed"]))
-        with distributed.local_only():  # the pictures are process 0's alone: no collective inside
-            report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag, gallery)
+        report["plots"] = []
+        if parts.eval_cfg["plots"]:  # eval.plots: false skips matplotlib and t-SNE (a few seconds a run)
+            gallery = None if parts.eval_train_set is None else Gallery(  # no labelled images: no pictures
+                learner.encoder, parts.eval_train_set, parts.test_set, parts.views.eval_transform, acc.device,
+                int(parts.train_cfg["seed"]))
+            with distributed.local_only():  # the pictures are process 0's alone: no collective inside
+                report["plots"] = write_plots(run_dir, trainer.history, trainer.diagnostics_history, final_diag, gallery)
         write_report(run_dir, report)
         if trainer.tracking is not None:
             evaluation = report.get("evaluation", {})

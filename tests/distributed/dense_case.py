@@ -1,6 +1,7 @@
-"""The dense-probe case of the two-process launch (tests/distributed/worker.py, test_gather.py): both processes
-hold the same seeded encoder and the same mosaics; :func:`evaluate_dense` extracts each process's shard of the
-dense features, gathers them and fits the probe on every process. Called alone, it is the one-process reference."""
+"""The dense-probe job of the shared two-process launch (tests/distributed/conftest.py, jobs_worker.py): both
+processes hold the same seeded encoder and the same mosaics; :func:`evaluate_dense` extracts each process's shard
+of the dense features, gathers them and fits the probe on every process. :func:`case` alone, in one process, is
+the reference (tests/distributed/test_dense_two_process.py)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ def case() -> dict:
     torch.manual_seed(0)
     encoders = {"cnn": SmallCNN(width=4, in_channels=1), "raw_pixels": None}
     return evaluate_dense(encoders, MosaicInputs(1, (0.5,), (0.25,)), train_set, test_set, epochs=10)
+
+
+def run_job(spec: dict) -> dict:
+    """The case on this process (the process group is up: the features are sharded and gathered)."""
+    return case()

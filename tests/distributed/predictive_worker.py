@@ -1,23 +1,20 @@
-"""Worker for test_predictive_two_process.py: run under ``torchrun --nproc_per_node 2``.
+"""Job of test_predictive_two_process.py, run under ``torchrun --nproc_per_node 2`` by jobs_worker.py.
 
 Every process builds the same tiny JEPA model (float64, fixed seed), draws the same full-batch images and
 multi-block masks, keeps its shard of both, computes the loss on its shard (capacity statistics gathered
 by the strategies), back-propagates, and averages the gradients across processes exactly as DDP does.
-Rank 0 writes the mean loss, the terms and the flattened gradient of every parameter to a file.
+Rank 0's mean loss, terms and flattened gradient of every parameter are the job's result.
 """
 
 from __future__ import annotations
-
-import json
-import sys
 
 import torch
 import torch.distributed as dist
 
 import ebmssl
 from ebmssl.config import apply_overrides, load_config
-from ebmssl.models.masking import BlockMasks, multi_block_masks
 from ebmssl.models.architectures import build_learner
+from ebmssl.models.masking import BlockMasks, multi_block_masks
 
 TINY_VIT = {"num_layers": 1, "image_size": 16, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
 
@@ -49,9 +46,8 @@ def loss_and_grad(model: torch.nn.Module, images: torch.Tensor, masks: BlockMask
     return out.loss.detach(), {k: v.detach() for k, v in out.objective.terms.items()}, grad
 
 
-def main() -> None:
-    spec = json.loads(sys.argv[1])
-    dist.init_process_group("gloo")
+def run_job(spec: dict) -> dict:
+    """Every method of ``spec`` on this process's shard; the process group is up (jobs_worker.py)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     results = {}
     for method in spec["methods"]:
@@ -65,11 +61,4 @@ def main() -> None:
             results[method] = {"loss": loss.item(), "terms": {k: v.item() for k, v in terms.items()}, "grad": grad.tolist()}
         except Exception as error:  # reported per method by the test
             results[method] = {"error": f"{type(error).__name__}: {error}"}
-    if rank == 0:
-        with open(spec["output"], "w") as handle:
-            json.dump(results, handle)
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return results

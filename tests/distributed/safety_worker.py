@@ -1,10 +1,7 @@
-"""Worker of test_collective_safety.py, run under ``torchrun --nproc_per_node 2`` (gloo): each case runs on
-both processes and reports what it saw; process 0 writes every process's reports as JSON."""
+"""Job of test_collective_safety.py, run under ``torchrun --nproc_per_node 2`` (gloo) by jobs_worker.py: each
+case runs on both processes and reports what it saw; the result is every process's reports."""
 
 from __future__ import annotations
-
-import json
-import sys
 
 import torch
 import torch.distributed as dist
@@ -92,20 +89,16 @@ def global_batchnorm(rank: int) -> dict:
     }
 
 
-def main() -> None:
-    spec = json.loads(sys.argv[1])
-    dist.init_process_group("gloo")
+def run_job(spec: dict) -> list[dict]:
+    """Every case on both processes; the result is every process's report (the process group is up: jobs_worker.py)."""
     rank = dist.get_rank()
+    original = dist.all_gather
     calls = counting_all_gather()
-    report = {"unequal_rows": unequal_rows(rank), "ledger": ledger(rank, calls), "local_only": local_only(),
-              "global_batchnorm": global_batchnorm(rank)}
-    reports = [None, None]
+    try:
+        report = {"unequal_rows": unequal_rows(rank), "ledger": ledger(rank, calls), "local_only": local_only(),
+                  "global_batchnorm": global_batchnorm(rank)}
+    finally:
+        dist.all_gather = original  # the next job gathers uncounted
+    reports = [None] * dist.get_world_size()
     dist.all_gather_object(reports, report)
-    if rank == 0:
-        with open(spec["output"], "w") as handle:
-            json.dump(reports, handle)
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return reports

@@ -1,21 +1,21 @@
 """Collectives that cannot hang or corrupt: unequal gathers refused with the shapes named, the training loop's
 shape ledger (checked once per epoch, host-only after), local-only diagnostics, and batch norm over the
-global batch on CPU processes. One ``torchrun --nproc_per_node 2`` launch (gloo) runs every case."""
+global batch on CPU processes. One ``torchrun --nproc_per_node 2`` launch (gloo), shared with
+other files (conftest.py), runs every case."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.distributed._harness import launch_two_processes
-
-WORKER = Path(__file__).with_name("safety_worker.py")
+SPEC: dict = {}
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return launch_two_processes(WORKER, {}, tmp_path_factory.mktemp("safety") / "reports.json")
+@pytest.fixture()
+def reports(two_process_jobs: dict) -> list[dict]:
+    """Both processes' reports, from the shared two-process launch (tests/distributed/conftest.py)."""
+    result = two_process_jobs["safety"]
+    assert isinstance(result, list), result
+    return result
 
 
 @pytest.mark.slow

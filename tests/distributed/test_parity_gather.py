@@ -5,16 +5,12 @@ normalisation and Gram matrix, the coding rate, ME-MAX's mean prediction, MSN's 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.distributed._harness import assert_matches, launch_two_processes, single_process_objective
+from tests.distributed._harness import assert_matches, single_process_objective
 from tests.distributed.worker import build, inputs
 
-
-WORKER = Path(__file__).with_name("worker.py")
 SEED, VIEWS, BATCH, DIM = 5, 3, 16, 8
 
 CASES: dict[str, dict] = {
@@ -30,10 +26,15 @@ def single_process(method: str) -> dict:
     return single_process_objective(build, inputs, method, CASES[method], SEED, VIEWS, BATCH, DIM)
 
 
-@pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    spec = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM}
-    return launch_two_processes(WORKER, spec, tmp_path_factory.mktemp("parity_gather") / "results.json")
+SPEC = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim": DIM}
+
+
+@pytest.fixture()
+def two_process_results(two_process_jobs: dict) -> dict:
+    """This file's job in the shared two-process launch (tests/distributed/conftest.py)."""
+    result = two_process_jobs["parity_gather"]
+    assert "error" not in result, result["error"]  # the job itself failed
+    return result
 
 
 @pytest.mark.slow

@@ -6,23 +6,22 @@ token means average to the global mean.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.distributed._harness import assert_matches, launch_two_processes
+from tests.distributed._harness import assert_matches
 from tests.distributed.predictive_worker import build, inputs, loss_and_grad
 
-
-WORKER = Path(__file__).with_name("predictive_worker.py")
 SEED, BATCH = 5, 8
 METHODS = ["ijepa", "jepa_vicreg", "jepa_sigreg"]
 
 
-@pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    spec = {"methods": METHODS, "seed": SEED, "batch": BATCH}
-    return launch_two_processes(WORKER, spec, tmp_path_factory.mktemp("predictive") / "results.json")
+SPEC = {"methods": METHODS, "seed": SEED, "batch": BATCH}
+
+
+@pytest.fixture()
+def two_process_results(two_process_jobs: dict) -> dict:
+    """This file's job in the shared two-process launch (tests/distributed/conftest.py)."""
+    return two_process_jobs["predictive"]
 
 
 @pytest.mark.slow

@@ -1,15 +1,12 @@
-"""Worker for test_gather.py: run under ``torchrun --nproc_per_node 2``.
+"""Job of test_gather.py and test_parity_gather.py, run under ``torchrun --nproc_per_node 2`` by jobs_worker.py.
 
 Every process holds the same linear map ``W`` (a stand-in for the network) and its shard of a batch of
 inputs. It computes the objective on its shard (negatives and batch statistics gathered across the
 processes by the strategies themselves), back-propagates, and averages W's gradient across processes
-exactly as DDP does. Rank 0 writes the mean loss, the per-term values and the gradient to a file.
+exactly as DDP does. Rank 0's mean loss, per-term values and gradient are the job's result.
 """
 
 from __future__ import annotations
-
-import json
-import sys
 
 import torch
 import torch.distributed as dist
@@ -55,24 +52,12 @@ def run(method: str, seed: int, num_views: int, batch: int, dim: int, overrides:
     return {"loss": (loss / world).item(), "terms": terms, "grad": grad.flatten().tolist()}
 
 
-def main() -> None:
-    spec = json.loads(sys.argv[1])
-    dist.init_process_group("gloo")
+def run_job(spec: dict) -> dict:
+    """Every case of ``spec`` on this process's shard; the process group is up (tests/distributed/jobs_worker.py)."""
     results = {}
     for method, overrides in spec["cases"].items():
         try:
             results[method] = run(method, spec["seed"], spec["num_views"], spec["batch"], spec["dim"], overrides)
         except Exception as error:  # reported per method by the test
             results[method] = {"error": f"{type(error).__name__}: {error}"}
-    if spec.get("dense"):  # the dense probe in the same launch (tests/distributed/dense_case.py)
-        from tests.distributed.dense_case import case
-
-        results["dense"] = case()
-    if dist.get_rank() == 0:
-        with open(spec["output"], "w") as handle:
-            json.dump(results, handle)
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return results

@@ -35,7 +35,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tiny_run_config("simclr")
     config["model"]["backbone"] = dict(TIMM_BACKBONE)
     config["train"]["max_steps"] = 2
-    config["eval"].update({"baselines": True, "linear_epochs": 2})
+    config["eval"].update({"baselines": True, "linear_epochs": 2, "plots": True})  # the card shows the plots
     run_dir = tmp_path_factory.mktemp("runs") / "simclr_timm"
     run_training(config, run_dir)
     return run_dir

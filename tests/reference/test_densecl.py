@@ -1,4 +1,4 @@
-"""DenseCL exactness: configs/methods/patch_level/densecl.yaml against WXinlong/DenseCL
+"""DenseCL exactness: configs/methods/densecl.yaml against WXinlong/DenseCL
 openselfsup/models/densecl.py ``DenseCL.forward_train`` (single MoCo term and dense term with backbone-feature
 matching, ``ContrastiveHead`` cross-entropy at T 0.2, loss_lambda 0.5) and ``_dequeue_and_enqueue2`` (the dense
 queue of pooled, normalised key grids), written out below, float64, over two steps (the second sees both queues
@@ -46,7 +46,7 @@ def official_densecl(q, k, q_grid, k_grid, q_b, k_b, queue, queue2, loss_lambda=
 
 @pytest.mark.parametrize("n,s,c,e,size", [(4, 3, 8, 6, 16), (6, 4, 5, 7, 9)])
 def test_densecl_objective_matches_official_over_two_steps(n, s, c, e, size) -> None:
-    config = ebmssl.load_config("patch_level/densecl", "methods")
+    config = ebmssl.load_config("densecl", "methods")
     config["objective"]["strategies"][0]["size"] = size
     config["objective"]["patch_terms"][0]["size"] = size
     objective = ebmssl.build_objective(config).double().train()

@@ -29,7 +29,9 @@ METHODS = available_configs("methods")
 # the costliest cases (43 s and 25 s under a load average of 12 on two cores, against 2-21 s for the others,
 # 43 s for ijepa), run with the slow tests (CI): I-JEPA's architecture and masks with capacity terms, whose
 # architecture is ijepa's and whose terms are vicreg's and sigreg's (all three run by default)
-SLOW_METHODS = {"jepa_sigreg", "jepa_vicreg"}
+SLOW_METHODS = {"jepa_sigreg", "jepa_vicreg", "dinov2", "vicregl"}
+# dinov2 (49 s) is ibot's architecture with a second head and KoLeo (ibot, 71 s, runs by default); vicregl (85 s:
+# its local term matches 6 view pairs two ways) is slow for the same reason: both run with the slow tests
 
 # graph breaks allowed (only these): (a text the break's reason must contain, why). Breaks on a torch.Generator,
 # which Dynamo cannot trace: model-side randomness drawn from the batch's generator runs eagerly between two

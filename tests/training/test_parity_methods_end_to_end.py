@@ -41,7 +41,7 @@ def tiny_run_config(method: str) -> dict[str, Any]:
         "batch_size": 16,
     }
     config["train"] = {**(config.get("train") or {}), "epochs": 1, "max_steps": 3, "log_every": 1, "progress_bar": False, "seed": 0}
-    config["eval"] = {"monitor_samples": 32, "linear_epochs": 5, "labels_per_class": 2, "baselines": False}
+    config["eval"] = {"monitor_samples": 32, "linear_epochs": 5, "labels_per_class": 2, "baselines": False, "plots": False}
     return config
 
 

@@ -30,7 +30,7 @@ def test_run_config_trains_two_steps(name: str, tmp_path: Path) -> None:
     config = resolve_config(
         f"runs/{name}",
         ["data.num_train=512", "data.batch_size=32", "train.max_steps=2", "train.log_every=1", "train.progress_bar=false",
-         "eval.final=false", "eval.monitor_samples=64"],
+         "eval.final=false", "eval.monitor_samples=64", "eval.plots=false"],
     )
     run_training(config, tmp_path / name)
     records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]

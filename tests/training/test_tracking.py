@@ -81,7 +81,7 @@ def test_tensorboard_wandb_and_mlflow_receive_metrics_config_and_plots(tmp_path:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store in maintenance mode
     (tmp_path / "wandb_dir").mkdir()
     run_dir = tmp_path / "run"
-    config = quick("simclr", "train.log_with=[tensorboard,wandb,mlflow]", "train.optimizer.lr=0.05")
+    config = quick("simclr", "train.log_with=[tensorboard,wandb,mlflow]", "train.optimizer.lr=0.05", "eval.plots=true")
     report = run_training(config, run_dir)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = {r["step"]: r["loss"] for r in metrics}

@@ -27,8 +27,8 @@ mistyped key is a ConfigError naming it) plus :data:`BUILD_CONTEXT` (``objective
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
