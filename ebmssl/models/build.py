@@ -78,10 +78,13 @@ def check_backbone_input(backbone: nn.Module, channels: int, sizes: Sequence[int
     not an error inside the first step."""
     was_training = backbone.training
     backbone.eval()
+    # a clip encoder (`is_clip_encoder`) takes clips (N, T, C, H, W): its own `num_frames`, else 2 frames
+    frames = (getattr(backbone, "num_frames", None) or 2) if getattr(backbone, "is_clip_encoder", False) else None
     try:
         for size in dict.fromkeys(int(s) for s in sizes):
             try:
-                out = backbone(torch.zeros(2, int(channels), size, size))
+                shape = (int(channels), size, size) if frames is None else (int(frames), int(channels), size, size)
+                out = backbone(torch.zeros(2, *shape))
             except (RuntimeError, AssertionError, ValueError) as error:
                 detail = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise ConfigError(

@@ -10,7 +10,9 @@ Intelligence", section 4.5; docs/design.md):
 * capacity: limit the volume of low energy (variance/covariance, redundancy, whitening, SIGReg).
 
 The objective contributes its strategies' families (:meth:`Objective.collapse_families`); the
-architecture contributes what its modules do (``collapse_mechanisms()``). Every architecture builder
+architecture contributes what its modules do (``collapse_mechanisms()``). A latent-variable model has a
+second collapse of its own, in z (:func:`check_latent_capacity`): its capacity limit is reported as
+``latent_capacity`` and does not count against representation collapse. Every architecture builder
 is checked by :func:`check_collapse`, called from ``build_learner``.
 """
 
@@ -20,6 +22,10 @@ from typing import Any
 
 from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import FAMILIES
+
+# what a latent variable's capacity limit reports: a guard against latent collapse (a z that copies the target), not a
+# way out of representation collapse (an encoder mapping everything to one point leaves nothing for z to carry)
+LATENT_CAPACITY = "latent_capacity"
 
 
 def collapse_mechanisms(architecture: Any, objective: Any) -> list[tuple[str, str]]:
@@ -39,6 +45,7 @@ def check_collapse(architecture: Any, objective: Any, where: str = "model") -> l
     mechanisms = collapse_mechanisms(architecture, objective)
     if getattr(objective, "allow_collapse", False) or float(getattr(objective, "energy_weight", 1.0)) == 0.0:
         return mechanisms
+    check_latent_capacity(architecture, objective, where)
     if any(family in FAMILIES for family, _ in mechanisms):
         return mechanisms
     notes = list(getattr(architecture, "collapse_notes", lambda: [])())
@@ -51,4 +58,24 @@ def check_collapse(architecture: Any, objective: Any, where: str = "model") -> l
         f"with `model.target: stop_gradient` or `model.target: {{name: ema, momentum: 0.99}}`), or latent-capacity "
         f"regularisation (e.g. `vicreg_variance`, `barlow_redundancy`, `sigreg` under objective.strategies). To "
         f"run it on purpose (a collapse experiment), set `objective.allow_collapse: true`."
+    )
+
+
+def check_latent_capacity(architecture: Any, objective: Any, where: str = "model") -> None:
+    """Refuse a latent variable z with no capacity limit (``architecture.unlimited_latent()`` gives the reason).
+
+    The latent form of collapse (LeCun 2022, section 4.5; docs/latent_variable.md): a z that can carry
+    anything copies the target, so every target, plausible or not, gets low energy, whatever keeps the
+    representations themselves apart. Representation collapse is checked by :func:`check_collapse`; this
+    needs a capacity term on z itself.
+    """
+    reason = getattr(architecture, "unlimited_latent", lambda: None)()
+    if not reason:
+        return
+    source = getattr(objective, "source", "") or where
+    raise ConfigError(
+        f"{source}: {reason}, so z can copy the target and every future gets low energy (latent collapse). "
+        f"Limit it: set `model.latent.beta` above 0 (e.g. 0.1) with `gaussian_kl` or `l1_sparsity`, or use "
+        f"`model.latent.regulariser: {{name: noisy_bottleneck}}`, or `model.latent.latent_dim: 0` (no latent). "
+        f"To run the unlimited latent on purpose (a baseline), set `objective.allow_collapse: true`."
     )

@@ -171,12 +171,17 @@ def check_objective(learner: nn.Module, views: Any, run: Any) -> None:
     if objective is None:
         return
     pairs = getattr(objective, "pairs", None)
+    # an architecture that hands the objective views of its own (V-JEPA: predictions and targets) says how many
+    count = getattr(learner, "objective_views", None)
+    made = f"the view pipeline makes {views.num_views} views, global first" if count is None else (
+        f"the architecture hands the objective {count} views")
+    count = views.num_views if count is None else int(count)
     if isinstance(pairs, (list, tuple)):
         for index, pair in enumerate(pairs):
-            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < views.num_views for i in pair):
+            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count for i in pair):
                 raise ConfigError(
                     f"`objective.pairs.{index}` is {pair!r}: view indices must be whole numbers from 0 to "
-                    f"{views.num_views - 1} (the view pipeline makes {views.num_views} views, global first)."
+                    f"{count - 1} ({made})."
                 )
     for index, strategy in enumerate(getattr(objective, "strategies", ())):
         strategy.check_run(run, f"objective.strategies.{index}")

@@ -30,7 +30,7 @@ METHODS = available_configs("methods")
 # model-side randomness (masks, noise) is drawn per process from (seed, step, micro, process): two processes
 # draw other masks than one process does, so these are checked for training, not for equality
 PER_PROCESS_RANDOMNESS = {"denoising_ae", "ijepa", "mae", "msn", "pmsn", "latent_jepa", "jepa_vicreg", "jepa_sigreg",
-                          "ibot", "dinov2", "simmim"}  # fmt: skip
+                          "ibot", "dinov2", "simmim", "world_model_latent", "vjepa"}  # fmt: skip
 PER_PROCESS_QUEUE = {"swav": "objective.strategies.0.queue"}  # differs per process; its loss too once filled
 # VICRegL's local VICReg takes its statistics over each process's images (as the official _local_loss, which
 # gathers nothing): two processes compute another local term than one process on the global batch

@@ -3,7 +3,7 @@ code path (``run_training``), under ``torchrun --nproc_per_node 2`` (gloo) or in
 
 Each run is tiny (small CNN or one-layer ViT, 32 synthetic images, global batch 16, 2 epochs of 2 steps) and
 crosses an epoch end (diagnostics, kNN monitor, checkpoint) and the final evaluation. Views are identity
-views, so a process's views do not depend on its view generator and two processes see exactly the rows
+views (clip views without crops or photometry for clip methods), so a process's views do not depend on its view generator and two processes see exactly the rows
 one process sees; batch norm is synchronised (``train.sync_batchnorm``). Every process writes, per method:
 the logged losses, the averaged gradient of the first step, the learner's buffers at the end (queues,
 centres, covariances, batch-norm statistics, SwAV's per-process queue) and the dataset rows it read.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ebmssl.config import available_configs
-from tests.training.test_methods_end_to_end import tiny_run_config
+from tests.training.test_methods_end_to_end import reads_clips, tiny_run_config
 
 STEPS_READ = 4  # optimiser steps whose rows every process records
 
@@ -30,7 +30,10 @@ def config_for(method: str) -> dict[str, Any]:
     config = tiny_run_config(method)
     views = config["data"]["views"]
     count = views.get("num_global", 2) + views.get("num_local", 0)
-    config["data"]["views"] = {"name": "identity_views", "image_size": 16, "num_views": 2 if count <= 2 else count}
+    if reads_clips(views):  # clip views without randomness: every frame, the whole canvas, no photometry
+        config["data"]["views"] = {**views, "frames": None, "crop_scale": [1.0, 1.0], "brightness": 0.0, "contrast": 0.0}
+    else:
+        config["data"]["views"] = {"name": "identity_views", "image_size": 16, "num_views": 2 if count <= 2 else count}
     config["data"]["dataset"]["num_samples"] = 32
     config["train"].update({"epochs": 2, "max_steps": None, "sync_batchnorm": True, "checkpoint_every_epochs": 1,
                             "deterministic": True})

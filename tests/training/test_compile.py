@@ -29,7 +29,9 @@ METHODS = available_configs("methods")
 # the costliest cases (43 s and 25 s under a load average of 12 on two cores, against 2-21 s for the others,
 # 43 s for ijepa), run with the slow tests (CI): I-JEPA's architecture and masks with capacity terms, whose
 # architecture is ijepa's and whose terms are vicreg's and sigreg's (all three run by default)
-SLOW_METHODS = {"jepa_sigreg", "jepa_vicreg", "dinov2", "vicregl"}
+# V-JEPA (20 s: two context-encoder and predictor passes, one per mask) also runs with the slow tests; the action
+# world model (26 s): its deterministic twin runs by default
+SLOW_METHODS = {"jepa_sigreg", "jepa_vicreg", "dinov2", "vicregl", "world_model_action", "vjepa"}
 # dinov2 (49 s) is ibot's architecture with a second head and KoLeo (ibot, 71 s, runs by default); vicregl (85 s:
 # its local term matches 6 view pairs two ways) is slow for the same reason: both run with the slow tests
 
@@ -43,9 +45,11 @@ ALLOWED_BREAKS = {
     "ijepa": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "jepa_vicreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "jepa_sigreg": (GENERATOR, "the block masks are drawn from the batch's generator"),
+    "vjepa": ("VJEPA.sample_masks", "the tube masks are drawn eagerly (compiler.disable) from the batch's generator"),
     "msn": (GENERATOR, "the view masks are drawn from the batch's generator"),
     "pmsn": (GENERATOR, "the view masks are drawn from the batch's generator (MSN's)"),
     "latent_jepa": (GENERATOR, "the latent is sampled from the batch's generator"),
+    "world_model_latent": (GENERATOR, "the latent is sampled from the batch's generator"),
     "ibot": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "dinov2": (GENERATOR, "the block masks are drawn from the batch's generator"),
     "simmim": (GENERATOR, "the block masks are drawn from the batch's generator"),

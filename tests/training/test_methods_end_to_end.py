@@ -28,18 +28,42 @@ def shrink(node: Any, sizes: dict[str, int] = SHRINK) -> Any:
     return node
 
 
-def tiny_run_config(method: str) -> dict[str, Any]:
-    config = shrink(load_config(method, "methods"))
-    views = config.pop("views", None) or {}
+TINY_VIT = {"image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
+
+
+def tiny_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
+    """The method's backbone at test size: a one-layer ViT (patch-token architectures need one), a one-layer
+    tubelet ViT on 4-frame clips, a frame-wise clip encoder around a tiny CNN, else a width-8 CNN."""
+    name = backbone.get("name")
+    if name == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
+        return {**backbone, **TINY_VIT}
+    if name == "vit_tubelet":  # clip token encoders (V-JEPA)
+        return {**backbone, **TINY_VIT, "num_frames": TINY_CLIP_FRAMES}
+    if name == "frame_clip":  # frame-wise clip encoders: their frame backbone, tiny
+        return {**backbone, "frame": tiny_backbone(dict(backbone.get("frame") or {}))}
+    return {"name": "small_cnn", "width": 8}
+
+
+TINY_CLIP_FRAMES = 4
+
+
+def reads_clips(views: dict[str, Any]) -> bool:
+    """Whether the method's view pipeline (its ``views:`` hint) reads clips (``input_kind = "clips"``)."""
+    from ebmssl.registry import VIEWS
+
+    return "name" in views and getattr(VIEWS.get(views["name"]), "input_kind", "images") == "clips"
+
+
+def tiny_data(views: dict[str, Any]) -> dict[str, Any]:
+    """Tiny data for a method's ``views:`` hint: 64 synthetic 16 px images, or, for a clip pipeline, 64 moving
+    clips of 4 frames of 16 px whose items are synthetic 1-channel images (nothing read from disk)."""
+    if reads_clips(views):
+        items = {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 1}
+        dataset = {"name": "moving_fashion", "num_samples": 64, "num_test_samples": 32, "frames": TINY_CLIP_FRAMES,
+                   "canvas": 16, "item_size": 8, "speed": 2, "item_source": items}  # fmt: skip
+        return {"dataset": dataset, "views": {**views, "image_size": 16}, "batch_size": 16}
     multicrop = views.get("name") == "multicrop"
-    backbone = config["model"].get("backbone") or {}
-    if backbone.get("name") == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
-        config["model"]["backbone"] = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    else:
-        config["model"]["backbone"] = {"name": "small_cnn", "width": 8}
-    if "image_size" in config["model"]:  # decoders sized for the image (denoising auto-encoder)
-        config["model"]["image_size"] = 16
-    config["data"] = {
+    return {
         "dataset": {"name": "synthetic", "num_samples": 64, "num_classes": 4, "image_size": 16, "channels": 3},
         "views": (
             {"name": "multicrop", "num_global": 2, "num_local": 2, "global_size": 16, "local_size": 8}
@@ -48,6 +72,15 @@ def tiny_run_config(method: str) -> dict[str, Any]:
         ),
         "batch_size": 16,
     }
+
+
+def tiny_run_config(method: str) -> dict[str, Any]:
+    config = shrink(load_config(method, "methods"))
+    views = config.pop("views", None) or {}
+    config["model"]["backbone"] = tiny_backbone(config["model"].get("backbone") or {})
+    if "image_size" in config["model"]:  # decoders sized for the image (denoising auto-encoder)
+        config["model"]["image_size"] = 16
+    config["data"] = tiny_data(views)
     config["train"] = {
         **(config.get("train") or {}),
         "epochs": 1,

@@ -47,8 +47,9 @@ def assert_resume_matches(method: str, tmp_path: Path, keys: tuple[str, ...] = (
 
 @pytest.mark.slow
 # a queue + EMA target, stopped by train.stop_at_step; DINO's center + EMA teacher resume exactly after a real
-# Ctrl-C in test_reliability.py::test_a_signal_mid_epoch_then_resume_matches_the_uninterrupted_run[dino-SIGINT-130]
-@pytest.mark.parametrize("method", ["moco_v2"])
+# Ctrl-C in test_reliability.py::test_a_signal_mid_epoch_then_resume_matches_the_uninterrupted_run[dino-SIGINT-130];
+# the latent world model: clips through the sources, and its latent drawn from the step's generator
+@pytest.mark.parametrize("method", ["moco_v2", "world_model_latent"])
 def test_resume_matches_uninterrupted_run(method: str, tmp_path: Path) -> None:
     assert_resume_matches(method, tmp_path)
 

@@ -28,6 +28,7 @@ from torch import nn
 from ebmssl.models.architectures._common import check_section, sub_mapping
 from ebmssl.models.architectures.base import Architecture, LearnerOutput, full_precision
 from ebmssl.models.architectures.joint_embedding import Branch
+from ebmssl.models.collapse_guard import LATENT_CAPACITY
 from ebmssl.models.target import TargetBranch, build_target_encoder
 from ebmssl.registry import LATENT_REGULARISERS, ConfigError, register_architecture
 from ebmssl.strategies.capacity.latent import LatentRegulariser
@@ -106,14 +107,19 @@ class LatentVariablePredictor(nn.Module):
             return cost(z)
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
-        if self.inference is not None and (self.beta > 0 or _noisy(self.regulariser)):
+        if self.inference is not None and self.regulariser.limits_capacity(self.beta):
             name = getattr(self.regulariser, "registered_name", type(self.regulariser).__name__)
-            return [("capacity", f"latent capacity limited by {name} (beta {self.beta:g})")]
+            return [(LATENT_CAPACITY, f"latent capacity limited by {name} (beta {self.beta:g})")]
         return []
 
+    def unlimited_latent(self) -> str | None:
+        """Why z can carry anything (latent collapse: every target reachable, every energy low), or None.
 
-def _noisy(regulariser: LatentRegulariser) -> bool:
-    return getattr(regulariser, "noise_std", 0.0) > 0
+        The collapse guard refuses such a model unless ``objective.allow_collapse`` is set."""
+        if self.inference is None or self.regulariser.limits_capacity(self.beta):
+            return None
+        name = getattr(self.regulariser, "registered_name", type(self.regulariser).__name__)
+        return f"the latent z ({self.latent_dim} dimensions, {name} at beta {self.beta:g}) has no capacity limit"
 
 
 class LatentVariableJEPA(Architecture):
@@ -137,6 +143,9 @@ class LatentVariableJEPA(Architecture):
 
     def collapse_mechanisms(self) -> list[tuple[str, str]]:
         return [*super().collapse_mechanisms(), *self.predictor.collapse_mechanisms()]
+
+    def unlimited_latent(self) -> str | None:
+        return self.predictor.unlimited_latent()
 
     def embed(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [self.online.projector(self.online.backbone(v)) for v in views]

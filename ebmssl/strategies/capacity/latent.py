@@ -57,6 +57,14 @@ class LatentRegulariser(nn.Module):
         """Back into the latent's domain after a gradient step (identity unless z is bounded)."""
         return z
 
+    def prior_sample(self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws from the prior the cost refers to (sampling futures at test time): N(0, I) by default."""
+        return _noise(torch.Size(shape), like, generator)
+
+    def limits_capacity(self, beta: float) -> bool:
+        """Whether z's information is bounded at weight ``beta`` (a cost that counts, or a noisy channel)."""
+        return beta > 0
+
 
 @register_latent_regulariser("gaussian_kl")
 class GaussianKL(LatentRegulariser):
@@ -93,6 +101,12 @@ class L1Sparsity(LatentRegulariser):
     def penalty(self, stats: torch.Tensor) -> torch.Tensor:
         return stats.abs().sum(dim=-1)
 
+    def prior_sample(self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Laplace(0, 1), whose -log density is |z|_1 up to a constant: the difference of two Exp(1) draws."""
+        device = generator.device if generator is not None else like.device
+        u = torch.rand((2, *shape), generator=generator, device=device).clamp_min(1e-12)
+        return (-u[0].log() + u[1].log()).to(device=like.device, dtype=like.dtype)
+
     def point_penalty(self, z: torch.Tensor) -> torch.Tensor:
         return z.abs().sum(dim=-1)
 
@@ -122,3 +136,13 @@ class NoisyBottleneck(LatentRegulariser):
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         return z.clamp(-1.0, 1.0)
+
+    def prior_sample(self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A point of the box [-1, 1]^d, uniformly, plus the channel's noise."""
+        device = generator.device if generator is not None else like.device
+        box = 2 * torch.rand(shape, generator=generator, device=device) - 1
+        return box.to(device=like.device, dtype=like.dtype) + self.noise_std * _noise(torch.Size(shape), like, generator)
+
+    def limits_capacity(self, beta: float) -> bool:
+        """Always: the noise bounds what a bounded z can carry, whatever beta."""
+        return True

@@ -16,6 +16,7 @@ from ebmssl.registry import ConfigError
 from ebmssl.strategies.base import Progress
 from ebmssl.models.architectures import build_learner
 from ebmssl.models.architectures.joint_embedding import Learner
+from tests.training.test_methods_end_to_end import tiny_backbone
 
 BACKBONE = {"name": "small_cnn", "width": 8}
 TINY_VIT = {"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
@@ -110,9 +111,7 @@ def test_every_shipped_method_builds_with_a_collapse_mechanism(method: str) -> N
     config = load_config(method, "methods")
     objective = ebmssl.build_objective(config)
     views = config.get("views") or {}
-    backbone = config["model"].get("backbone") or {}
-    tiny_vit = {**backbone, "image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2, "mlp_dim": 48}
-    model = {**config["model"], "backbone": tiny_vit if backbone.get("name") == "vit" else BACKBONE}
+    model = {**config["model"], "backbone": tiny_backbone(config["model"].get("backbone") or {})}
     if "image_size" in model:  # decoders sized for the image (denoising auto-encoder)
         model["image_size"] = 16
     if isinstance(model.get("projector"), dict) and model["projector"].get("name") == "truncate":

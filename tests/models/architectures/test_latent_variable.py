@@ -25,7 +25,7 @@ def test_deterministic_predictor_has_no_latent_and_no_capacity() -> None:
     out = model(torch.randn(3, 4), torch.randn(3, 4))
     assert out.latent.shape == (3, 0) and torch.equal(out.penalty, torch.zeros(3))
     assert model.collapse_mechanisms() == []
-    assert [f for f, _ in LatentVariablePredictor(4, 2, GaussianKL(), beta=0.1).collapse_mechanisms()] == ["capacity"]
+    assert [f for f, _ in LatentVariablePredictor(4, 2, GaussianKL(), beta=0.1).collapse_mechanisms()] == ["latent_capacity"]
     assert LatentVariablePredictor(4, 2, GaussianKL(), beta=0.0).collapse_mechanisms() == []
 
 
@@ -47,7 +47,7 @@ def test_latent_variable_architecture_trains_and_reports_its_mechanisms() -> Non
     config["model"]["projector"] = {"name": "mlp", "hidden_dim": 16, "output_dim": 8}
     model = build_learner(config["model"], ebmssl.build_objective(config), 2, 3, where="latent_jepa.yaml: model")
     families = [f for f, _ in model.collapse_mechanisms()]
-    assert families == ["asymmetry", "capacity"]
+    assert families == ["asymmetry", "latent_capacity"]
     views = [torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)]
     out = model(views, torch.Generator().manual_seed(0))
     assert set(out.objective.terms) == {"energy", "latent"}

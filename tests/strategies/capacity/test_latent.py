@@ -70,3 +70,17 @@ def test_noisy_bottleneck_is_bounded_and_free() -> None:
 def test_unknown_regulariser_is_explained() -> None:
     with pytest.raises(ConfigError, match="gaussian_kl"):
         LATENT_REGULARISERS.build({"name": "gaussian_kll"}, where="model.latent.regulariser")
+
+
+@pytest.mark.parametrize("name", LATENT_REGULARISERS.names())
+def test_prior_samples_follow_the_density_the_point_cost_names(name: str) -> None:
+    """The prior a test-time sample of z comes from: N(0, I) (|z|^2 / 2), Laplace(0, 1) (|z|_1), the box [-1, 1]
+    plus the channel's noise; a pure function of the generator, and whether beta limits capacity."""
+    regulariser = LATENT_REGULARISERS.build({"name": name})
+    like = torch.zeros(())
+    z = regulariser.prior_sample((20000, 2), like, torch.Generator().manual_seed(0))
+    again = regulariser.prior_sample((20000, 2), like, torch.Generator().manual_seed(0))
+    assert z.shape == (20000, 2) and torch.equal(z, again) and abs(float(z.mean())) < 0.03
+    expected_variance = {"gaussian_kl": 1.0, "l1_sparsity": 2.0, "noisy_bottleneck": 1 / 3 + 0.25}[name]
+    assert abs(float(z.var()) - expected_variance) < 0.06 * expected_variance
+    assert regulariser.limits_capacity(0.1) and regulariser.limits_capacity(0.0) == (name == "noisy_bottleneck")
