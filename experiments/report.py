@@ -3,7 +3,9 @@
 The report has: an overview table (config, steps, training time, final kNN / linear accuracy of every
 evaluated encoder), the final diagnostics table with the collapse check, curves of every run overlaid
 (loss, kNN monitor, RankMe, normalised std, energy gap, InfoNCE bound), the singular-value spectra
-and the positive/negative energy histograms. It reads only the files a run directory holds
+and the positive/negative energy histograms; for world models measured by the video experiment
+(``video_eval.json``, docs/video.md) the energies of true and implausible next frames, AUROC, information
+in z, probes, sampled futures and planning success. It reads only the files a run directory holds
 (``experiments.rundata``), so it works on runs of ``tools/train.py`` and ``tools/experiment.py``.
 """
 
@@ -174,6 +176,26 @@ def epoch_collapse_table(runs: Sequence[RunData]) -> str:
     return "\n".join(lines)
 
 
+def video_table(runs: Sequence[RunData]) -> str:
+    """One row per measured world model: the medians, AUROCs, information in z and probes it recorded."""
+    from experiments.video_latent import summary_rows
+
+    rows = {run.name: summary_rows(run.video) for run in runs}
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    lines = ["| run | model | latent dim | beta | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 4)]
+    for run in runs:
+        head = [run.name, str(run.video.get("label", "–")), str(run.video.get("latent_dim", "–")), _fmt(run.video.get("beta"))]
+        lines.append("| " + " | ".join(head + [_fmt(rows[run.name].get(c)) for c in columns]) + " |")
+    return "\n".join(lines)
+
+
+def planning_table(rows: Sequence[dict]) -> str:
+    names = [k for k in ("action_model", "action_free", "random", "simulator") if k in rows[0]]
+    lines = ["| planning horizon | problems | " + " | ".join(f"success: {n}" for n in names) + " |", "|" + "---|" * (len(names) + 2)]
+    lines += [f"| {r['horizon']} | {r['problems']} | " + " | ".join(_fmt(r[n]) for n in names) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def render_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str = "ebmssl runs") -> Path:
     """Write ``out_dir/report.md`` and its PNG plots for the given run directories; returns the .md path."""
     if not run_dirs:
@@ -194,11 +216,17 @@ def render_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: st
         written = plot(runs, out / name)
         if written is not None:
             sections += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    video = [run for run in runs if run.video]
+    if video:
+        sections += ["## World models on video (energies, AUROC, information in z, planning)", "", video_table(video), ""]
+        planning = next((run.video["planning"] for run in video if run.video.get("planning")), None)
+        if planning:
+            sections += [planning_table(planning), ""]
     per_run = []
     for index, run in enumerate(runs):
-        for plot in ("spectrum.png", "energy_histograms.png", "accuracy.png"):
+        for plot in ("spectrum.png", "energy_histograms.png", "accuracy.png", "video_futures.png"):
             source = run.path / "plots" / plot
-            if source.is_file() and not run.final:
+            if source.is_file() and (not run.final or plot == "video_futures.png"):
                 target = f"run{index}_{plot}"
                 shutil.copyfile(source, out / target)
                 per_run.append(f"![{run.name}: {plot}]({target})")

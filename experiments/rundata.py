@@ -1,4 +1,4 @@
-"""Read a run directory (config.yaml, metrics.jsonl, diagnostics.jsonl, probes.jsonl, report.json)."""
+"""Read a run directory (config.yaml, metrics.jsonl, diagnostics.jsonl, probes.jsonl, report.json, video_eval.json)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class RunData:
     probes: list[dict[str, Any]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] = field(default_factory=dict)  # a world model's video measurements (experiments.video_latent)
 
     @property
     def evaluation(self) -> dict[str, dict[str, float]]:
@@ -66,4 +67,6 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
         run.report = json.loads((path / "report.json").read_text())
     if (path / "final_diagnostics.json").is_file():
         run.final = json.loads((path / "final_diagnostics.json").read_text())
+    if (path / "video_eval.json").is_file():
+        run.video = json.loads((path / "video_eval.json").read_text())
     return run

@@ -1,8 +1,9 @@
 """Run one experiment config (``configs/experiments/*.yaml``) and write its results (JSON, PNG, Markdown).
 
-``experiment: mi_bounds`` runs :func:`experiments.mutual_information.run_mi_experiment`; every other
-experiment is a grid of training runs (:mod:`experiments.grid`) followed by the analysis the
-config names (:mod:`experiments.analysis`).
+``experiment: mi_bounds`` runs :func:`experiments.mutual_information.run_mi_experiment`;
+``experiment: video_latent`` trains world models and measures them on held-out clips
+(:mod:`experiments.video_experiment`, docs/video.md); every other experiment is a grid of training runs
+(:mod:`experiments.grid`) followed by the analysis the config names (:mod:`experiments.analysis`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from ebmssl.config import load_config
 from ebmssl.registry import ConfigError
 
-EXPERIMENT_KINDS = ("mi_bounds", "training")
+EXPERIMENT_KINDS = ("mi_bounds", "training", "video_latent")
 
 
 def load_experiment(path: str | Path) -> dict[str, Any]:
@@ -66,6 +67,18 @@ def run_experiment(
             torch.set_num_threads(threads)
         data["seconds"] = time.perf_counter() - started
         files = write_mi_outputs(data, out, int(config.get("trace_batch_size", 64)))
+    elif config["experiment"] == "video_latent":
+        import torch
+
+        from experiments.video_experiment import run_video_experiment
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(int(config.get("threads", threads)))
+        try:
+            data, files = run_video_experiment(config, out, log=log, train=train)
+        finally:
+            torch.set_num_threads(threads)
+        data["seconds"] = time.perf_counter() - started
     else:
         from experiments.grid import run_grid
 

@@ -186,6 +186,11 @@ def method_inputs(config: Mapping[str, Any], batch: int | None = None, seed: int
     multicrop = isinstance(views, Mapping) and views.get("name") == "multicrop"
     num_views = num_global + (2 if multicrop and views.get("num_local", 1) else 0)
     kind = _input_kind(config)
+    pairs = (config.get("objective") or {}).get("pairs")
+    named = 1 + max(i for pair in pairs for i in pair) if isinstance(pairs, list) and pairs else 0
+    if named > num_views:  # (predictions, targets) handed over as views, as V-JEPA's masks: no target list
+        generator = torch.Generator().manual_seed(seed)
+        return [_sample(kind, batch, 16, generator).requires_grad_(True) for _ in range(named)], None
     # any width: queues, centers, prototype counts and critics take theirs from the inputs (sizes are said
     # once, on the model's heads), so no width is read from the config here
     target_dim = online_dim = 16

@@ -144,7 +144,8 @@ def random_encoder(trainer: Trainer) -> torch.nn.Module:
     parts = trainer.parts
     model = parts.config.get("model")
     encoder = random_init_backbone(model, parts.views.channels, int(parts.train_cfg["seed"]) + 12345)
-    return encoder.to(parts.accelerator.device)
+    wrap = getattr(trainer.learner.encoder, "with_backbone", None)  # an encoder around the backbone (frame by frame on clips)
+    return (wrap(encoder) if wrap is not None else encoder).to(parts.accelerator.device)
 
 
 @torch.no_grad()

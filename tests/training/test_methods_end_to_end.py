@@ -33,7 +33,7 @@ TINY_VIT = {"image_size": 16, "num_layers": 1, "hidden_dim": 24, "num_heads": 2,
 
 def tiny_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
     """The method's backbone at test size: a one-layer ViT (patch-token architectures need one), a one-layer
-    tubelet ViT on 4-frame clips, a frame-wise clip encoder around a tiny CNN, else a width-8 CNN."""
+    tubelet ViT on 4-frame clips, a frame-wise clip encoder around a tiny CNN, a width-8 conv map, else a width-8 CNN."""
     name = backbone.get("name")
     if name == "vit":  # patch-token architectures (MAE, I-JEPA) need a ViT: a tiny one
         return {**backbone, **TINY_VIT}
@@ -41,6 +41,8 @@ def tiny_backbone(backbone: dict[str, Any]) -> dict[str, Any]:
         return {**backbone, **TINY_VIT, "num_frames": TINY_CLIP_FRAMES}
     if name == "frame_clip":  # frame-wise clip encoders: their frame backbone, tiny
         return {**backbone, "frame": tiny_backbone(dict(backbone.get("frame") or {}))}
+    if name == "conv_map":  # a feature map as tokens (the world model's map embedding): narrow
+        return {**backbone, "width": 8, "output_dim": 8}
     return {"name": "small_cnn", "width": 8}
 
 

@@ -1,7 +1,12 @@
 """A latent-variable predictive world model on clips (LeCun 2022, "A Path Towards Autonomous Machine
 Intelligence", sections 4.4-4.5; docs/design.md, "Video clips and actions").
 
-Frames are encoded one by one, s_t = proj(enc(x_t)) (:class:`FrameEncoder`: any registered backbone). The
+Frames are encoded one by one, s_t = proj(enc(x_t)) (:class:`FrameEncoder`: any registered backbone), or, with
+``embedding: tokens`` (a ViT backbone), as a map: every patch token projected by the same head and the results
+concatenated in grid order, s_t = [proj(tok_1); ...; proj(tok_L)], so each dimension belongs to one place and a
+per-dimension variance term makes every place vary across samples (a pooled vector may keep only what the
+item is, the part of a frame that is perfectly predictable, and drop where it is; eb_jepa's video examples and
+DINO-WM predict feature maps for the same reason). The
 model predicts the next embedding from the last ``context_frames`` embeddings, the action taken (the
 action-conditioned variant) and a latent z that names what the past does not determine:
 
@@ -75,9 +80,10 @@ class WorldModel(Architecture):
 
     def __init__(
         self, backbone: nn.Module, projector: nn.Module, context: Context, predictor: LatentVariablePredictor,
-        objective: nn.Module, target: TargetBranch,
+        objective: nn.Module, target: TargetBranch, tokens: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.tokens = bool(tokens)  # s_t = the projected patch-token map, flattened (embedding: tokens)
         self.online = Branch(FrameEncoder(backbone), projector)
         self.context_net = context
         self.predictor = predictor
@@ -118,17 +124,23 @@ class WorldModel(Architecture):
     # -- the public API ----------------------------------------------------------------------------
     def encode(self, clips: torch.Tensor) -> torch.Tensor:
         """Online embeddings of every frame: (N, T, C, H, W) -> (N, T, D)."""
-        features = self.encoder.frames(clips)
-        return self.online.projector(features.flatten(0, 1)).view(*features.shape[:2], -1)
+        return self._embed(self.online, clips)[1]
+
+    def _embed(self, branch: nn.Module, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``branch``'s (features (N, T, F) for the probe, embeddings s (N, T, D)) of every frame."""
+        if self.tokens:
+            patches = branch.backbone.frame_tokens(clips)  # (N, T, L, F)
+            s = branch.projector(patches.flatten(0, 2)).view(*patches.shape[:2], -1)  # the same head on every token
+            return patches.mean(dim=2), s
+        features = branch.backbone.frames(clips)
+        return features, branch.projector(features.flatten(0, 1)).view(*features.shape[:2], -1)
 
     def target_embeddings(self, clips: torch.Tensor) -> torch.Tensor:
         """The targets s'_t of every frame (N, T, D): the momentum copy's, or the online ones."""
         if not self.target.independent:
             return self.target.finish([self.encode(clips)])[0]
-        branch = self.target.branch
         with torch.no_grad():
-            features = branch.backbone.frames(clips)
-            return branch.projector(features.flatten(0, 1)).view(*features.shape[:2], -1)
+            return self._embed(self.target.branch, clips)[1]
 
     def context(self, window: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
         """h (N, D) from the last ``context_frames`` embeddings (N, c, D), oldest first, and the action (N,)."""
@@ -183,8 +195,11 @@ class WorldModel(Architecture):
             if len(views) < 2 or views[-1].dim() != 2:
                 raise ValueError("the action-conditioned world model needs the actions: set `data.views.actions: true`")
             actions = views[-1][:, c - 1 : frames - 1]  # a_t of every transition t -> t + 1
-        features = self.encoder.frames(clips)  # (B, T, F)
-        s = self.online.projector(features.flatten(0, 1)).view(*features.shape[:2], -1)
+        features, s = self._embed(self.online, clips)  # (B, T, F), (B, T, D)
+        if s.shape[-1] != self.context_net.mix.out_features:  # shapes are known on the host: no sync
+            raise ValueError(f"frames of {tuple(clips.shape[-2:])} px give embeddings of {s.shape[-1]} dimensions; the model was "
+                             f"built for {self.context_net.mix.out_features}: with `embedding: tokens`, data.views.image_size "
+                             f"must equal model.image_size (or the ViT's backbone.image_size)")
         if self.target.independent:
             targets = self.target_embeddings(clips[:, c:])
         else:
@@ -212,6 +227,8 @@ def build_world_model(
     actions: Mapping[str, Any] | None = None,
     latent: Mapping[str, Any] | None = None,
     target_encoder: Any = "shared",
+    embedding: str = "pooled",
+    image_size: int | None = None,
 ) -> WorldModel:
     """Latent-variable predictive world model on clips: next-frame embedding from the past, the action and z."""
     from ebmssl.models import build_backbone, build_heads
@@ -222,9 +239,22 @@ def build_world_model(
         raise ConfigError(f"{where}: no `backbone:`. Add e.g. `backbone: {{name: vit, variant: vit_tiny, patch_size: 8}}`.")
     if not isinstance(context_frames, int) or isinstance(context_frames, bool) or not 1 <= context_frames <= 16:
         raise ConfigError(f"{where}.context_frames: expected an integer in [1, 16] (embeddings the prediction reads), got {context_frames!r}.")
+    if embedding not in ("pooled", "tokens"):
+        raise ConfigError(f"{where}.embedding: expected `pooled` (one vector per frame) or `tokens` (the projected patch-token "
+                          f"map of a ViT), got {embedding!r}.")
     encoder = build_backbone({"in_channels": in_channels, **dict(backbone)}, where=f"{where}.backbone")
     heads = build_heads(projector, encoder.output_dim, where=f"{where}.projector")
     dim = heads.output_dim
+    if embedding == "tokens":
+        if not hasattr(encoder, "tokens") or not hasattr(encoder, "grid"):
+            raise ConfigError(f"{where}.embedding: `tokens` needs a token encoder (`conv_map` or a ViT), "
+                              f"got {type(encoder).__name__}; or set `embedding: pooled`.")
+        size = int(backbone.get("image_size", 0) or 0) or int(image_size or 0)
+        if size < 1:
+            raise ConfigError(f"{where}.image_size: `embedding: tokens` sizes the map from the frames' size; set `model.image_size` "
+                              f"(the views' image_size) or the ViT's `backbone.image_size`.")
+        rows, columns = encoder.grid(size, size)
+        dim = rows * columns * heads.output_dim
     action_spec = sub_mapping({"actions": actions}, "actions", where)
     check_section(action_spec, ("num_actions", "dim"), where, "actions")
     num_actions, action_dim = action_spec.get("num_actions", 0), action_spec.get("dim", 8)
@@ -234,4 +264,4 @@ def build_world_model(
     context = Context(dim, context_frames, num_actions, action_dim)
     predictor = build_latent_predictor(sub_mapping({"latent": latent}, "latent", where), dim, where)
     target = build_target_encoder(target_encoder, f"{where}.target_encoder", schedule="cosine")
-    return WorldModel(encoder, heads, context, predictor, objective, target)
+    return WorldModel(encoder, heads, context, predictor, objective, target, tokens=embedding == "tokens")

@@ -19,7 +19,7 @@ N, T, SIZE = 6, 4, 8
 
 def config(method: str = "world_model_latent", **model) -> dict:
     c = load_config(method, "methods")
-    c["model"].update({"backbone": {"name": "small_cnn", "width": 4},
+    c["model"].update({"backbone": {"name": "small_cnn", "width": 4}, "embedding": "pooled",
                        "projector": {"name": "mlp", "hidden_dim": 8, "output_dim": 6, "num_layers": 2, "batch_norm": False}})  # fmt: skip
     c["model"]["latent"] = {**c["model"]["latent"], "hidden_dim": 8}
     for key, value in model.items():
@@ -45,8 +45,12 @@ def reference_loss(model, clips: torch.Tensor, actions: torch.Tensor | None, eps
     1 : 1 : 0.04, plus beta * mean_rows KL(N(mu, sigma^2) || N(0, I)) with z = mu + sigma eps."""
     c, beta = model.context_frames, model.predictor.beta
     n, t = clips.shape[:2]
-    frames = model.encoder.backbone(clips.flatten(0, 1)).view(n, t, -1)  # every frame in one batch (batch norm)
-    s = torch.stack([model.online.projector(frames[:, k]) for k in range(t)], dim=1)
+    if model.tokens:  # the map: every place of every frame projected by the same head, places in grid order
+        places = model.encoder.backbone.tokens(clips.flatten(0, 1))[1]
+        s = torch.cat([model.online.projector(places[:, l]) for l in range(places.shape[1])], dim=1).view(n, t, -1)
+    else:
+        frames = model.encoder.backbone(clips.flatten(0, 1)).view(n, t, -1)  # every frame in one batch (batch norm)
+        s = torch.stack([model.online.projector(frames[:, k]) for k in range(t)], dim=1)
     rows_h, rows_y, kls, preds = [], [], [], []
     for i in range(n):
         for step in range(c - 1, t - 1):  # transition step -> step + 1
@@ -77,10 +81,14 @@ def reference_loss(model, clips: torch.Tensor, actions: torch.Tensor | None, eps
     return energy + (variance(pred) + variance(y)) / 2 + 0.04 * (covariance(pred) + covariance(y)) / 2 + beta * kl.mean()
 
 
-@pytest.mark.parametrize("method", ["world_model_latent", "world_model_deterministic", "world_model_action"])
-def test_loss_and_gradient_equal_the_formula_in_float64(method: str) -> None:
+MAP = {"embedding": "tokens", "image_size": SIZE, "backbone": {"name": "conv_map", "width": 4, "output_dim": 3, "stride": 2}}
+
+
+@pytest.mark.parametrize("method, changes", [("world_model_latent", {}), ("world_model_deterministic", {}), ("world_model_action", {}),
+                                             ("world_model_latent", MAP)], ids=["latent", "deterministic", "action", "latent_map"])
+def test_loss_and_gradient_equal_the_formula_in_float64(method: str, changes: dict) -> None:
     torch.manual_seed(0)
-    model = build(config(method)).double()
+    model = build(config(method, **changes)).double()
     clips, actions = clips_and_actions()
     views = [clips, actions] if model.conditioned_on_actions else [clips]
     out = model(views, torch.Generator().manual_seed(5))
@@ -204,3 +212,51 @@ def test_bad_model_keys_are_config_errors(key: str, value, message: str) -> None
     c["model"][key] = value
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         build(c)
+
+
+# -- the map embedding (embedding: tokens) ----------------------------------------------------------------
+def test_conv_map_tokens_are_local_places_and_pool_to_the_mean() -> None:
+    from ebmssl.models import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone({"name": "conv_map", "width": 4, "output_dim": 3, "stride": 4, "in_channels": 1})
+    images = torch.randn(2, 1, 16, 16)
+    cls, tokens = backbone.tokens(images)
+    assert cls is None and tokens.shape == (2, 16, 3) and backbone.grid(16, 16) == (4, 4)
+    torch.testing.assert_close(backbone(images), tokens.mean(1))
+    changed = images.clone()
+    changed[:, :, 12:, 12:] += 1.0  # the bottom-right corner: far from the top-left place's receptive field
+    moved = backbone.tokens(changed)[1]
+    torch.testing.assert_close(moved[:, 0], tokens[:, 0])
+    assert not torch.allclose(moved[:, -1], tokens[:, -1])
+
+
+def test_the_map_embedding_is_every_place_projected_by_the_same_head() -> None:
+    torch.manual_seed(0)
+    c = config(embedding="tokens", image_size=SIZE, backbone={"name": "conv_map", "width": 4, "output_dim": 5, "stride": 2})
+    model = build(c)
+    clips, _ = clips_and_actions()
+    s = model.encode(clips.float())
+    places = model.encoder.backbone.tokens(clips.float().flatten(0, 1))[1]  # (N T, 16, 5)
+    expected = torch.stack([model.online.projector(places[:, l]) for l in range(places.shape[1])], dim=1).flatten(1)
+    torch.testing.assert_close(s, expected.view(N, T, -1))
+    assert s.shape == (N, T, 16 * 6)
+    out = model([clips.float()], torch.Generator().manual_seed(0))
+    out.loss.backward()
+    with pytest.raises(ValueError, match="model.image_size"):
+        model([torch.randn(N, T, 1, 2 * SIZE, 2 * SIZE)], torch.Generator())
+    with pytest.raises(ConfigError, match="token encoder"):
+        build(config(embedding="tokens", image_size=SIZE))  # small_cnn pools: no places
+
+
+@pytest.mark.slow
+def test_the_final_evaluation_runs_the_random_init_baseline_on_clips(tmp_path) -> None:
+    """The random-init baseline is the raw backbone wrapped like the trained encoder (frame by frame on clips)."""
+    from ebmssl.training.run import run_training
+    from tests.training.test_methods_end_to_end import tiny_run_config
+
+    c = tiny_run_config("world_model_deterministic")
+    c["eval"].update({"final": True, "baselines": True})
+    evaluation = run_training(c, tmp_path / "run")["evaluation"]
+    assert set(evaluation) == {"trained", "random_init", "raw_pixels"}
+    assert all(0.0 <= result["knn_accuracy"] <= 1.0 for result in evaluation.values())
