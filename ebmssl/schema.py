@@ -94,6 +94,9 @@ class EvalSection:
     final: bool = True
     plots: bool = True  # the run's PNGs (curves, spectrum, energies, retrieval, t-SNE map); false: seconds fewer per run
     dataset: Optional[Component | str] = None  # labelled dataset for kNN / linear evaluation; default: the training data
+    dense: bool = False  # also the patch-level linear probe (mIoU) on the Fashion-MNIST mosaics (ebmssl/evaluation/dense.py)
+    dense_num_train: Count = 500  # train mosaics of the dense probe (56 px, Fashion-MNIST train items)
+    dense_num_test: Count = 250  # test mosaics (Fashion-MNIST test items)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""Evaluate a trained backbone offline: kNN, full linear probe, few-label linear probe.
+"""Evaluate a trained backbone offline: kNN, full linear probe, few-label linear probe; with --dense also
+the patch-level linear probe (mIoU, pixel accuracy) on the seeded Fashion-MNIST mosaics.
 
     python tools/evaluate.py --checkpoint runs/simclr_fashion_mnist            # the run's latest checkpoint
     python tools/evaluate.py --checkpoint runs/simclr_fashion_mnist/checkpoints/step-00000390
     python tools/evaluate.py --checkpoint RUN --labels-per-class 10 --knn-k 200 --baselines
+    python tools/evaluate.py --checkpoint RUN --dense --baselines             # + segmentation mIoU
+    python tools/evaluate.py --checkpoint RUN --dense-only --dense-num-train 200   # the dense probe alone
 
 The method's architecture is rebuilt from the run's saved ``config.yaml`` with the builder training used
 (input channels from the view pipeline, so ``to_rgb: true`` gives 3), and its encoder's weights are read
 from the checkpoint's ``model.safetensors`` (or the run's exported ``backbone.safetensors``); features
-are the encoder's, on the un-augmented images. Results are printed and written to ``<run>/evaluation.json``.
+are the encoder's, on the un-augmented images. The dense probe (ebmssl/evaluation/dense.py) reads the
+encoder's patch tokens or last feature map on 56 px mosaics (docs/data.md). Results are printed and
+written to ``<run>/evaluation.json``.
 """
 
 from __future__ import annotations
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear-epochs", type=int, default=None)
     parser.add_argument("--num-train", type=int, default=None, help="train images used (default: the run's)")
     parser.add_argument("--baselines", action="store_true", help="also evaluate a random-init encoder and raw pixels")
+    parser.add_argument("--dense", action="store_true", help="also run the patch-level linear probe (mosaic mIoU)")
+    parser.add_argument("--dense-only", action="store_true", help="run the dense probe alone (no kNN / linear probes)")
+    parser.add_argument("--dense-num-train", type=int, default=None, help="train mosaics (default: the run's eval.dense_num_train)")
+    parser.add_argument("--dense-num-test", type=int, default=None, help="test mosaics (default: the run's eval.dense_num_test)")
     args = parser.parse_args(argv)
 
     from ebmssl.config import load_config
@@ -105,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         backbone = load_backbone(run_dir, checkpoint, config, views, train_set.num_classes)
         eval_cfg = resolve_section(config.get("eval"), EvalSection, "eval.", str(run_dir / "config.yaml"))
         for key, value in (("knn_k", args.knn_k), ("knn_temperature", args.knn_temperature), ("labels_per_class", args.labels_per_class),
-                           ("linear_epochs", args.linear_epochs), ("num_train", args.num_train)):
+                           ("linear_epochs", args.linear_epochs), ("num_train", args.num_train),
+                           ("dense_num_train", args.dense_num_train), ("dense_num_test", args.dense_num_test)):
             if value is not None:
                 eval_cfg[key] = value
         encoders = {"trained": backbone}
@@ -115,12 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             seed = int((config.get("train") or {}).get("seed", 0)) + 12345  # the seed training's baseline uses
             encoders["random_init"] = random_init_backbone(config.get("model"), views.channels, seed).eval()
             encoders["raw_pixels"] = None
-        results = evaluate_encoders(encoders, train_set, test_set, views.eval_transform, eval_cfg)
+        dense = args.dense or args.dense_only
+        if dense:
+            from ebmssl.evaluation.dense import add_dense_evaluation, check_dense_backbone
+
+            check_dense_backbone(backbone)
+        results = {} if args.dense_only else evaluate_encoders(encoders, train_set, test_set, views.eval_transform, eval_cfg)
+        dense_iou = add_dense_evaluation(results, encoders, views, eval_cfg) if dense else None
     except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(results))
     out = {"checkpoint": str(checkpoint or run_dir / "backbone.safetensors"), "results": results}
+    if dense_iou is not None:
+        out["dense_iou"] = dense_iou
     (run_dir / "evaluation.json").write_text(json.dumps(out, indent=2))
     return 0
 

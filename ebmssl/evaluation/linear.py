@@ -35,6 +35,55 @@ def _accuracy(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor, batch_size: i
     return correct / x.shape[0]
 
 
+def fit_linear(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float = 1.0,
+    weight_decay: float = 1e-4,
+    batch_size: int = 4096,
+) -> nn.Linear:
+    """The ``nn.Linear`` (zero-initialised) minimising the L2-regularised cross-entropy
+
+        L(W, b) = (1/n) sum_i CE(softmax(W x_i + b), y_i) + (weight_decay / 2) |W|_F^2
+
+    by full-batch L-BFGS (strong-Wolfe line search, step ``lr``, at most ``epochs`` iterations). ``y``:
+    (n,) class indices, or (n, num_classes) class probabilities (soft targets, e.g. the class fractions
+    of a patch). ``batch_size`` only chunks the computation; the gradient is exact. Runs on ``x``'s device.
+    """
+    device, n = x.device, x.shape[0]
+    linear = nn.Linear(x.shape[1], num_classes).to(device)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    if n == 0 or epochs <= 0:
+        return linear
+    optimizer = torch.optim.LBFGS(
+        linear.parameters(),
+        lr=lr,
+        max_iter=epochs,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        total = torch.zeros((), device=device)
+        for start in range(0, n, batch_size):
+            logits = linear(x[start : start + batch_size])
+            chunk = F.cross_entropy(logits, y[start : start + batch_size], reduction="sum") / n
+            chunk.backward()
+            total += chunk.detach()
+        penalty = 0.5 * weight_decay * linear.weight.pow(2).sum()
+        penalty.backward()
+        return total + penalty.detach()
+
+    optimizer.step(closure)
+    return linear
+
+
 def linear_probe(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -76,34 +125,7 @@ def linear_probe(
     x_test = (test_features.to(device).float() - mean) / scale
     y_test = test_labels.to(device=device, dtype=torch.long)
     n = x.shape[0]
-
-    linear = nn.Linear(x.shape[1], num_classes).to(device)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    if n > 0 and epochs > 0:
-        optimizer = torch.optim.LBFGS(
-            linear.parameters(),
-            lr=lr,
-            max_iter=epochs,
-            history_size=20,
-            tolerance_grad=1e-7,
-            tolerance_change=1e-10,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            total = torch.zeros((), device=device)
-            for start in range(0, n, batch_size):
-                logits = linear(x[start : start + batch_size])
-                chunk = F.cross_entropy(logits, y_all[start : start + batch_size], reduction="sum") / n
-                chunk.backward()
-                total += chunk.detach()
-            penalty = 0.5 * weight_decay * linear.weight.pow(2).sum()
-            penalty.backward()
-            return total + penalty.detach()
-
-        optimizer.step(closure)
+    linear = fit_linear(x, y_all, num_classes, epochs, lr, weight_decay, batch_size)
     return {
         "accuracy": _accuracy(linear, x_test, y_test, batch_size),
         "train_accuracy": _accuracy(linear, x, y_all, batch_size),

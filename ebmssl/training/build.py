@@ -236,6 +236,10 @@ def check_run(config: dict[str, Any]) -> Settings:
             config, settings, views, info, num_processes=1, device_type="cpu", source=source))
         _guarded("model.backbone", source, lambda: check_backbone_input(  # the global views' sizes it must take
             parts["learner"].encoder, views.channels, views.view_sizes()[: views.num_global], "model.backbone"))
+    if eval_cfg["dense"] and eval_cfg["final"]:
+        from ebmssl.evaluation.dense import check_dense_backbone
+
+        _guarded("eval.dense", source, lambda: check_dense_backbone(parts["learner"].encoder))
     run = RunShape(int(data_cfg["batch_size"]), world_size(), int(settings.train["grad_accumulation"]))
     _guarded("objective", source, lambda: check_objective(parts["learner"], views, run))
     return settings

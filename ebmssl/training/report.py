@@ -101,7 +101,7 @@ def evaluate_encoders(
 
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    preferred = ["knn_accuracy", "linear_accuracy", "few_label_accuracy"]
+    preferred = ["knn_accuracy", "linear_accuracy", "few_label_accuracy", "dense_miou", "dense_pixel_accuracy"]
     columns = [c for c in preferred if any(c in r for r in results.values())]
     header = f"{'encoder':<22}" + "".join(f"{c:>22}" for c in columns)
     lines = [header, "-" * len(header)]

@@ -104,6 +104,10 @@ def run_training(
             encoders, parts.eval_train_set, parts.test_set, parts.views.eval_transform, parts.eval_cfg,
             device=acc.device, seed=int(parts.train_cfg["seed"]),
         )
+        if parts.eval_cfg["dense"]:  # the patch-level probe on the mosaics, the same encoders
+            from ebmssl.evaluation.dense import add_dense_evaluation
+
+            report["dense_iou"] = add_dense_evaluation(results, encoders, parts.views, parts.eval_cfg, acc.device)
         report["evaluation"] = results
         report["evaluation_seconds"] = time.perf_counter() - started
         acc.print("\n" + format_table(results))

@@ -1,5 +1,5 @@
 """The two-process launch shared by several test files (see jobs_worker.py): one ``torchrun`` for the
-gather, parity-gather, predictive and collective-safety jobs. Session-scoped, so under ``--dist loadgroup``
+gather, parity-gather, predictive, collective-safety and dense-probe jobs. Session-scoped, so under ``--dist loadgroup``
 every test that reads it runs on one xdist worker, after one launch (tests/conftest.py groups them)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ JOBS = {
     "parity_gather": ("tests.distributed.worker", test_parity_gather.SPEC),
     "predictive": ("tests.distributed.predictive_worker", test_predictive_two_process.SPEC),
     "safety": ("tests.distributed.safety_worker", test_collective_safety.SPEC),
+    "dense": ("tests.distributed.dense_case", {}),  # the dense probe, gathered (test_dense_two_process.py)
 }
 
 

@@ -44,6 +44,11 @@ class ResNetBackbone(tv_resnet.ResNet):
         self.in_channels = int(in_channels)
         self.small_images = small_images
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``layer4``'s output (N, output_dim, h, w), before the global pool (dense features)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
 
 @register_backbone("resnet18")
 def resnet18(in_channels: int = 3, small_images: bool = False, zero_init_residual: bool = False) -> ResNetBackbone:

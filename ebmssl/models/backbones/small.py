@@ -60,8 +60,12 @@ class SmallResNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output (N, output_dim, h, w), before the global pool (dense features)."""
+        return self.stages(self.stem(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        return self.pool(self.feature_map(x)).flatten(1)
 
 
 @register_backbone("small_cnn")
@@ -86,6 +90,10 @@ class SmallCNN(nn.Module):
         )
         self.output_dim = 2 * width
         self.in_channels = int(in_channels)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The second convolution's output (N, output_dim, h, w), before the global pool (dense features)."""
+        return self.net[:-2](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -58,6 +58,18 @@ class TimmBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``forward_features`` (N, num_features, h, w) of a convolutional model (dense features);
+        a ConfigError for models whose unpooled features are not a spatial map."""
+        features = self.model.forward_features(x)
+        if features.dim() != 4:
+            raise ConfigError(
+                f"eval.dense: timm model {self.model_name!r} returns unpooled features of shape {tuple(features.shape)}, "
+                f"not a (N, C, h, w) map, and is not a token encoder (see is_token_encoder); it has no dense features. "
+                f"Set `eval.dense: false` or use a CNN or a token-pool ViT."
+            )
+        return features
+
     def library_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under timm's own keys (``timm.create_model(model_name, num_classes=0, **model_args)``)."""
         return dict(self.model.state_dict())
