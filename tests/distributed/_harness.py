@@ -28,6 +28,14 @@ def launch_two_processes(worker: Path, spec: Mapping[str, Any], output: Path) ->
     return json.loads(Path(output).read_text())
 
 
+def job_result(results: Mapping[str, Any], name: str) -> Any:
+    """Job ``name``'s result in the shared two-process launch (tests/distributed/conftest.py); a job that raised
+    left ``{"error": traceback}`` under its name, which fails here with that traceback."""
+    result = results[name]
+    assert not (isinstance(result, dict) and isinstance(result.get("error"), str)), result.get("error")
+    return result
+
+
 def single_process_objective(build, inputs, method: str, overrides: dict, seed: int, views: int, batch: int, dim: int) -> dict:
     """Loss, terms and gradient (w.r.t. the projection weight) of ``method`` on the full batch, in one process."""
     xs, weight = inputs(seed, views, batch, dim)

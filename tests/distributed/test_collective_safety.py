@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.distributed._harness import job_result
+
 SPEC: dict = {}
 
 
 @pytest.fixture()
 def reports(two_process_jobs: dict) -> list[dict]:
     """Both processes' reports, from the shared two-process launch (tests/distributed/conftest.py)."""
-    result = two_process_jobs["safety"]
+    result = job_result(two_process_jobs, "safety")
     assert isinstance(result, list), result
     return result
 

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
+from tests.distributed._harness import job_result
 from tests.distributed.dense_case import case
 
 
 @pytest.mark.slow
 def test_the_dense_probe_on_two_processes_equals_one_process(two_process_jobs: dict) -> None:
-    gathered = two_process_jobs["dense"]
-    assert "error" not in gathered, gathered["error"]
+    gathered = job_result(two_process_jobs, "dense")
     single = json.loads(json.dumps(case()))  # the same JSON round trip (None for absent classes)
     for name in ("cnn", "raw_pixels"):
         assert gathered[name]["grid"] == single[name]["grid"] and gathered[name]["num_train"] == 7

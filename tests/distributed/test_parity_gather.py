@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.distributed._harness import assert_matches, single_process_objective
+from tests.distributed._harness import assert_matches, job_result, single_process_objective
 from tests.distributed.worker import build, inputs
 
 SEED, VIEWS, BATCH, DIM = 5, 3, 16, 8
@@ -31,10 +31,7 @@ SPEC = {"cases": CASES, "seed": SEED, "num_views": VIEWS, "batch": BATCH, "dim":
 
 @pytest.fixture()
 def two_process_results(two_process_jobs: dict) -> dict:
-    """This file's job in the shared two-process launch (tests/distributed/conftest.py)."""
-    result = two_process_jobs["parity_gather"]
-    assert "error" not in result, result["error"]  # the job itself failed
-    return result
+    return job_result(two_process_jobs, "parity_gather")  # this file's job in the shared launch (conftest.py)
 
 
 @pytest.mark.slow

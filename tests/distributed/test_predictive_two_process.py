@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distributed._harness import assert_matches
+from tests.distributed._harness import assert_matches, job_result
 from tests.distributed.predictive_worker import build, inputs, loss_and_grad
 
 SEED, BATCH = 5, 8
@@ -20,8 +20,7 @@ SPEC = {"methods": METHODS, "seed": SEED, "batch": BATCH}
 
 @pytest.fixture()
 def two_process_results(two_process_jobs: dict) -> dict:
-    """This file's job in the shared two-process launch (tests/distributed/conftest.py)."""
-    return two_process_jobs["predictive"]
+    return job_result(two_process_jobs, "predictive")  # this file's job in the shared launch (conftest.py)
 
 
 @pytest.mark.slow
