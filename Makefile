@@ -25,10 +25,10 @@ data:
 	  echo "note: Debian's dataset-fashion-mnist is not installed; torchvision will download Fashion-MNIST into data/"
 
 test: install data
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder -q -m "not slow" $(PYTEST_ARGS)
 
 train: install data
 	$(BIN)/python tools/train.py $(ARGS)

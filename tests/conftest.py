@@ -10,8 +10,10 @@
   :class:`NetworkAccessInTests` (loopback and this host's own addresses stay allowed: torch.distributed
   rendezvous). A dataset that would download must be given a local copy instead.
 * Slow (end-to-end) tests run first: with ``-n 2`` the long ones then spread over both workers and the
-  many short ones fill the gaps at the end, so the two workers finish together. Tests sharing a module-scoped
-  fixture (one torchrun launch for many parametrised cases) stay on one worker (``--dist loadgroup``).
+  many short ones fill the gaps at the end, so the two workers finish together. A module is one unit of work
+  (``--dist loadscope``), so a module-scoped fixture (one torchrun launch for many parametrised cases) is built
+  once; a session fixture shared across modules is built once per session through a file lock
+  (tests/distributed/conftest.py).
 * No test writes into the repository: ``git status --porcelain --ignored`` is taken when the session starts
   and compared when it ends (caches of Python, pytest and tools excepted); a new or changed path fails the run.
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -49,21 +50,16 @@ settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-SHARED_SCOPES = ("session", "module", "class")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow tests first (a stable sort: the order within each group is kept, equal on every xdist worker); the
-    tests that share a module- or class-scoped fixture (one torchrun launch, one trained run) form one
-    ``xdist_group``, so under ``--dist loadgroup`` that fixture is built by one worker, once."""
+    """Slow tests first (a stable sort: the order within a module is kept, equal on every xdist worker).
+
+    ``make test`` distributes with ``--dist loadscope --no-loadscope-reorder``: a module (a class, for test
+    methods) is one unit of work, so a module-scoped fixture (one torchrun launch, one trained run) is built
+    once, and the units go out in this order, the modules holding slow tests first. (``--dist loadgroup``
+    with ``xdist_group`` marks was used before; under pytest 9 xdist 3.8 can no longer rename node ids, so its
+    groups were silently ignored and every shared fixture was built on both workers.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        for name, definitions in (info.name2fixturedefs.items() if info else ()):
-            if definitions and definitions[-1].scope in SHARED_SCOPES and definitions[-1].baseid:
-                group = re.sub(r"\W+", "_", f"{definitions[-1].baseid}_{name}")  # becomes a node-id suffix
-                item.add_marker(pytest.mark.xdist_group(group))
 
 
 # -- no network ------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ TINY = [
     ({"name": "vit", "variant": "vit_tiny", "image_size": 16, "patch_size": 4, "num_layers": 2}, 192, 3),
     ({"name": "vit", "variant": "vit_s_8", "image_size": 16, "num_layers": 1, "in_channels": 1}, 384, 1),
     # timm and transformers by name (tests/models/test_timm_backbones.py, test_hf_backbones.py test them in depth)
+    ({"name": "conv_map", "width": 8, "output_dim": 12, "stride": 4}, 12, 3),  # its feature map's mean token
     ({"name": "timm", "model": "test_resnet", "in_channels": 1}, 96, 1),
     ({"name": "hf", "config": {"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}}, 16, 3),
 ]
@@ -39,9 +40,12 @@ def test_forward_shape_and_output_dim(spec, dim, channels):
     assert out.shape == (2, dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
+CLIP_ENCODERS = {"frame_clip", "vit_tubelet"}  # clips (N, T, C, H, W) in: tests/models/test_clip_backbones.py
+
+
 def test_every_registered_backbone_is_covered():
     assert set(BACKBONES.names()) >= {"resnet18", "resnet34", "resnet50", "small_resnet", "small_cnn", "vit"}
-    assert {spec["name"] for spec, _, _ in TINY} >= set(BACKBONES.names())
+    assert {spec["name"] for spec, _, _ in TINY} | CLIP_ENCODERS >= set(BACKBONES.names())
 
 
 def test_resnet18_state_dict_loads_into_torchvision():

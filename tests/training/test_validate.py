@@ -87,6 +87,7 @@ ACCEPTED = {
     ("data.views.image_size", None): "null: the views take the dataset's image size",
     ("eval.labels_per_class", None): "null skips the few-label probe",
     ("eval.baselines", True): "the baselines are on by default",
+    ("eval.plots", True): "the plots are on by default (the base config turns them off to be quick)",
 }
 
 mutation = st.one_of(
