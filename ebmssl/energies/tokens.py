@@ -14,7 +14,7 @@ tokens. The architecture hands the objective, beside the per-view (N, D) embeddi
   (DenseCL matches by them), or (N, E) pooled backbone features (DINOv2's KoLeo on class tokens).
 
 Masks are used as weights, never to select rows: a term's shapes never depend on how many tokens are
-masked, so a step has no host read and compiles once (h14-sync's static mask lengths keep T fixed).
+masked, so a step has no host read and compiles once (static mask lengths keep T fixed).
 
 A :class:`PatchTerm` returns a scalar ``loss(tokens)``; ``update(tokens)`` (no gradient, training mode
 only, after the loss) moves its state (centres, queues); ``family`` is the collapse family it
