@@ -79,10 +79,18 @@ def find_config(name: str, subdir: str = "", relative_to: Path | None = None) ->
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base``; ``key: null`` in override keeps null."""
+    """Recursively merge ``override`` into a copy of ``base``; ``key: null`` in override keeps null.
+
+    A component named anew replaces the old one instead of merging into it: when both mappings carry a
+    ``name`` and the names differ (a budget's ``optimizer: {name: adamw, ...}`` over a method's
+    ``{name: sgd, momentum: 0.9}``), the old component's keys are not the new one's arguments."""
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        old = merged.get(key)
+        renamed = isinstance(value, Mapping) and isinstance(old, Mapping) and "name" in value and "name" in old
+        if renamed and value["name"] != old["name"]:
+            merged[key] = copy.deepcopy(dict(value))
+        elif isinstance(value, Mapping) and isinstance(old, Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

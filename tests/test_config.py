@@ -327,3 +327,13 @@ def test_method_headers_say_how_batch_norm_runs_on_several_processes() -> None:
 
         claim = re.search(r"sync_batchnorm: (true|false)", header[0])  # the first mention is the claim
         assert claim is not None and (claim.group(1) == "true") == synced, f"{path.name}: header and train.sync_batchnorm disagree"
+
+
+def test_a_component_named_anew_replaces_the_old_one_instead_of_merging() -> None:
+    """A budget's AdamW over a method's SGD gets no `momentum` (AdamW takes none); the same name still merges."""
+    method = {"train": {"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}, "model": {"backbone": {"name": "vit", "patch_size": 4}}}
+    budget = {"train": {"optimizer": {"name": "adamw", "lr": 0.001}}, "model": {"backbone": {"name": "vit", "image_size": 28}}}
+    merged = deep_merge(method, budget)
+    assert merged["train"]["optimizer"] == {"name": "adamw", "lr": 0.001}
+    assert merged["model"]["backbone"] == {"name": "vit", "patch_size": 4, "image_size": 28}
+    assert deep_merge({"o": {"name": "sgd", "momentum": 0.9}}, {"o": {"lr": 0.5}})["o"] == {"name": "sgd", "momentum": 0.9, "lr": 0.5}
