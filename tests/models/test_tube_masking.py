@@ -1,4 +1,4 @@
-"""V-JEPA tube masks (ebmssl/models/masking.py): the official block size, tubes over time, fixed lengths that are a
+"""V-JEPA tube masks (ebmssl/models/tube_masking.py): the official block size, tubes over time, fixed lengths that are a
 pure function of the config, disjoint context and targets, and draws that are a pure function of the generator."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ebmssl.models.masking import _tube_shape, _tube_unions, tube_mask_lengths, tube_masks
+from ebmssl.models.tube_masking import _tube_shape, _tube_unions, tube_mask_lengths, tube_masks
 
 SHORT = {"num_blocks": 8, "spatial_scale": (0.15, 0.15)}
 LONG = {"num_blocks": 2, "spatial_scale": (0.7, 0.7)}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import ebmssl
 from ebmssl.config import load_config
 from ebmssl.models.architectures import build_learner
-from ebmssl.models.masking import tube_masks
+from ebmssl.models.tube_masking import tube_masks
 from tests.reference._compare import assert_matches_reference
 
 

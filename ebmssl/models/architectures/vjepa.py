@@ -9,9 +9,9 @@ official code facebookresearch/jepa, ``app/vjepa/train.py``, ``src/masks/multibl
 ``src/models/predictor.py``):
 
 * masks (``model.masks``: a list, one entry per mask configuration; official: short range, 8 blocks of spatial
-  scale 0.15, and long range, 2 blocks of 0.7, both over the whole clip): :func:`ebmssl.models.masking.tube_masks`,
+  scale 0.15, and long range, 2 blocks of 0.7, both over the whole clip): :func:`ebmssl.models.tube_masking.tube_masks`,
   drawn on the device from the batch's generator, mask by mask in list order, lengths fixed by the config
-  (:func:`ebmssl.models.masking.tube_mask_lengths`);
+  (:func:`ebmssl.models.tube_masking.tube_mask_lengths`);
 * context encoder: the tubelet ViT on each mask's visible tubelets (``tokens(clips, keep=context)``; the
   official ``MultiMaskWrapper`` runs the encoder once per mask);
 * target encoder (``model.target_encoder: {momentum, final_momentum, schedule}``): the momentum copy
@@ -43,8 +43,9 @@ from torch import nn
 from ebmssl.models.architectures._common import TransformerStack, check_section, sub_mapping
 from ebmssl.models.architectures.base import Architecture, LearnerOutput, default_generator
 from ebmssl.models.backbones.tubelet_vit import sincos_3d
-from ebmssl.models.masking import MaskLengths, TubeMasks, gather_tokens, tube_mask_lengths, tube_masks
+from ebmssl.models.masking import MaskLengths, gather_tokens
 from ebmssl.models.target import TargetBranch, build_target_encoder
+from ebmssl.models.tube_masking import TubeMasks, tube_mask_lengths, tube_masks
 from ebmssl.registry import ConfigError, register_architecture
 
 PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")

@@ -51,7 +51,7 @@ def reference_loss(model, clips: torch.Tensor, actions: torch.Tensor | None, eps
     else:
         frames = model.encoder.backbone(clips.flatten(0, 1)).view(n, t, -1)  # every frame in one batch (batch norm)
         s = torch.stack([model.online.projector(frames[:, k]) for k in range(t)], dim=1)
-    rows_h, rows_y, kls, preds = [], [], [], []
+    rows_h, rows_y = [], []
     for i in range(n):
         for step in range(c - 1, t - 1):  # transition step -> step + 1
             parts = [s[i, step - c + 1 + k] for k in range(c)]
