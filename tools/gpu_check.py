@@ -4,6 +4,7 @@
     python tools/gpu_check.py                      # on a GPU: 10 runs x (5 warm-up + 30 timed) bf16 steps
     python tools/gpu_check.py --steps 50 --peak-tflops 989
     python tools/gpu_check.py --smoke              # CPU, seconds: tiny backbones and images, same code path
+    python tools/gpu_check.py --compile --only simclr:resnet50   # torch.compile'd: compile time, recompiles
 
 Runs SimCLR, BYOL and DINO on ResNet-18, ResNet-50 and ViT-S/16 and MAE on ViT-S/16 (MAE masks patches:
 it needs a ViT) at realistic sizes: 224 px synthetic images (DINO: 2 x 224 + 8 x 96 multi-crop), batch
@@ -16,12 +17,18 @@ dense bf16 peak (a table of known devices; ``--peak-tflops`` for others). With s
 checks that SimCLR on ResNet-18 logs the same losses on one process and on every GPU (``torchrun``,
 same global batch, sync batch-norm, float32 without TF32 so the comparison is tight).
 
-Exit status 0 when every run finished without a sync and the losses agree; 1 otherwise.
+With ``--compile`` the learner is ``torch.compile``d (``train.compile: true``, inductor): the row adds the
+warm-up's seconds (compilation included), the graphs Dynamo built and its graph breaks, and the graphs
+built during the timed steps (recompiles: must be 0). FLOPs are then counted on one step run eagerly
+(``torch.compiler.set_stance("force_eager")``): the same arithmetic, counted by the same counter.
+
+Exit status 0 when every run finished without a sync or a recompile and the losses agree; 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,9 +54,17 @@ BACKBONES = ("resnet18", "resnet50", "vit_s_16")
 
 
 def cases(only: list[str] | None) -> list[tuple[str, str]]:
-    pairs = [(m, b) for m in METHODS for b in BACKBONES if m != "mae" or b.startswith("vit")]
-    if only:
-        pairs = [p for p in pairs if f"{p[0]}:{p[1]}" in only]
+    """The check's (method, backbone) runs: every default pair, or those ``--only`` names (``method:backbone``,
+    any method config of configs/methods/ on one of the check's backbones)."""
+    if not only:
+        return [(m, b) for m in METHODS for b in BACKBONES if m != "mae" or b.startswith("vit")]
+    pairs = []
+    for item in only:
+        method, _, backbone = item.partition(":")
+        if not (ROOT / "configs" / "methods" / f"{method}.yaml").is_file() or backbone not in BACKBONES:
+            raise SystemExit(f"gpu_check: --only {item!r}: expected METHOD:BACKBONE with a method config of "
+                             f"configs/methods/ and a backbone among {', '.join(BACKBONES)}")
+        pairs.append((method, backbone))
     return pairs
 
 
@@ -83,7 +98,8 @@ def run_config(method: str, backbone: str, args: argparse.Namespace) -> dict[str
     config["_source"] = f"gpu-check {method}:{backbone}"
     precision = "'no'" if args.smoke else "bf16"  # quoted: a bare no is YAML's false
     return apply_overrides(config, [
-        f"train.mixed_precision={precision}", "train.epochs=1000", "train.progress_bar=false",
+        f"train.mixed_precision={precision}", f"train.compile={str(bool(args.compile)).lower()}",
+        "train.epochs=1000", "train.progress_bar=false",
         "train.log_every=1000000", "train.checkpoint_every_epochs=0", "eval.knn_every_epochs=0", "eval.final=false",
     ], strict=False)  # fmt: skip
 
@@ -99,6 +115,7 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
 
 
 def measure(method: str, backbone: str, args: argparse.Namespace) -> dict[str, Any]:
+    from torch._dynamo.utils import counters as dynamo_counters
     from torch.utils.flop_counter import FlopCounterMode
 
     from ebmssl.training.trainer import Trainer
@@ -112,12 +129,20 @@ def measure(method: str, backbone: str, args: argparse.Namespace) -> dict[str, A
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         step = 0
+        dynamo_counters.clear()
+        warm_start = time.perf_counter()
         for _ in range(args.warmup):
             trainer._set_hyperparameters(step)
             trainer.train_step(step)
             step += 1
+        if cuda:
+            torch.cuda.synchronize(device)
+        warmup_seconds = time.perf_counter() - warm_start
+        graphs_warm = dynamo_counters["stats"]["unique_graphs"]
         counter = FlopCounterMode(display=False)
-        with counter:
+        # a compiled learner is counted on an eager step: a dispatch mode around compiled code would recompile
+        stance = torch.compiler.set_stance("force_eager") if args.compile else contextlib.nullcontext()
+        with stance, counter:
             trainer._set_hyperparameters(step)
             trainer.train_step(step)
         step += 1
@@ -133,7 +158,7 @@ def measure(method: str, backbone: str, args: argparse.Namespace) -> dict[str, A
                 trainer.train_step(step)
                 step += 1
         except RuntimeError as error:  # a blocking sync inside a step
-            sync_error = str(error).splitlines()[0][:200]
+            sync_error = f"{str(error).splitlines()[0][:120]} at {ebmssl_frame(error)}"
         finally:
             if cuda:
                 torch.cuda.set_sync_debug_mode("default")
@@ -143,15 +168,32 @@ def measure(method: str, backbone: str, args: argparse.Namespace) -> dict[str, A
         images = trainer.parts.global_batch * trainer.parts.views.num_views
         row: dict[str, Any] = {"method": method, "backbone": backbone, "batch": trainer.parts.global_batch,
                                "views": trainer.parts.views.num_views, "steps": args.steps}  # fmt: skip
-        row["images_per_s"] = images * args.steps / seconds if sync_error is None else float("nan")
-        row["step_ms"] = 1e3 * seconds / args.steps
+        timed = sync_error is None  # a sync stops the timed steps at once: no figure of them is meaningful
+        row["images_per_s"] = images * args.steps / seconds if timed else float("nan")
+        row["step_ms"] = 1e3 * seconds / args.steps if timed else float("nan")
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-        row["tflops"] = flops / (seconds / args.steps) / 1e12
+        row["tflops"] = flops / (seconds / args.steps) / 1e12 if timed else float("nan")
         peak = peak_tflops(args, device)
         row["mfu"] = row["tflops"] / peak if peak else float("nan")
         row["skipped_steps"] = counters["skipped"]
         row["sync"] = sync_error or ("none" if cuda else "not checked (CPU)")
+        if args.compile:
+            row["warmup_s"] = warmup_seconds
+            row["graphs"] = graphs_warm
+            row["graph_breaks"] = sum(dynamo_counters["graph_break"].values())
+            row["recompiles"] = dynamo_counters["stats"]["unique_graphs"] - graphs_warm
     return row
+
+
+def ebmssl_frame(error: BaseException) -> str:
+    """``path:line (function)`` of the innermost ebmssl frame of ``error``'s traceback: the line that synced."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "/ebmssl/" in f.filename.replace(os.sep, "/")]
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{os.path.relpath(frame.filename, ROOT)}:{frame.lineno} ({frame.name})"
 
 
 def equality_child(args: argparse.Namespace) -> None:
@@ -206,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 30; 2 with --smoke)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; 1 with --smoke)")
     parser.add_argument("--only", action="append", help="method:backbone, e.g. simclr:resnet50 (repeatable)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the learner; report compile time and recompiles")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: known devices)")
     parser.add_argument("--processes", type=int, default=None, help="loss equality on this many processes (default: every GPU)")
     parser.add_argument("--equality-steps", type=int, default=3)
@@ -239,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     synced = [f"{r['method']}:{r['backbone']}" for r in rows if r["sync"] not in ("none", "not checked (CPU)")]
     if synced:
         print(f"host syncs inside a step: {', '.join(synced)}", file=sys.stderr)
-    return 1 if synced or equality["equal"] is False else 0
+    recompiled = [f"{r['method']}:{r['backbone']}" for r in rows if r.get("recompiles", 0)]
+    if recompiled:
+        print(f"recompiled during the timed steps: {', '.join(recompiled)}", file=sys.stderr)
+    return 1 if synced or recompiled or equality["equal"] is False else 0
 
 
 if __name__ == "__main__":

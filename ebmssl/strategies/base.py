@@ -30,6 +30,16 @@ FAMILIES: tuple[str, ...] = get_args(Family)  # the three ways to keep the energ
 Pair = tuple[int, int]
 
 
+
+def one_column_per_row(columns: torch.Tensor, num_columns: int) -> torch.Tensor:
+    """Boolean mask (len(columns), num_columns), True at (i, columns[i]): the entry a row excludes (itself).
+
+    Built by a comparison on ``columns``' device. Not ``mask[rows, columns] = True``: on CUDA that index
+    assignment hands the Python scalar to ``index_put_`` as a host tensor, copied to the device with a
+    blocking copy inside every step (``tools/gpu_check.py`` found it on an H200).
+    """
+    return torch.arange(num_columns, device=columns.device) == columns.unsqueeze(1)
+
 @dataclass
 class Progress:
     """Where training is: optimisation step and (fractional) epoch, with their totals."""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -41,3 +42,20 @@ def test_smoke_mode_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rows[1]["views"] == 4  # DINO's multi-crop: 2 global + 2 local in smoke mode
     assert result["equality"]["equal"] == "not checked (one device)"
     assert "| simclr | resnet50 |" in capsys.readouterr().out
+
+
+def test_only_names_any_method_config_and_refuses_a_wrong_name() -> None:
+    assert gpu_check.cases(["moco_v2:resnet50", "ibot:vit_s_16"]) == [("moco_v2", "resnet50"), ("ibot", "vit_s_16")]
+    for wrong in ("mocov2:resnet50", "simclr:resnet101", "simclr"):
+        with pytest.raises(SystemExit, match="METHOD:BACKBONE"):
+            gpu_check.cases([wrong])
+
+
+def test_a_sync_is_reported_with_the_ebmssl_line_that_made_it() -> None:
+    from ebmssl.strategies.base import one_column_per_row
+
+    try:
+        one_column_per_row(torch.zeros(2, 2), 3)  # a 2-D index: the comparison cannot broadcast
+    except RuntimeError as error:
+        where = gpu_check.ebmssl_frame(error)
+    assert where.startswith("ebmssl/strategies/base.py:") and where.endswith("(one_column_per_row)"), where

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebmssl.registry import STRATEGIES
-from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
+from ebmssl.strategies.base import Sizes, Strategy, ViewBatch, one_column_per_row
 
 # strategies whose update reads pre-transform tensors, and how to build one
 CARRYING = {
@@ -60,3 +60,14 @@ def test_carry_is_per_strategy_and_survives_later_transforms() -> None:
 
 def test_default_bind_sizes_is_a_no_op() -> None:
     assert Strategy().bind_sizes(Sizes(online_dim=4, target_dim=4, num_global_views=2)) is None
+
+
+@settings(deadline=None, max_examples=30)
+@given(rows=st.integers(1, 12), extra=st.integers(0, 12), seed=st.integers(0, 2**16))
+def test_one_column_per_row_marks_exactly_the_given_columns(rows: int, extra: int, seed: int) -> None:
+    """The comparison-built mask equals the index assignment it replaces (which syncs on CUDA)."""
+    num_columns = rows + extra
+    columns = torch.randint(num_columns, (rows,), generator=torch.Generator().manual_seed(seed))
+    expected = torch.zeros(rows, num_columns, dtype=torch.bool)
+    expected[torch.arange(rows), columns] = True
+    assert torch.equal(one_column_per_row(columns, num_columns), expected)

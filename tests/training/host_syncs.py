@@ -8,7 +8,13 @@ that makes the host wait for a GPU, with the ebmssl line that caused it:
 * ``_local_scalar_dense`` of a device tensor (``.item()``, ``bool()``, ``int()``, ``float()``, a Python
   branch on a device value);
 * a blocking copy from the host to the device (``torch.tensor(list, device=...)``, ``.to(device)`` of a
-  host tensor without ``non_blocking``; CUDA waits for a copy from pageable memory), and any copy back.
+  host tensor without ``non_blocking``; CUDA waits for a copy from pageable memory), and any copy back;
+* a linear-algebra decomposition that reads cuSOLVER's error flag on the host (``svd``, ``eigh``, ``eig``;
+  seen on an H200 for MMCR's nuclear norm);
+* the hidden copy of an index assignment: ``x[rows, cols] = True`` on a device tensor hands ``index_put_``
+  the Python scalar as a *host* tensor, which the CUDA kernel copies to the device, blocking (found by
+  ``tools/gpu_check.py`` on an H200: SimCLR's InfoNCE mask); likewise host index tensors. A single boolean
+  mask (``x[mask] = 0``) is exempt: PyTorch turns it into ``masked_fill_``, which reads the host scalar.
 
 Reads of host tensors (Adam's step counter, a CPU generator's draw) are no synchronisation and are not
 counted. Two things cannot run on fake CUDA tensors without a CUDA context (the autograd engine asks the
@@ -45,6 +51,11 @@ HERE = os.path.abspath(__file__)
 TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 CUDA = torch.device("cuda")
 DATA_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._local_scalar_dense.default}
+INDEX_PUT = {aten.index_put_.default, aten.index_put.default, aten._index_put_impl_.default}
+INDEX = {aten.index.Tensor, *INDEX_PUT}
+# decompositions whose CUDA kernels check cuSOLVER's info flag on the host (PyTorch's _linalg_check_errors):
+# a sync with no sync-free variant (svd, eigh and eig have no ``_ex`` form)
+CHECKED_LINALG = {aten._linalg_svd.default, aten._linalg_eigh.default, aten.linalg_eig.default, aten._linalg_check_errors.default}
 METHODS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "methods").glob("*.yaml"))
 
 
@@ -82,10 +93,27 @@ def sync_kind(func, args, kwargs, device_type: str = "cuda") -> str | None:
             return "copy device->host"
     if func is aten.copy_.default:
         target, source = _device_type(args[0]), _device_type(args[1])
-        if source == "cpu" and target == device_type and args[1].dim() > 0 and not (len(args) > 2 and args[2]):
+        # a 0-dim source too: ``x[0] = 1.5`` on a 1-D device tensor copies the scalar (seen on an H200)
+        if source == "cpu" and target == device_type and not (len(args) > 2 and args[2]):
             return "blocking copy host->device"
         if source == device_type and target == "cpu":
             return "copy device->host"
+    if func in INDEX and _device_type(args[0]) == device_type:
+        return _index_copy(func, args)
+    if func in CHECKED_LINALG and _device_type(args[0]) == device_type:
+        return f"{func._opname} (cuSOLVER's info read on the host)"
+    return None
+
+
+def _index_copy(func, args) -> str | None:
+    """The host->device copy an indexing kernel makes of host operands (index tensors, an assigned scalar)."""
+    indices = [i for i in args[1] if i is not None]
+    if any(_device_type(i) == "cpu" and i.dim() > 0 for i in indices):
+        return "blocking copy host->device (host index tensor)"
+    if func in INDEX_PUT and len(args) > 2 and _device_type(args[2]) == "cpu":
+        masked_fill = len(indices) == 1 and indices[0].dtype in (torch.bool, torch.uint8) and args[2].dim() == 0
+        if not masked_fill:  # PyTorch turns a lone boolean mask with a scalar into masked_fill_ (a host read)
+            return "blocking copy host->device (x[index] = Python scalar)"
     return None
 
 
@@ -248,20 +276,31 @@ def _patched(owner, name: str, value):
         setattr(owner, name, original)
 
 
-def run_on_gpu(method: str, run_dir: Path, steps: int = 2) -> None:
-    """With a GPU: the same step for real, under ``torch.cuda.set_sync_debug_mode("error")`` after a warm-up."""
+def run_on_gpu(method: str, run_dir: Path, steps: int = 2, allowed_files: tuple[str, ...] = ()) -> None:
+    """With a GPU: the same step for real, under ``torch.cuda.set_sync_debug_mode("error")`` after a warm-up.
+
+    With ``allowed_files`` (file names of allowed syncs) the steps run under ``"warn"`` instead, and every
+    sync warning must come from one of those files (PyTorch attributes the warning to the Python line that
+    called the syncing operation)."""
+    import warnings
+
     trainer = Trainer(tiny(method, f"train.max_steps={steps + 1}"), run_dir)
     assert next(trainer.learner.parameters()).device.type == "cuda"
     step(trainer, trainer.learner, trainer.optimizer, 0)
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
+    torch.cuda.set_sync_debug_mode("warn" if allowed_files else "error")
     try:
-        for index in range(1, steps + 1):
-            step(trainer, trainer.learner, trainer.optimizer, index)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for index in range(1, steps + 1):
+                step(trainer, trainer.learner, trainer.optimizer, index)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    stray = [f"{w.filename}:{w.lineno}" for w in syncs if os.path.basename(w.filename) not in allowed_files]
+    assert not stray, f"{method}: synchronising CUDA operations outside the allowed ones: {stray}"
 
 
 def table(methods: list[str]) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Strategy, ViewBatch, one_column_per_row
 
 
 def nearest_neighbours(anchors: torch.Tensor, candidates: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,7 @@ def nearest_neighbours(anchors: torch.Tensor, candidates: torch.Tensor, self_ind
     As in DINOv2 the excluded entry is set to -1 (not -inf), so ties at -1 resolve like the official code.
     """
     with torch.no_grad():
-        dots = anchors @ candidates.T
-        dots[torch.arange(anchors.shape[0], device=anchors.device), self_index] = -1.0
+        dots = (anchors @ candidates.T).masked_fill(one_column_per_row(self_index, candidates.shape[0]), -1.0)
         return torch.max(dots, dim=1).indices
 
 

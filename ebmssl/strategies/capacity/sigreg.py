@@ -54,8 +54,9 @@ def epps_pulley_grid(
     the trapezoid weights (doubled for the negative half) times the window exp(-t^2/2)."""
     t = torch.linspace(0.0, t_max, knots, dtype=dtype, device=device)
     step = t_max / (knots - 1)
-    weights = torch.full((knots,), 2 * step, dtype=dtype, device=device)
-    weights[0] = weights[-1] = step
+    index = torch.arange(knots, device=device)
+    # the end points' half weight by masked_fill: ``weights[0] = step`` copies the scalar from the host, blocking
+    weights = torch.full((knots,), 2 * step, dtype=dtype, device=device).masked_fill((index == 0) | (index == knots - 1), step)
     phi = torch.exp(-0.5 * t.square())
     return t, phi, weights * phi
 

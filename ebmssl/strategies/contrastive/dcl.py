@@ -13,7 +13,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Pair, Strategy, ViewBatch
+from ebmssl.strategies.base import Pair, Strategy, ViewBatch, one_column_per_row
 
 
 def vmf_weights(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -41,8 +41,7 @@ def decoupled_log_partition(energy: nn.Module, anchor: torch.Tensor, same_view: 
     own = distributed.local_offset(n) + rows
     same = -energy.pairwise(anchor, distributed.gather(same_view))
     other = -energy.pairwise(anchor, distributed.gather(other_view))
-    exclude = torch.zeros_like(same, dtype=torch.bool)
-    exclude[rows, own] = True
+    exclude = one_column_per_row(own, same.shape[1])
     logits = torch.cat([same.masked_fill(exclude, float("-inf")), other.masked_fill(exclude, float("-inf"))], dim=1)
     return torch.logsumexp(logits, dim=1)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Pair, Strategy, ViewBatch
+from ebmssl.strategies.base import Pair, Strategy, ViewBatch, one_column_per_row
 
 
 def log_partition(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,8 +81,7 @@ class InfoNCE(Strategy):
         # the view of each row, filled on the device (a tensor from a Python list would be a host copy)
         view_of_row = torch.cat([torch.full((n,), i, device=logits.device, dtype=torch.long) for i in anchor_ids])
         self_index = view_of_row * global_n + distributed.local_offset(n) + rows % n
-        exclude = torch.zeros_like(logits, dtype=torch.bool)
-        exclude[rows, self_index] = True
+        exclude = one_column_per_row(self_index, logits.shape[1])
         per_view = log_partition(logits, exclude).view(len(anchors), n).mean(dim=1)
         return batch.reduce_pairs(torch.stack([per_view[anchor_ids.index(i)] for i, _ in batch.pairs]))
 
@@ -100,6 +99,5 @@ class InfoNCE(Strategy):
         global_n = candidates.shape[0] // len(views)
         anchor_view = pair[0]
         self_index = anchor_view * global_n + offset + torch.arange(n, device=a.device)
-        exclude = torch.zeros_like(logits, dtype=torch.bool)
-        exclude[torch.arange(n, device=a.device), self_index] = True
+        exclude = one_column_per_row(self_index, logits.shape[1])
         return log_partition(logits, exclude).mean()

@@ -14,7 +14,7 @@ from torch import nn
 
 from ebmssl import distributed
 from ebmssl.registry import register_strategy
-from ebmssl.strategies.base import Strategy, ViewBatch
+from ebmssl.strategies.base import Strategy, ViewBatch, one_column_per_row
 from ebmssl.strategies.contrastive.infonce import infonce_bound_from_scores
 
 
@@ -22,8 +22,7 @@ def off_diagonal_logmeanexp(scores: torch.Tensor, offset: int = 0) -> torch.Tens
     """``log mean_{i != j} exp(scores_ij)`` over an (n, M) block whose row i's diagonal is column offset + i."""
     n, m = scores.shape
     rows = torch.arange(n, device=scores.device)
-    exclude = torch.zeros_like(scores, dtype=torch.bool)
-    exclude[rows, offset + rows] = True
+    exclude = one_column_per_row(offset + rows, m)
     masked = scores.masked_fill(exclude, float("-inf"))
     return torch.logsumexp(masked.flatten(), dim=0) - math.log(n * (m - 1))
 
