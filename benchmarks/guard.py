@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.memory import resident_peak_bytes  # noqa: E402
 
 CASES = {
     "default run": {"config": None, "overrides": []},
@@ -78,7 +79,7 @@ def child(case: str, guard: bool, steps: int, batch: int | None) -> dict[str, fl
         state = sum(v.numel() * v.element_size() for s in trainer.optimizer.state.values() for v in s.values()
                     if isinstance(v, torch.Tensor))  # fmt: skip
         peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
+                else resident_peak_bytes())  # fmt: skip
     interleaved = {f"step_ms_{'on' if k else 'off'}": 1e3 * statistics.median(v) for k, v in times.items()} if guard else {}
     return {**interleaved, "peak_mib": peak / 2**20, "snapshot_mib": snapshot / 2**20,
             "weights_and_state_mib": (weights + state) / 2**20, "batch": trainer.parts.micro_batch}  # fmt: skip

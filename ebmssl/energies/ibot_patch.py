@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from ebmssl import distributed
-from ebmssl.energies.tokens import PatchTerm, TokenSets, check_reduction, per_image_masked_mean, reduce_views, register_patch_term
+from ebmssl.energies.tokens import (
+    PatchTerm,
+    TokenSets,
+    check_reduction,
+    mean_over_images,
+    per_image_masked_mean,
+    reduce_views,
+    register_patch_term,
+)
 from ebmssl.strategies.asymmetry.dino_centering import teacher_temperature_at
 from ebmssl.strategies.capacity.sinkhorn import sinkhorn_codes
 
@@ -95,6 +103,12 @@ class IBOTPatch(PatchTerm):
             "teacher_temperature_now", torch.tensor([self.current_teacher_temperature()], dtype=torch.float64), persistent=False
         )
 
+    @property
+    def masked_tokens_suffice(self) -> bool:
+        """Sinkhorn-Knopp runs over the masked tokens, a ``masked`` centre averages them: both read the masked
+        tokens only. A centre over every teacher token (``center_tokens: all``, official iBOT) does not."""
+        return self.centering == "sinkhorn" or self.center_tokens == "masked"
+
     def set_progress(self, progress) -> None:  # noqa: ANN001
         epoch = int(progress.epoch)
         if epoch != self.epoch:
@@ -141,7 +155,7 @@ class IBOTPatch(PatchTerm):
         for v, q in zip(self._views(tokens), probabilities):
             student = tokens.online[v]
             per_token = token_cross_entropy(student, q.reshape(student.shape).to(student.dtype), self.temperature)
-            values.append(per_image_masked_mean(per_token, masks[v]).mean())
+            values.append(mean_over_images(per_image_masked_mean(per_token, masks[v]), tokens.num_images))
         return reduce_views(values, self.view_reduction)
 
     @torch.no_grad()

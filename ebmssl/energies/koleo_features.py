@@ -42,6 +42,11 @@ class KoLeoFeatures(PatchTerm):
         self.view_reduction = view_reduction
         self.eps = float(eps)
 
+    @property
+    def masked_tokens_suffice(self) -> bool:
+        """It reads the pooled features only, never the token rows."""
+        return True
+
     def loss(self, tokens: TokenSets) -> torch.Tensor:
         features = tokens.require("online_features", "koleo_features")[: self.views]
         values = []

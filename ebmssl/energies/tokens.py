@@ -11,10 +11,18 @@ tokens. The architecture hands the objective, beside the per-view (N, D) embeddi
 * ``online_positions[v]`` / ``target_positions[v]`` (N, T, 2), optional: each token's centre in the
   coordinates of the original image (VICRegL's location matching);
 * ``online_features[v]`` / ``target_features[v]`` (N, T, E), optional: backbone tokens before the heads
-  (DenseCL matches by them), or (N, E) pooled backbone features (DINOv2's KoLeo on class tokens).
+  (DenseCL matches by them), or (N, E) pooled backbone features (DINOv2's KoLeo on class tokens);
+* ``num_images``, optional: set when ``online``/``target``/``masks`` hold selected rows and tokens only
+  (``model.patch_tokens: masked``: the masked images' masked-token slots, :func:`ebmssl.models.masking.
+  masked_token_slots`); the number of images per view the rows were selected from, so that a mean over
+  images still divides by every image (an unmasked image counts 0, as in the full layout).
 
 Masks are used as weights, never to select rows: a term's shapes never depend on how many tokens are
 masked, so a step has no host read and compiles once (static mask lengths keep T fixed).
+
+A term whose value depends on the masked tokens only, summed with the same per-image weight in every view
+(``masked_tokens_suffice``), gives the same loss on the selected layout (whose rows mix views) as on the
+full one; the architecture refuses ``patch_tokens: masked`` with any other term.
 
 A :class:`PatchTerm` returns a scalar ``loss(tokens)``; ``update(tokens)`` (no gradient, training mode
 only, after the loss) moves its state (centres, queues); ``family`` is the collapse family it
@@ -46,12 +54,19 @@ class TokenSets:
     target_positions: list[torch.Tensor] | None = None
     online_features: list[torch.Tensor] | None = None
     target_features: list[torch.Tensor] | None = None
+    num_images: int | None = None
 
     def require(self, field: str, term: str) -> list[torch.Tensor]:
         value = getattr(self, field)
         if not value:
             raise ValueError(f"patch term {term!r} needs `{field}` on the token sets; the architecture must provide it")
         return value
+
+
+def mean_over_images(per_image: torch.Tensor, num_images: int | None) -> torch.Tensor:
+    """Mean of per-image values (N',) over ``num_images`` images (None: over the N' rows themselves); the
+    images left out of a selected layout had no masked token and count 0."""
+    return per_image.mean() if num_images is None else per_image.sum() / num_images
 
 
 def per_image_masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,6 +97,12 @@ class PatchTerm(nn.Module):
     example_config: ClassVar[dict] = {}
     example_tokens: ClassVar[tuple[str, ...]] = ()
     collapse_sensitive: ClassVar[bool] = False  # True: a collapsed batch must score worse (property test)
+
+    @property
+    def masked_tokens_suffice(self) -> bool:
+        """True when the loss and the update read the masked tokens only (and pooled features): then
+        ``model.patch_tokens: masked`` hands it the selected layout and the value is unchanged."""
+        return False
 
     def loss(self, tokens: TokenSets) -> torch.Tensor:
         raise NotImplementedError

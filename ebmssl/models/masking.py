@@ -249,6 +249,32 @@ class BlockMaskSpec:
         """How many of ``batch`` images are masked: round(probability * batch), a function of the config."""
         return round(self.probability * batch)
 
+    def max_masked(self, length: int) -> int:
+        """The most patches one image of ``length`` patches can have masked: floor(high ratio * length)."""
+        return math.floor(float(self.ratio[1]) * length)
+
+
+def masked_token_slots(masks: torch.Tensor, images: int, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the masked tokens of ``masks`` (N, L) lie, in a fixed number of slots: ``(rows, columns)`` with
+    rows (images,) and columns (images, slots) such that every True entry of ``masks`` is at some
+    ``(rows[i], columns[i, j])``, masked tokens first in each row, then unmasked fillers.
+
+    Shapes are functions of the config, not of the draw (``images`` >= the images with any masked token,
+    ``slots`` >= the masked tokens of one image: :meth:`BlockMaskSpec.masked_images` and
+    :meth:`BlockMaskSpec.max_masked`), so the selection is a ``topk`` on the device with no host read.
+    DINOv2 computes its patch head on the masked tokens only (``ssl_meta_arch.py``: ``mask_indices_list``,
+    gathered on the host in its collate function); a term that weighs tokens by the mask gives the same
+    value on these slots, at ``slots / L`` of the head's cost per image and ``images / N`` of the images.
+    """
+    n, length = masks.shape
+    # ties broken by position, so the selection is deterministic (topk of equal keys may pick any)
+    order = torch.arange(length, 0, -1, device=masks.device, dtype=torch.float32) / (length + 1)
+    row_key = masks.any(dim=1).to(torch.float32) + torch.arange(n, 0, -1, device=masks.device, dtype=torch.float32) / (n + 1)
+    rows = row_key.topk(images).indices.sort().values
+    token_key = masks[rows].to(torch.float32) + order
+    columns = token_key.topk(slots, dim=1).indices
+    return rows, columns
+
 
 def ibot_block_masks(generator: torch.Generator, batch: int, grid_h: int, grid_w: int, spec: BlockMaskSpec = BlockMaskSpec()) -> torch.Tensor:
     """(N, H * W) bool masks, True on the patches the student sees as the mask token (iBOT / BEiT blocks).

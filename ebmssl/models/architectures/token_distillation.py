@@ -14,6 +14,7 @@ DINOv2 (Oquab et al. 2023; github.com/facebookresearch/dinov2 ``dinov2/train/ssl
       head: {name: dino_head, output_dim: 8192, ...}       # class head (the DINO head)
       patch_head: shared                                   # or a head spec: DINOv2's separate iBOT head
       masks: {ratio: [0.1, 0.5], probability: 1.0}         # iBOT/BEiT blocks (models/masking.py)
+      patch_tokens: all                                    # or masked: the patch heads on masked slots only
       target: {name: ema, momentum: 0.996, final_momentum: 1.0, schedule: cosine}
 
 A step, with G global views of N images and any number of local views:
@@ -29,6 +30,15 @@ A step, with G global views of N images and any number of local views:
   views, ``tokens`` = TokenSets(online = the student's patch outputs of the global views, target = the
   teacher's, masks, online_features = the student's pooled backbone features of the global views, DINOv2's
   KoLeo input).
+
+``patch_tokens: masked`` (DINOv2's layout) puts only the masked images' masked-token slots through both
+patch heads (:func:`ebmssl.models.masking.masked_token_slots`: the round(p G N) masked crops of the G global
+views x floor(high ratio T) slots, chosen on the device with static shapes and regrouped into G chunks), as
+DINOv2 computes its iBOT head on the masked tokens only:
+at DINOv2's masks (p 0.5, ratio up to 0.5) a quarter of the tokens, the heads' largest tensors shrinking
+alike. The loss is unchanged (checked against ``all`` in float64); it needs patch terms that read the masked
+tokens only (``masked_tokens_suffice``: iBOT's term with Sinkhorn-Knopp or a masked centre, KoLeo), and
+refuses iBOT's official centre over every teacher token.
 
 Deviations: with ``pool: mean`` (a ViT without class token, as the shared ViT budget's) the "class" features
 are the mean final patch token; the trainer's online probe reads the student's pooled features of the first
@@ -49,7 +59,7 @@ from ebmssl.models.architectures.base import Architecture, LearnerOutput, defaul
 from ebmssl.models.architectures.jepa import build_vit_encoder
 from ebmssl.models.architectures.token_branch import TokenBranch, bind_token_width, build_block_mask_spec
 from ebmssl.models.build import build_heads
-from ebmssl.models.masking import BlockMaskSpec, ibot_block_masks
+from ebmssl.models.masking import BlockMaskSpec, gather_tokens, ibot_block_masks, masked_token_slots
 from ebmssl.models.target import EMATarget, build_target
 from ebmssl.registry import ConfigError, register_architecture
 from ebmssl.strategies.base import Sizes
@@ -73,11 +83,15 @@ class TokenDistillation(Architecture):
 
     feeds_tokens = True
 
-    def __init__(self, student: TokenBranch, objective: nn.Module, target: EMATarget, masks: BlockMaskSpec, num_global: int) -> None:
+    def __init__(
+        self, student: TokenBranch, objective: nn.Module, target: EMATarget, masks: BlockMaskSpec, num_global: int,
+        patch_tokens: str = "all",
+    ) -> None:  # fmt: skip
         super().__init__()
         self.student = student
         self.masks = masks
         self.num_global = int(num_global)
+        self.patch_tokens = patch_tokens
         self.attach(objective, target)
 
     # -- the contract -----------------------------------------------------------------------------
@@ -112,18 +126,41 @@ class TokenDistillation(Architecture):
         student_pooled, student_patches = self.student.encode(global_views, masks)
         local_pooled = encode_by_size(self.student, views[g:]) if len(views) > g else []
         online = list(self.student.head(torch.cat([student_pooled, *local_pooled])).chunk(len(views)))
-        online_tokens = self.student.project_patches(student_patches)
         with torch.no_grad():
             teacher_pooled, teacher_patches = self.teacher.encode(global_views)
             target = list(self.teacher.head(teacher_pooled).chunk(g))
+        view_masks, num_images = list(masks.chunk(g)), None
+        if self.patch_tokens == "masked":  # the masked images' masked-token slots of each view, both branches alike
+            student_patches, teacher_patches, view_masks = self.select_masked(student_patches, teacher_patches, view_masks)
+            num_images = global_views.shape[0] // g
+        online_tokens = self.student.project_patches(student_patches)
+        with torch.no_grad():
             target_tokens = self.teacher.project_patches(teacher_patches)
         tokens = TokenSets(
             online=list(online_tokens.chunk(g)),
             target=list(target_tokens.chunk(g)),
-            masks=list(masks.chunk(g)),
+            masks=view_masks,
             online_features=list(student_pooled.chunk(g)),
+            num_images=num_images,
         )
         return self.score(online, target, student_pooled.chunk(g)[0], tokens=tokens)
+
+    def select_masked(
+        self, student: torch.Tensor, teacher: torch.Tensor, masks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Student and teacher patch tokens (G N, T, E) and per-view masks (N, T) -> the masked images' slots,
+        regrouped into G equal chunks: (G R, S, E) twice and G masks (R, S) (see ``patch_tokens``).
+
+        The masks choose round(p G N) images over all global crops together (DINOv2's ``n_samples_masked``),
+        so one view may hold more of them than another: the selection is over the concatenated crops and the
+        chunks mix views. Terms that qualify (``masked_tokens_suffice``) sum over tokens with the same
+        per-image weight 1 / N in every view, so which chunk a row sits in does not change their value."""
+        g, (n, length) = len(masks), masks[0].shape
+        rows_per_chunk = -(-self.masks.masked_images(g * n) // g)  # ceil: every masked image fits
+        flat = torch.cat(masks)
+        rows, columns = masked_token_slots(flat, g * rows_per_chunk, self.masks.max_masked(length))
+        picked = flat[rows].gather(1, columns)
+        return gather_tokens(student[rows], columns), gather_tokens(teacher[rows], columns), list(picked.chunk(g))
 
 
 def token_sizes(objective: nn.Module, online_dim: int, num_global: int, where: str) -> None:
@@ -147,6 +184,7 @@ def build_token_distillation(
     patch_head: Any = "shared",
     masks: Mapping[str, Any] | None = None,
     target: Mapping[str, Any] | str | None = None,
+    patch_tokens: str = "all",
 ) -> TokenDistillation:
     """iBOT / DINOv2: a ViT student with block-masked global views, its EMA teacher, class and patch heads."""
     where = location
@@ -163,7 +201,22 @@ def build_token_distillation(
         raise ConfigError(f"{where}.target: token distillation needs an EMA teacher, e.g. `target: {{name: ema, momentum: 0.996}}`.")
     if num_global < 1:
         raise ConfigError(f"{where}: token distillation needs at least one global view.")
+    check_patch_tokens(patch_tokens, objective, where)
     student = TokenBranch(encoder, class_head, separate)
     token_sizes(objective, class_head.output_dim, num_global, where)
     bind_token_width(objective, student.patch_dim)
-    return TokenDistillation(student, objective, teacher, mask_spec, num_global)
+    return TokenDistillation(student, objective, teacher, mask_spec, num_global, patch_tokens)
+
+
+def check_patch_tokens(patch_tokens: Any, objective: nn.Module, where: str) -> None:
+    """``patch_tokens: all | masked``; ``masked`` only with patch terms that read the masked tokens alone."""
+    if patch_tokens not in ("all", "masked"):
+        raise ConfigError(f"{where}.patch_tokens: expected `all` or `masked`, got {patch_tokens!r}.")
+    names, terms = getattr(objective, "patch_term_names", []), getattr(objective, "patch_terms", [])
+    unfit = [name for name, term in zip(names, terms) if not term.masked_tokens_suffice]
+    if patch_tokens == "masked" and unfit:
+        raise ConfigError(
+            f"{where}.patch_tokens: masked hands the patch terms the masked tokens only, but {', '.join(unfit)} also "
+            f"reads unmasked ones (e.g. ibot_patch's centre over every teacher token, center_tokens: all). Use "
+            f"`patch_tokens: all`, or `centering: sinkhorn` / `center_tokens: masked` on the term."
+        )

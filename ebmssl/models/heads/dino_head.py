@@ -70,7 +70,7 @@ class DINOHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mlp(x)
         with torch.autocast(x.device.type, enabled=False):  # logits later divided by a 0.04 temperature: fp32
-            x = F.normalize(x.float(), dim=-1, p=2)
+            x = F.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=-1, p=2)  # float64 stays
             return self.last_layer(x)
 
 

@@ -17,7 +17,6 @@ from ebmssl import distributed
 from ebmssl.registry import register_strategy
 from ebmssl.strategies.base import Sizes, Strategy, ViewBatch
 
-
 SINGULAR_HINT = (
     "W-MSE whitening needs a non-singular covariance in every sub-batch (more rows than dimensions and no "
     "collapsed directions). Use w_size > the embedding dim (the paper recommends w_size >= 2 x dim, and a "

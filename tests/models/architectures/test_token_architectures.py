@@ -47,7 +47,9 @@ def test_token_distillation_feeds_masked_tokens_and_trains_the_student_only(meth
     out = learner(views(), generator=torch.Generator().manual_seed(3))
     tokens = captured["tokens"]
     assert len(tokens.online) == len(tokens.target) == len(tokens.masks) == 2  # the global views only
-    assert tokens.online[0].shape == (4, 16, 8) and tokens.masks[0].shape == (4, 16)
+    # DINOv2 (patch_tokens: masked): round(0.5 x 2 x 4) masked crops in 2 chunks x floor(0.5 x 16) slots; iBOT: all
+    rows, slots = (2, 8) if method == "dinov2" else (4, 16)
+    assert tokens.online[0].shape == (rows, slots, 8) and tokens.masks[0].shape == (rows, slots)
     assert all(not t.requires_grad for t in tokens.target)  # the EMA teacher's
     assert "ibot_patch" in out.objective.terms and torch.isfinite(out.loss)
     out.loss.backward()
@@ -63,6 +65,41 @@ def test_token_distillation_feeds_masked_tokens_and_trains_the_student_only(meth
             p.add_(0.1)
     learner.after_optimizer_step(Progress(step=1, total_steps=10, epoch=0.1, total_epochs=1))  # the one EMA
     assert any(not torch.equal(b, p) for b, p in zip(before, learner.teacher.parameters()))
+
+
+@pytest.mark.parametrize("method,term", [("dinov2", {}), ("ibot", {"center_tokens": "masked"})])
+def test_masked_patch_tokens_give_the_loss_and_gradients_of_every_token(method: str, term: dict) -> None:
+    """``patch_tokens: masked`` (the heads on the masked slots only) equals ``all`` in float64: value and gradient."""
+    config = load_config(method, "methods")
+    config["objective"]["patch_terms"][0].update(term)
+    learners, grads, default = [], [], torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # every module and every constant of the forward in float64
+    try:
+        for layout in ("all", "masked"):
+            torch.manual_seed(0)
+            spec = {**config["model"], "backbone": {**config["model"]["backbone"], **VIT}, "head": HEAD, "patch_tokens": layout}
+            if isinstance(spec.get("patch_head"), dict):
+                spec["patch_head"] = HEAD
+            learners.append(build_learner(spec, ebmssl.build_objective(config), 2, 3).train())
+        learners[1].load_state_dict(learners[0].state_dict())
+        for seed in range(4):  # several draws: the masked crops fall unevenly on the two views
+            grads = []
+            for learner in learners:
+                out = learner(views(n=6, local=2, seed=seed), generator=torch.Generator().manual_seed(seed))
+                out.loss.backward()
+                assert out.objective.terms["ibot_patch"].abs() > 0  # some image was masked
+                grads.append((out.objective.terms["ibot_patch"].detach(), out.loss.detach(),
+                              [p.grad.clone() if p.grad is not None else None for p in learner.student.parameters()]))
+                learner.zero_grad(set_to_none=True)
+            (term_all, loss_all, grad_all), (term_masked, loss_masked, grad_masked) = grads
+            torch.testing.assert_close(term_masked, term_all, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(loss_masked, loss_all, rtol=1e-12, atol=1e-12)
+            for a, b in zip(grad_all, grad_masked):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    finally:
+        torch.set_default_dtype(default)
 
 
 def test_masked_student_tokens_differ_from_the_unmasked_ones_only_through_the_mask() -> None:
@@ -135,6 +172,8 @@ def test_local_joint_embedding_feeds_every_views_maps_with_positions() -> None:
         ("ibot", {"masks": {"probability": 2}}, r"masks.*probability"),
         ("ibot", {"target": "none"}, r"target.*EMA"),
         ("ibot", {"patch_head": 3}, r"patch_head"),
+        ("ibot", {"patch_tokens": "masked"}, r"patch_tokens.*ibot_patch.*center_tokens"),  # its centre reads every token
+        ("dinov2", {"patch_tokens": "some"}, r"patch_tokens.*`all` or `masked`"),
         ("ibot", {"head": None}, r"head"),
         ("simmim", {"mask_patch_size": 6}, r"mask_patch_size"),
         ("simmim", {"mask_ratio": 1.0}, r"mask_ratio"),
