@@ -260,3 +260,8 @@ def test_the_final_evaluation_runs_the_random_init_baseline_on_clips(tmp_path) -
     evaluation = run_training(c, tmp_path / "run")["evaluation"]
     assert set(evaluation) == {"trained", "random_init", "raw_pixels"}
     assert all(0.0 <= result["knn_accuracy"] <= 1.0 for result in evaluation.values())
+    # the export (tools/export.py) reads back the frame backbone the run saved, at the frames' channel count
+    from ebmssl.hub.export import load_run_backbone
+
+    frame_backbone, _ = load_run_backbone(tmp_path / "run")
+    assert frame_backbone.in_channels == 1 and frame_backbone(torch.rand(2, 1, 32, 32)).shape == (2, frame_backbone.output_dim)
