@@ -108,12 +108,12 @@ def smallest_block(grid_h: int, grid_w: int, scale: tuple[float, float], aspect_
 
 
 def _first_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` smallest row-major indices where ``mask`` (..., L) is true, ascending (rows hold at least
-    ``count``): a sort with a static shape in place of ``nonzero`` (no host read)."""
+    """The ``count`` smallest row-major indices where ``mask`` (..., L) is true, ascending, then (a row with
+    fewer) the smallest where it is false: a sort with a static shape in place of ``nonzero`` (no host read)."""
     length = mask.shape[-1]
     index = torch.arange(length, device=mask.device)
-    keys = torch.where(mask, index, index + length)
-    return keys.sort(dim=-1).values[..., :count]
+    keys = torch.where(mask, index, index + length)  # distinct keys: true entries first, each in position order
+    return keys.sort(dim=-1).indices[..., :count]
 
 
 def _blocks(generator: torch.Generator, shape: tuple[int, ...], grid_h: int, grid_w: int, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -261,19 +261,14 @@ def masked_token_slots(masks: torch.Tensor, images: int, slots: int) -> tuple[to
 
     Shapes are functions of the config, not of the draw (``images`` >= the images with any masked token,
     ``slots`` >= the masked tokens of one image: :meth:`BlockMaskSpec.masked_images` and
-    :meth:`BlockMaskSpec.max_masked`), so the selection is a ``topk`` on the device with no host read.
+    :meth:`BlockMaskSpec.max_masked`), so the selection is I-JEPA's static-shape sort (:func:`_first_indices`)
+    on the device with no host read.
     DINOv2 computes its patch head on the masked tokens only (``ssl_meta_arch.py``: ``mask_indices_list``,
     gathered on the host in its collate function); a term that weighs tokens by the mask gives the same
     value on these slots, at ``slots / L`` of the head's cost per image and ``images / N`` of the images.
     """
-    n, length = masks.shape
-    # ties broken by position, so the selection is deterministic (topk of equal keys may pick any)
-    order = torch.arange(length, 0, -1, device=masks.device, dtype=torch.float32) / (length + 1)
-    row_key = masks.any(dim=1).to(torch.float32) + torch.arange(n, 0, -1, device=masks.device, dtype=torch.float32) / (n + 1)
-    rows = row_key.topk(images).indices.sort().values
-    token_key = masks[rows].to(torch.float32) + order
-    columns = token_key.topk(slots, dim=1).indices
-    return rows, columns
+    rows = _first_indices(masks.any(dim=1), images)  # the masked images, then unmasked fillers, by position
+    return rows, _first_indices(masks[rows], slots)
 
 
 def ibot_block_masks(generator: torch.Generator, batch: int, grid_h: int, grid_w: int, spec: BlockMaskSpec = BlockMaskSpec()) -> torch.Tensor:
