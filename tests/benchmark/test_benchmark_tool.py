@@ -1,4 +1,4 @@
-"""tools/benchmark.py and benchmarks/peers.py: the suites run, and the peer columns degrade cleanly."""
+"""tools/benchmark.py, benchmarks/loading.py and benchmarks/peers.py: the suites run, and the peer columns degrade cleanly."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ sys.path.insert(0, str(TOOLS))
 
 import benchmark  # noqa: E402
 from benchmarks import peers as bench_peers  # noqa: E402
+from benchmarks.loading import TwoViews, torchvision_simclr  # noqa: E402
 
 
 def test_torchvision_baseline_recipe_makes_two_views():
-    transform = benchmark.TwoViews(benchmark.torchvision_simclr(32))
+    transform = TwoViews(torchvision_simclr(32))
     views = transform(Image.fromarray(np.zeros((50, 70, 3), np.uint8)))
     assert len(views) == 2 and all(v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in views)
 
